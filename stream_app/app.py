@@ -1,0 +1,123 @@
+"""The Faust app: topics, the three agents, the catalog sync timer and the web views."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from typing import Awaitable, Callable, Sequence
+
+import faust
+from faust.types import EventT
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stream_app.config import Settings
+from stream_app.contract import Record, dumps
+from stream_app.logs import log
+from stream_app.pipeline import Outputs
+from stream_app.runtime import Runtime
+from stream_app.web import register_views
+
+# Failures of infrastructure: retry the batch, never skip it.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, asyncio.TimeoutError)
+
+
+def broker_url(servers: str) -> str:
+    hosts = [h.strip() for h in (servers or "127.0.0.1:9092").split(",") if h.strip()]
+    return "kafka://" + ";".join(hosts)
+
+
+def to_record(event: EventT) -> Record:
+    m = event.message
+    return Record(topic=m.topic, partition=m.partition, offset=m.offset,
+                  timestamp=m.timestamp if m.timestamp is not None else time.time(),
+                  key=m.key, value=m.value)
+
+
+def create_app(settings: Settings, runtime: Runtime) -> faust.App:
+    s = settings
+    app = faust.App(
+        s.app_id,
+        broker=broker_url(s.kafka_bootstrap_servers),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=s.topic_partitions,
+        topic_replication_factor=s.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=s.kafka_session_timeout_s,
+        broker_heartbeat_interval=s.kafka_heartbeat_interval_s,
+        web_port=s.web_port,
+        web_bind=s.web_host,
+        datadir=s.data_dir or tempfile.mkdtemp(prefix="stream-app-"),
+        autodiscover=False,
+        store="memory://",
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, partitions=s.topic_partitions, key_serializer="raw",
+                         value_serializer="raw")
+
+    items, activity, feedback = topic(s.topic_items), topic(s.topic_activity), topic(s.topic_feedback)
+    recommendations, dead_letters = topic(s.topic_recommendations), topic(s.topic_dead_letters)
+
+    async def emit(out: Outputs) -> None:
+        for key, value in out.dead_letters:
+            await dead_letters.send(key=key, value=dumps(value))
+        for user_id, value in out.recommendations:
+            await recommendations.send(key=user_id.encode(), value=dumps(value))
+
+    async def run_batches(stream: faust.StreamT, name: str,
+                          process: Callable[[Sequence[Record]], Awaitable[Outputs]]) -> None:
+        """Micro-batches acked only after their outputs are sent (a crash re-delivers)."""
+        await runtime.ready()
+        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+            records = [to_record(e) for e in events]
+            attempt = 0
+            while True:
+                started = time.perf_counter()
+                try:
+                    out = await process(records)
+                    await emit(out)
+                    break
+                except TRANSIENT as exc:
+                    attempt += 1
+                    log("batch_retry", topic=name, records=len(records), attempt=attempt,
+                        error=repr(exc))
+                    await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
+            await runtime.publish(name, out, len(records), time.perf_counter() - started)
+
+    @app.agent(items, name="items")
+    async def item_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, s.topic_items, lambda r: runtime.processor.process_items(r))
+
+    @app.agent(activity, name="activity")
+    async def activity_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, s.topic_activity,
+                          lambda r: runtime.processor.process_activity(r))
+
+    @app.agent(feedback, name="feedback")
+    async def feedback_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, s.topic_feedback,
+                          lambda r: runtime.processor.process_feedback(r))
+
+    @app.timer(s.catalog_sync_interval_s)
+    async def sync_catalog() -> None:
+        await runtime.ready()
+        try:
+            changed = await runtime.catalog.sync()
+        except TRANSIENT as exc:
+            log("catalog_sync_failed", error=repr(exc))
+            return
+        if changed:
+            runtime.metrics.catalog_items.set(len(runtime.catalog.index))
+
+    @app.task
+    async def declare_outputs() -> None:
+        """Output topics exist before the first record is sent (with our partition count)."""
+        for t in (recommendations, dead_letters):
+            await t.maybe_declare()
+
+    register_views(app, runtime)
+    return app

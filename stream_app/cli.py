@@ -1,0 +1,201 @@
+"""`stream-app` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Sequence
+
+from stream_app.config import Settings, settings_table
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from faust.worker import Worker
+
+    from stream_app import logs
+    from stream_app.app import create_app
+    from stream_app.encoder import HFEncoder
+    from stream_app.runtime import Runtime
+
+    s = _settings()
+    if not s.kafka_bootstrap_servers:
+        s = s.replace(kafka_bootstrap_servers="127.0.0.1:9092")
+    logs.setup(s.log_level)
+    encoder = HFEncoder(s.model_path, s.max_seq_length, s.encode_batch_size, s.torch_threads)
+    logs.log("model_loaded", model_version=encoder.version, dim=encoder.dim)
+    app = create_app(s, Runtime(s, encoder))
+    faust_level = {"debug": "debug", "info": "warn"}.get(s.log_level.lower(), s.log_level)
+    Worker(app, loglevel=faust_level, quiet=True).execute_from_commandline()
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from stream_app import logs
+    from stream_app.embedded import LocalStack, free_port
+    from stream_app.processes import WorkerProcess
+
+    logs.setup(_settings().log_level)
+    with LocalStack(_settings()) as stack:
+        workers = []
+        for n in range(args.workers):
+            s = stack.settings if n == 0 else stack.settings.replace(web_port=free_port())
+            workers.append(WorkerProcess(s).start())
+        try:
+            for w in workers:
+                w.wait_healthy()
+            print(json.dumps({**stack.describe(),
+                              "workers": [w.url for w in workers]}, indent=2), flush=True)
+            print("stream-app is up; Ctrl-C stops everything.", flush=True)
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            while all(w.proc is not None and w.proc.poll() is None for w in workers):
+                time.sleep(0.5)
+            print("a worker exited; stopping", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            for w in workers:
+                w.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream_app.demo import run_demo
+
+    return run_demo(_settings(), args.timeout)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream_app.bench import run_bench
+
+    return run_bench(_settings(), args)
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from stream_app.catalog_files import read_catalog
+    from stream_app.kafka_io import Producer
+
+    s = _settings()
+    values = read_catalog(args.file)
+    key_field = args.key_field or _key_field_for(s, args.topic)
+
+    async def go() -> int:
+        async with Producer(_bootstrap(s)) as producer:
+            return await producer.send_all(args.topic, values, key_field)
+
+    n = asyncio.run(go())
+    print(f"produced {n} records to {args.topic}")
+    return 0
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from stream_app.kafka_io import consume
+
+    s = _settings()
+
+    async def go() -> None:
+        n = 0
+        async for key, value in consume(_bootstrap(s), args.topic, args.from_beginning,
+                                        args.idle_timeout):
+            print(json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes)
+                  else value.decode("utf-8", "backslashreplace"), flush=True)
+            n += 1
+            if args.max and n >= args.max:
+                return
+
+    try:
+        asyncio.run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_catalog_load(args: argparse.Namespace) -> int:
+    from stream_app.catalog_files import read_catalog
+    from stream_app.loading import load_catalog
+
+    s = _settings()
+    items = read_catalog(args.file)
+    done = asyncio.run(load_catalog(s, _bootstrap(s), items, wait=not args.no_wait,
+                                    timeout=args.timeout))
+    print(f"{len(items)} items sent to {s.topic_items}" +
+          (f", {done} embedded and in the catalog" if not args.no_wait else ""))
+    return 0 if args.no_wait or done >= len({str(i['item_id']) for i in items}) else 1
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_table())
+    return 0
+
+
+def _bootstrap(s: Settings) -> str:
+    return s.kafka_bootstrap_servers or "127.0.0.1:9092"
+
+
+def _key_field_for(s: Settings, topic: str) -> str | None:
+    if topic == s.topic_items:
+        return "item_id"
+    if topic in (s.topic_activity, s.topic_feedback, s.topic_recommendations):
+        return "user_id"
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="stream-app", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("worker", help="run a production worker (Faust)").set_defaults(fn=cmd_worker)
+
+    up = sub.add_parser("up", help="embedded broker/Redis when not configured, plus workers")
+    up.add_argument("--workers", type=int, default=1)
+    up.set_defaults(fn=cmd_up)
+
+    demo = sub.add_parser("demo", help="scripted drifting user on the embedded default")
+    demo.add_argument("--timeout", type=float, default=300.0)
+    demo.set_defaults(fn=cmd_demo)
+
+    bench = sub.add_parser("bench", help="throughput of one worker on the embedded default")
+    bench.add_argument("--events", type=int, default=5000, help="item activity events")
+    bench.add_argument("--text-events", type=int, default=2000, help="free-text events")
+    bench.add_argument("--users", type=int, default=500)
+    bench.add_argument("--catalog", help="catalog file (default: the bundled sample)")
+    bench.add_argument("--json", help="also write the figures here")
+    bench.set_defaults(fn=cmd_bench)
+
+    prod = sub.add_parser("produce", help="send JSON lines (or a CSV catalog) to a topic")
+    prod.add_argument("file")
+    prod.add_argument("--topic", required=True)
+    prod.add_argument("--key-field", help="value field used as record key")
+    prod.set_defaults(fn=cmd_produce)
+
+    tail = sub.add_parser("tail", help="print a topic's records as JSON lines")
+    tail.add_argument("topic")
+    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("--max", type=int, default=0, help="stop after this many records")
+    tail.add_argument("--idle-timeout", type=float, default=None,
+                      help="stop after this many seconds without a record")
+    tail.set_defaults(fn=cmd_tail)
+
+    cat = sub.add_parser("catalog", help="catalog operations")
+    cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
+    load = cat_sub.add_parser("load", help="send items (JSON lines or CSV), wait until embedded")
+    load.add_argument("file")
+    load.add_argument("--no-wait", action="store_true")
+    load.add_argument("--timeout", type=float, default=600.0)
+    load.set_defaults(fn=cmd_catalog_load)
+
+    sub.add_parser("settings", help="print every setting").set_defaults(fn=cmd_settings)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args) or 0)
+

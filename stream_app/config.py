@@ -1,0 +1,143 @@
+"""Settings: one dataclass, every field with a default, an env var and a doc line.
+
+Env vars are ``STREAM_APP_<FIELD>`` except the three endpoints operators set
+everywhere (``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``, ``WEB_PORT``).
+``docs/configuration.md`` is generated from this file (``stream-app settings``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+ENV_PREFIX = "STREAM_APP_"
+
+
+def _setting(default: Any, doc: str, env: str | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- endpoints -------------------------------------------------------
+    kafka_bootstrap_servers: str = _setting(
+        "", "Kafka bootstrap servers, comma separated. Empty: `up`/`demo`/`bench` start an "
+        "embedded broker; `worker` uses 127.0.0.1:9092.", env="KAFKA_BOOTSTRAP_SERVERS")
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0", "Redis URL. `up`/`demo`/`bench` start an embedded Valkey "
+        "when nothing answers here.", env="REDIS_URL")
+    redis_cluster: bool = _setting(False, "Connect to `redis_url` as a Redis Cluster.")
+    web_port: int = _setting(6066, "HTTP port of the worker (health, stats, metrics).",
+                             env="WEB_PORT")
+    web_host: str = _setting("0.0.0.0", "HTTP bind address of the worker.")
+    # --- naming ----------------------------------------------------------
+    app_id: str = _setting("stream-app", "Faust app id: the Kafka consumer group of workers.")
+    key_prefix: str = _setting("sa", "Prefix of every Redis key this deployment writes.")
+    topic_items: str = _setting("items", "Catalog topic (key item_id).")
+    topic_activity: str = _setting("user-activity", "User activity topic (key user_id).")
+    topic_recommendations: str = _setting("recommendations", "Output topic (key user_id).")
+    topic_feedback: str = _setting("feedback", "Feedback topic (key user_id).")
+    topic_dead_letters: str = _setting("dead-letters", "Records that failed parsing or validation.")
+    topic_partitions: int = _setting(8, "Partitions of topics the app creates (max workers).")
+    topic_replication: int = _setting(1, "Replication factor of topics the app creates.")
+    kafka_session_timeout_s: float = _setting(
+        10.0, "Consumer group session timeout: a dead worker's partitions move after this.")
+    kafka_heartbeat_interval_s: float = _setting(3.0, "Consumer group heartbeat interval.")
+    # --- model -----------------------------------------------------------
+    model_path: str = _setting(
+        "", "Local Hugging Face model directory. Empty: the bundled all-MiniLM-L6-v2.")
+    max_seq_length: int = _setting(128, "Tokens per text given to the encoder.")
+    encode_batch_size: int = _setting(64, "Texts per encoder forward pass.")
+    torch_threads: int = _setting(0, "torch intra-op threads; 0 keeps torch's default.")
+    text_cache_size: int = _setting(10000, "Free-text vectors kept in memory per worker (LRU).")
+    # --- interest model --------------------------------------------------
+    half_life_s: float = _setting(7 * 86400.0, "Half-life of interest decay, event-time seconds.")
+    weight_view: float = _setting(0.5, "Weight of a `view` event.")
+    weight_click: float = _setting(1.0, "Weight of a `click` event.")
+    weight_like: float = _setting(2.0, "Weight of a `like` event.")
+    weight_purchase: float = _setting(3.0, "Weight of a `purchase` event.")
+    weight_rate: float = _setting(
+        0.5, "Weight per rating point above `rating_neutral` (below it pulls away).")
+    rating_neutral: float = _setting(3.0, "Rating that neither attracts nor repels.")
+    weight_search: float = _setting(1.0, "Weight of a `search` event (its text).")
+    weight_text: float = _setting(1.5, "Weight of a `text` event (stated preference).")
+    weight_dislike: float = _setting(-1.5, "Weight of a `dislike` event (negative pulls away).")
+    weight_skip: float = _setting(-0.3, "Weight of a `skip` event.")
+    # --- ranking ---------------------------------------------------------
+    top_k: int = _setting(10, "Items per recommendation event.")
+    max_k: int = _setting(100, "Largest k the HTTP API accepts.")
+    exclude_seen: bool = _setting(True, "Leave out items the user already interacted with.")
+    seen_max: int = _setting(5000, "Most recent interacted items remembered per user.")
+    # --- streaming -------------------------------------------------------
+    batch_size: int = _setting(256, "Most events per micro-batch.")
+    batch_within_s: float = _setting(0.05, "Longest wait to fill a micro-batch, seconds.")
+    dedupe_window: int = _setting(256, "Recent event ids remembered per user to drop duplicates.")
+    max_text_chars: int = _setting(2000, "Longer free text is rejected to dead-letters.")
+    max_record_bytes: int = _setting(1_000_000, "Larger records are rejected to dead-letters.")
+    catalog_sync_interval_s: float = _setting(
+        0.25, "How often a worker pulls catalog changes from Redis, seconds.")
+    # --- operations ------------------------------------------------------
+    log_level: str = _setting("info", "Log level: debug, info, warn, error.")
+    data_dir: str = _setting("", "Faust data dir; empty: a temporary directory.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every field from its env var; explicit overrides win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = env_name(f)
+            if name in environ:
+                values[f.name] = _coerce(f, environ[name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def event_weights(self) -> dict[str, float]:
+        """Weights by activity type; `rate` is scaled by the rating at apply time."""
+        return {
+            "view": self.weight_view, "click": self.weight_click, "like": self.weight_like,
+            "purchase": self.weight_purchase, "rate": self.weight_rate,
+            "search": self.weight_search, "text": self.weight_text,
+            "dislike": self.weight_dislike, "skip": self.weight_skip,
+        }
+
+    def env(self) -> dict[str, str]:
+        """These settings as env vars, to hand to a child process."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[env_name(f)] = str(value).lower() if isinstance(value, bool) else str(value)
+        return out
+
+
+def env_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("env") or ENV_PREFIX + f.name.upper()
+
+
+def _coerce(f: dataclasses.Field, raw: str) -> Any:
+    kind = type(f.default)
+    if kind is bool:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{env_name(f)}: not a boolean: {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ValueError(f"{env_name(f)}: {exc}") from None
+
+
+def settings_table() -> str:
+    """Markdown table of every setting (the configuration doc)."""
+    rows = ["| env var | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append(f"| `{env_name(f)}` | `{shown}` | {f.metadata['doc']} |")
+    return "\n".join(rows)

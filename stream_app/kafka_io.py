@@ -1,0 +1,99 @@
+"""Plain aiokafka producing and consuming for the CLI, demo, benchmarks and tests."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, AsyncIterator, Iterable, Mapping
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+# The record key of each input topic, taken from this field of the value.
+KEY_FIELDS = {"items": "item_id", "activity": "user_id", "feedback": "user_id"}
+
+
+def _servers(bootstrap: str) -> list[str]:
+    return [h.strip() for h in bootstrap.split(",") if h.strip()]
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
+                        replication: int) -> None:
+    """Create topics up front so producers never race the workers' declaration."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=_servers(bootstrap))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(n, partitions, replication) for n in names if n not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+class Producer:
+    """JSON values keyed by a field of the value; batches by linger."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._p = AIOKafkaProducer(bootstrap_servers=_servers(bootstrap), linger_ms=5,
+                                   max_batch_size=256 * 1024, acks="all")
+
+    async def __aenter__(self) -> "Producer":
+        await self._p.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._p.flush()
+        await self._p.stop()
+
+    async def send(self, topic: str, value: Mapping[str, Any] | bytes, key: str | None) -> None:
+        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+        await self._p.send(topic, raw, key=key.encode() if key is not None else None)
+
+    async def send_all(self, topic: str, values: Iterable[Mapping[str, Any]],
+                       key_field: str | None) -> int:
+        n = 0
+        for value in values:
+            key = str(value[key_field]) if key_field and value.get(key_field) is not None else None
+            await self.send(topic, value, key)
+            n += 1
+        await self._p.flush()
+        return n
+
+
+async def consume(bootstrap: str, topic: str, from_beginning: bool = True,
+                  idle_timeout: float | None = None) -> AsyncIterator[tuple[bytes | None, Any]]:
+    """Yield (key, decoded JSON or raw bytes) from every partition; a private consumer group.
+
+    Stops after ``idle_timeout`` seconds without a record (None: never).
+    """
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=_servers(bootstrap),
+                                group_id=f"stream-app-tail-{uuid.uuid4().hex[:8]}",
+                                auto_offset_reset="earliest" if from_beginning else "latest",
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        last = time.monotonic()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            got = False
+            for records in batch.values():
+                for rec in records:
+                    got = True
+                    try:
+                        value: Any = json.loads(rec.value) if rec.value is not None else None
+                    except ValueError:
+                        value = rec.value
+                    yield rec.key, value
+            now = time.monotonic()
+            if got:
+                last = now
+            elif idle_timeout is not None and now - last > idle_timeout:
+                return
+    finally:
+        await consumer.stop()

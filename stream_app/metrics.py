@@ -1,0 +1,34 @@
+"""Prometheus metrics of one worker process (its own registry, so tests can build many)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.records = Counter("stream_app_records_total", "Input records by topic and outcome",
+                               ["topic", "outcome"], registry=self.registry)
+        self.recommendations = Counter("stream_app_recommendations_total",
+                                       "Recommendation events emitted", registry=self.registry)
+        self.cas_conflicts = Counter("stream_app_cas_conflicts_total",
+                                     "User writes that lost a compare-and-set race",
+                                     registry=self.registry)
+        self.encoded = Counter("stream_app_texts_encoded_total", "Texts run through the model",
+                               registry=self.registry)
+        self.batch_seconds = Histogram("stream_app_batch_seconds", "Time to process a batch",
+                                       ["topic"], registry=self.registry,
+                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+        self.batch_size = Histogram("stream_app_batch_size", "Records per batch", ["topic"],
+                                    registry=self.registry,
+                                    buckets=(1, 4, 16, 64, 128, 256, 512, 1024))
+        self.catalog_items = Gauge("stream_app_catalog_items", "Items in this worker's index",
+                                   registry=self.registry)
+        self.lag_seconds = Histogram(
+            "stream_app_event_to_recommendation_seconds",
+            "Kafka record timestamp to recommendation emit, seconds", registry=self.registry,
+            buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Pure model logic: interest state, decay and ranking. No I/O here."""

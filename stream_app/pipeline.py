@@ -1,0 +1,226 @@
+"""The data path of a micro-batch: parse -> vectors -> state update -> rank -> emit.
+
+Kafka-free on purpose: the Faust agents hand records in and send what comes out,
+and the in-process evaluation drives the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from stream_app.catalog import Catalog
+from stream_app.config import Settings
+from stream_app.contract import (ActivityEvent, ContractError, ItemEvent, Record, dead_letter,
+                                 parse_activity, parse_feedback, parse_item, recommendation)
+from stream_app.encoder import CachedEncoder, Encoder
+from stream_app.logs import log
+from stream_app.metrics import Metrics
+from stream_app.model.interest import (InterestState, apply_event, event_weight,
+                                       query_vector)
+from stream_app.store import Store, UserRecord, UserWrite, text_key
+
+
+@dataclass
+class Outputs:
+    """What a batch produces: records to send and counts to publish."""
+
+    recommendations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    dead_letters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+
+    def reject(self, record: Record, reason: str) -> None:
+        self.dead_letters.append((record.key, dead_letter(record, reason)))
+        self.counts["dead_letters"] += 1
+
+
+@dataclass
+class _Pending:
+    """One valid activity event with the vector it contributes."""
+
+    record: Record
+    event: ActivityEvent
+    vector: np.ndarray
+
+
+@dataclass
+class _Snapshot:
+    """The user as of one event: what to rank with and what to leave out."""
+
+    pending: _Pending
+    query: np.ndarray | None
+    exclude: frozenset[str]
+
+
+class Processor:
+    """Holds the worker's encoder, catalog and store; one method per input topic."""
+
+    def __init__(self, settings: Settings, store: Store, encoder: Encoder, catalog: Catalog,
+                 metrics: Metrics) -> None:
+        self.s = settings
+        self.store = store
+        self.encoder = encoder
+        self.text_encoder = CachedEncoder(encoder, settings.text_cache_size)
+        self.catalog = catalog
+        self.metrics = metrics
+        self.weights = settings.event_weights()
+
+    @property
+    def model_version(self) -> str:
+        return self.encoder.version
+
+    # --- items --------------------------------------------------------------
+    async def process_items(self, records: Sequence[Record]) -> Outputs:
+        out = Outputs()
+        latest: dict[str, ItemEvent] = {}
+        for rec in records:
+            try:
+                item = parse_item(rec, self.s.max_text_chars, self.s.max_record_bytes)
+            except ContractError as exc:
+                out.reject(rec, str(exc))
+                continue
+            latest[item.item_id] = item  # same key, same partition: the last one wins
+        upserts = [i for i in latest.values() if not i.deleted]
+        deletes = [i.item_id for i in latest.values() if i.deleted]
+        vectors = await self._item_text_vectors([i.embed_text() for i in upserts])
+        await self.store.put_items(
+            self.model_version,
+            [(i.item_id, vec, {"title": i.title, "tags": list(i.tags), "ts": i.ts})
+             for i, vec in zip(upserts, vectors)],
+            deletes)
+        self.catalog.index.upsert((i.item_id, v) for i, v in zip(upserts, vectors))
+        self.catalog.index.remove(deletes)
+        out.counts["items_upserted"] += len(upserts)
+        out.counts["items_deleted"] += len(deletes)
+        return out
+
+    async def _item_text_vectors(self, texts: list[str]) -> list[np.ndarray]:
+        """Content-addressed: an item re-sent with the same text costs no model call."""
+        keys = [text_key(t) for t in texts]
+        cached = await self.store.text_vectors(self.model_version, keys)
+        todo = list(dict.fromkeys(k for k in keys if k not in cached))
+        if todo:
+            by_key = dict(zip(keys, texts))
+            fresh = self.encoder.encode([by_key[k] for k in todo])
+            self.metrics.encoded.inc(len(todo))
+            new = dict(zip(todo, fresh))
+            await self.store.put_text_vectors(self.model_version, new)
+            cached.update(new)
+        return [cached[k] for k in keys]
+
+    # --- feedback -------------------------------------------------------------
+    async def process_feedback(self, records: Sequence[Record]) -> Outputs:
+        out = Outputs()
+        parsed = []
+        for rec in records:
+            try:
+                parsed.append((rec, parse_feedback(rec, self.s.max_record_bytes)))
+            except ContractError as exc:
+                out.reject(rec, str(exc))
+        known = await self.catalog.resolve(fb.item_id for _, fb in parsed)
+        for rec, fb in parsed:
+            if fb.item_id in known:
+                out.counts["feedback"] += 1
+            else:
+                out.reject(rec, f"unknown item {fb.item_id!r}")
+        return out
+
+    # --- activity -------------------------------------------------------------
+    async def process_activity(self, records: Sequence[Record]) -> Outputs:
+        out = Outputs()
+        events: list[tuple[Record, ActivityEvent]] = []
+        for rec in records:
+            try:
+                events.append((rec, parse_activity(rec, self.s.max_text_chars,
+                                                   self.s.max_record_bytes)))
+            except ContractError as exc:
+                out.reject(rec, str(exc))
+        pending = await self._with_vectors(events, out)
+        snapshots = await self._apply(pending, out)
+        self._rank(snapshots, out)
+        return out
+
+    async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
+                            out: Outputs) -> list[_Pending]:
+        """Item vectors from the catalog, free text through the model in one batch."""
+        item_vecs = await self.catalog.resolve(e.item_id for _, e in events if e.item_id)
+        texts = list(dict.fromkeys(e.text for _, e in events if e.text))
+        text_vecs = dict(zip(texts, self.text_encoder.encode(texts))) if texts else {}
+        pending = []
+        for rec, ev in events:
+            if ev.item_id is not None and ev.item_id not in item_vecs:
+                out.reject(rec, f"unknown item {ev.item_id!r}")
+                continue
+            parts = [v for v in (item_vecs.get(ev.item_id) if ev.item_id else None,
+                                 text_vecs.get(ev.text) if ev.text else None) if v is not None]
+            vec = np.mean(parts, axis=0)
+            pending.append(_Pending(rec, ev, vec / max(float(np.linalg.norm(vec)), 1e-12)))
+        return pending
+
+    async def _apply(self, pending: list[_Pending], out: Outputs) -> list[_Snapshot]:
+        """Fold each user's events into their state; compare-and-set until no writer raced."""
+        by_user: dict[str, list[_Pending]] = {}
+        for p in pending:
+            by_user.setdefault(p.event.user_id, []).append(p)
+        snapshots: dict[int, _Snapshot] = {}
+        todo = list(by_user)
+        attempt = 0
+        while todo:
+            current = await self.store.read_users(todo)
+            folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
+            writes = [w for _, w, _ in folded.values() if w is not None]
+            lost = set(await self.store.write_users(writes, self.s.seen_max)) if writes else set()
+            for uid, (user_snaps, _, applied) in folded.items():
+                if uid in lost:
+                    continue
+                snapshots.update((id(s.pending), s) for s in user_snaps)
+                out.counts["applied"] += applied
+                out.counts["duplicates"] += len(by_user[uid]) - applied
+            if lost:
+                attempt += 1
+                self.metrics.cas_conflicts.inc(len(lost))
+                log("cas_conflict", users=len(lost), attempt=attempt)
+                await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
+            todo = [uid for uid in todo if uid in lost]
+        return [snapshots[id(p)] for p in pending]
+
+    def _fold(self, uid: str, items: list[_Pending], record: UserRecord
+              ) -> tuple[list[_Snapshot], UserWrite | None, int]:
+        state: InterestState = record.state
+        seen = set(record.seen)
+        snaps, new_seen, applied = [], [], 0
+        for p in items:
+            ev = p.event
+            if not state.is_applied(ev):
+                weight = event_weight(ev, self.weights, self.s.rating_neutral)
+                state = apply_event(state, ev, p.vector, weight, self.s.half_life_s,
+                                    self.s.dedupe_window)
+                applied += 1
+                if ev.item_id:
+                    new_seen.append((ev.item_id, ev.ts))
+                    seen.add(ev.item_id)
+            snaps.append(_Snapshot(p, query_vector(state),
+                                   frozenset(seen) if self.s.exclude_seen else frozenset()))
+        write = (UserWrite(uid, record.version, state, new_seen) if applied else None)
+        return snaps, write, applied
+
+    def _rank(self, snapshots: list[_Snapshot], out: Outputs) -> None:
+        """One matrix product for the whole batch."""
+        now = time.time()
+        ranked_rows = [s for s in snapshots if s.query is not None]
+        ranked: dict[int, list[tuple[str, float]]] = {}
+        if ranked_rows and len(self.catalog.index):
+            results = self.catalog.index.rank(np.stack([s.query for s in ranked_rows]),
+                                              self.s.top_k, [s.exclude for s in ranked_rows])
+            ranked = {id(s): r for s, r in zip(ranked_rows, results)}
+        for s in snapshots:
+            ev = s.pending.event
+            out.recommendations.append(
+                (ev.user_id, recommendation(ev, ranked.get(id(s), []), self.model_version, now)))
+            self.metrics.lag_seconds.observe(max(0.0, now - s.pending.record.timestamp))
+        out.counts["recommendations"] += len(snapshots)

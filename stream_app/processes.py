@@ -1,0 +1,65 @@
+"""Worker child processes for `up`, `demo`, `bench` and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import IO
+
+from stream_app.config import Settings
+
+
+class WorkerProcess:
+    """`python -m stream_app worker` with the given settings in its environment."""
+
+    def __init__(self, settings: Settings, stdout: IO[bytes] | int | None = None) -> None:
+        self.settings = settings
+        self.stdout = stdout
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def start(self) -> "WorkerProcess":
+        env = {**os.environ, **self.settings.env(), "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
+                                     stdout=self.stdout, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        return self
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with code {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        raise TimeoutError(f"worker not healthy at {self.url} after {timeout}s")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Graceful: SIGTERM lets Faust commit offsets and leave the group."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is committed or flushed."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

@@ -1,0 +1,228 @@
+"""Redis: user interest state (compare-and-set), seen items, the item catalog.
+
+Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot):
+  P:{u:<user>}:state   hash vec (float32 bytes), meta (JSON), ver (int, CAS token)
+  P:{u:<user>}:seen    zset item_id -> last interaction ts (trimmed to seen_max)
+  P:items:meta         hash item_id -> JSON {title, tags, ts}
+  P:items:vec:<model>  hash item_id -> float32 bytes, one hash per model version
+  P:items:log          stream of catalog changes {id, op}; workers tail it
+  P:textvec:<model>    hash sha1(text) -> float32 bytes (item text cache)
+  P:stats              hash of deployment-wide counters
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from stream_app.model.interest import InterestState
+
+ITEM_LOG_MAXLEN = 1_000_000
+
+# KEYS: state, seen. ARGV: expected ver, vec, meta, seen_max, then score/member pairs.
+_CAS_SCRIPT = """
+local cur = redis.call('HGET', KEYS[1], 'ver')
+if (cur or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1))
+if #ARGV > 4 then
+  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 5))
+  local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """A user's state as read, with the CAS token to write it back."""
+
+    state: InterestState
+    version: int
+    seen: frozenset[str]
+
+
+@dataclass(frozen=True)
+class UserWrite:
+    user_id: str
+    expected_version: int
+    state: InterestState
+    seen: Sequence[tuple[str, float]]  # (item_id, ts) interacted with in this batch
+
+
+def connect(url: str, cluster: bool = False) -> Any:
+    """An asyncio client; create it inside the running loop."""
+    if cluster:
+        return aioredis.RedisCluster.from_url(url)
+    return aioredis.Redis.from_url(url)
+
+
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def _encode_meta(state: InterestState) -> bytes:
+    return json.dumps({"ts": state.last_ts, "n": state.n_events,
+                       "off": {str(p): o for p, o in state.offsets.items()},
+                       "ids": list(state.recent_ids)}, separators=(",", ":")).encode()
+
+
+def _decode_state(vec: bytes | None, meta: bytes | None) -> InterestState:
+    if meta is None:
+        return InterestState()
+    m = json.loads(meta)
+    return InterestState(
+        vector=np.frombuffer(vec, dtype=np.float32).copy() if vec else None,
+        last_ts=m.get("ts"), n_events=int(m.get("n", 0)),
+        offsets={int(p): int(o) for p, o in m.get("off", {}).items()},
+        recent_ids=tuple(m.get("ids", ())))
+
+
+class Store:
+    """All Redis access of the app, pipelined per batch."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.r = client
+        self.prefix = prefix
+        self._cas = client.register_script(_CAS_SCRIPT)
+
+    # --- keys -------------------------------------------------------------
+    def _state_key(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{user_id}}}:state"
+
+    def _seen_key(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{user_id}}}:seen"
+
+    def _vec_key(self, model_version: str) -> str:
+        return f"{self.prefix}:items:vec:{model_version}"
+
+    @property
+    def _meta_key(self) -> str:
+        return f"{self.prefix}:items:meta"
+
+    @property
+    def _log_key(self) -> str:
+        return f"{self.prefix}:items:log"
+
+    # --- users ------------------------------------------------------------
+    async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserRecord]:
+        pipe = self.r.pipeline(transaction=False)
+        for uid in user_ids:
+            pipe.hmget(self._state_key(uid), "vec", "meta", "ver")
+            pipe.zrange(self._seen_key(uid), 0, -1)
+        res = await pipe.execute()
+        out = {}
+        for i, uid in enumerate(user_ids):
+            vec, meta, ver = res[2 * i]
+            seen = frozenset(s.decode() for s in res[2 * i + 1])
+            out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen)
+        return out
+
+    async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> list[str]:
+        """Compare-and-set each user; returns the users whose version moved (lost the race)."""
+        pipe = self.r.pipeline(transaction=False)
+        for w in writes:
+            vec = w.state.vector.astype(np.float32).tobytes() if w.state.vector is not None else b""
+            args: list[Any] = [w.expected_version, vec, _encode_meta(w.state), seen_max]
+            for item_id, ts in w.seen:
+                args += [ts, item_id]
+            await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id)], args=args,
+                      client=pipe)
+        res = await pipe.execute()
+        return [w.user_id for w, ok in zip(writes, res) if not ok]
+
+    async def delete_users(self, user_ids: Iterable[str]) -> None:
+        keys = [k for u in user_ids for k in (self._state_key(u), self._seen_key(u))]
+        if keys:
+            await self.r.delete(*keys)
+
+    # --- catalog ----------------------------------------------------------
+    async def catalog_head(self) -> str:
+        """Id of the newest catalog change ('0-0' when none)."""
+        last = await self.r.xrevrange(self._log_key, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    async def load_catalog(self, model_version: str) -> tuple[list[str], np.ndarray]:
+        ids, vecs = [], []
+        async for item_id, raw in self.r.hscan_iter(self._vec_key(model_version), count=2000):
+            ids.append(item_id.decode())
+            vecs.append(np.frombuffer(raw, dtype=np.float32))
+        return ids, (np.stack(vecs) if vecs else np.zeros((0, 0), np.float32))
+
+    async def catalog_changes(self, since: str, count: int = 10000) -> tuple[str, list[str]]:
+        """Item ids changed after ``since``, and the new position."""
+        res = await self.r.xread({self._log_key: since}, count=count)
+        if not res:
+            return since, []
+        entries = res[0][1]
+        return entries[-1][0].decode(), [fields[b"id"].decode() for _, fields in entries]
+
+    async def item_vectors(self, model_version: str,
+                           item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not item_ids:
+            return {}
+        raws = await self.r.hmget(self._vec_key(model_version), list(item_ids))
+        return {i: np.frombuffer(raw, dtype=np.float32) for i, raw in zip(item_ids, raws)
+                if raw is not None}
+
+    async def item_meta(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if not item_ids:
+            return {}
+        raws = await self.r.hmget(self._meta_key, list(item_ids))
+        return {i: json.loads(raw) for i, raw in zip(item_ids, raws) if raw is not None}
+
+    async def catalog_size(self) -> int:
+        return int(await self.r.hlen(self._meta_key))
+
+    async def put_items(self, model_version: str,
+                        upserts: Sequence[tuple[str, np.ndarray, dict[str, Any]]],
+                        deletes: Sequence[str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for item_id, vec, meta in upserts:
+            pipe.hset(self._vec_key(model_version), item_id, vec.astype(np.float32).tobytes())
+            pipe.hset(self._meta_key, item_id, json.dumps(meta, ensure_ascii=False))
+            pipe.xadd(self._log_key, {"id": item_id, "op": "upsert"},
+                      maxlen=ITEM_LOG_MAXLEN, approximate=True)
+        for item_id in deletes:
+            pipe.hdel(self._vec_key(model_version), item_id)
+            pipe.hdel(self._meta_key, item_id)
+            pipe.xadd(self._log_key, {"id": item_id, "op": "delete"},
+                      maxlen=ITEM_LOG_MAXLEN, approximate=True)
+        await pipe.execute()
+
+    async def text_vectors(self, model_version: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        if not keys:
+            return {}
+        raws = await self.r.hmget(f"{self.prefix}:textvec:{model_version}", list(keys))
+        return {k: np.frombuffer(raw, dtype=np.float32) for k, raw in zip(keys, raws)
+                if raw is not None}
+
+    async def put_text_vectors(self, model_version: str, vecs: dict[str, np.ndarray]) -> None:
+        if vecs:
+            await self.r.hset(f"{self.prefix}:textvec:{model_version}",
+                              mapping={k: v.astype(np.float32).tobytes() for k, v in vecs.items()})
+
+    # --- counters ---------------------------------------------------------
+    async def incr_stats(self, counts: dict[str, int]) -> None:
+        counts = {k: v for k, v in counts.items() if v}
+        if counts:
+            pipe = self.r.pipeline(transaction=False)
+            for name, n in counts.items():
+                pipe.hincrby(f"{self.prefix}:stats", name, n)
+            await pipe.execute()
+
+    async def stats(self) -> dict[str, int]:
+        raw = await self.r.hgetall(f"{self.prefix}:stats")
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def delete_prefix(self) -> int:
+        """Remove every key of this prefix (test runs, embedded demo runs)."""
+        n = 0
+        async for key in self.r.scan_iter(match=f"{self.prefix}:*", count=1000):
+            n += await self.r.delete(key)
+        return n

@@ -1,0 +1,50 @@
+"""HTTP on the worker: health, stats, a user's interests and recommendations, metrics."""
+
+from __future__ import annotations
+
+import faust
+from faust.web import Request, Response, View
+
+from stream_app.runtime import Runtime
+
+
+def register_views(app: faust.App, runtime: Runtime) -> None:
+    @app.page("/healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        """200 once Redis is loaded and the worker has joined its group (503 before)."""
+        if not runtime.ready_now() or app.rebalancing_count == 0:
+            return web.json({"status": "starting"}, status=503)
+        return web.json({"status": "rebalancing" if app.rebalancing else "ok",
+                         "model_version": runtime.encoder.version})
+
+    @app.page("/stats")
+    async def stats(web: View, request: Request) -> Response:
+        if not runtime.ready_now():
+            return web.json({"status": "starting"}, status=503)
+        return web.json(await runtime.stats())
+
+    @app.page("/metrics")
+    async def metrics(web: View, request: Request) -> Response:
+        return web.bytes(runtime.metrics.exposition(),
+                         content_type="text/plain; version=0.0.4")
+
+    @app.page("/users/{user_id}/interests")
+    async def interests(web: View, request: Request, user_id: str) -> Response:
+        await runtime.ready()
+        found = await runtime.interests(user_id)
+        if found is None:
+            return web.json({"error": f"no interests for user {user_id!r}"}, status=404)
+        return web.json(found)
+
+    @app.page("/users/{user_id}/recommendations")
+    async def recommendations(web: View, request: Request, user_id: str) -> Response:
+        await runtime.ready()
+        try:
+            k = int(request.query.get("k", runtime.settings.top_k))
+        except ValueError:
+            return web.json({"error": "k must be an integer"}, status=400)
+        if not 1 <= k <= runtime.settings.max_k:
+            return web.json({"error": f"k must be in 1..{runtime.settings.max_k}"}, status=400)
+        items = await runtime.recommend(user_id, k)
+        return web.json({"user_id": user_id, "model_version": runtime.encoder.version,
+                         "items": [{"item_id": i, "score": round(s, 6)} for i, s in items]})
