@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from typing import Any, AsyncIterator, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -68,12 +67,12 @@ class Producer:
 
 async def consume(bootstrap: str, topic: str, from_beginning: bool = True,
                   idle_timeout: float | None = None) -> AsyncIterator[tuple[bytes | None, Any]]:
-    """Yield (key, decoded JSON or raw bytes) from every partition; a private consumer group.
+    """Yield (key, decoded JSON or raw bytes) from every partition, outside any group.
 
     Stops after ``idle_timeout`` seconds without a record (None: never).
     """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=_servers(bootstrap),
-                                group_id=f"stream-app-tail-{uuid.uuid4().hex[:8]}",
+                                group_id=None,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 enable_auto_commit=False)
     await consumer.start()
