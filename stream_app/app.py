@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
+from stream_app.kafka_transport import App
 from stream_app.logs import log
 from stream_app.pipeline import Outputs
 from stream_app.runtime import Runtime
@@ -37,8 +38,9 @@ def to_record(event: EventT) -> Record:
 
 def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     s = settings
-    app = faust.App(
+    app = App(
         s.app_id,
+        fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         broker=broker_url(s.kafka_bootstrap_servers),
         key_serializer="raw",
         value_serializer="raw",

@@ -45,6 +45,9 @@ class Settings:
     kafka_session_timeout_s: float = _setting(
         10.0, "Consumer group session timeout: a dead worker's partitions move after this.")
     kafka_heartbeat_interval_s: float = _setting(3.0, "Consumer group heartbeat interval.")
+    kafka_fetch_max_wait_ms: int = _setting(
+        100, "Longest a consumer fetch waits for data (brokers that hold fetches add this "
+        "much latency).")
     # --- model -----------------------------------------------------------
     model_path: str = _setting(
         "", "Local Hugging Face model directory. Empty: the bundled all-MiniLM-L6-v2.")

@@ -129,7 +129,7 @@ class LocalStack:
                  tb: TracebackType | None) -> None:
         if self.broker is not None:
             if self.redis is None and self.settings is not self.requested:
-                _delete_prefix(self.settings.redis_url, self.settings.key_prefix)
+                delete_prefix(self.settings.redis_url, self.settings.key_prefix)
             self.broker.stop()
         if self.redis is not None:
             self.redis.stop()
@@ -143,7 +143,7 @@ class LocalStack:
         }
 
 
-def _delete_prefix(url: str, prefix: str) -> None:
+def delete_prefix(url: str, prefix: str) -> None:
     """Keys of a run whose broker is gone are meaningless; leave a shared Redis clean."""
     client = redis.Redis.from_url(url)
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))

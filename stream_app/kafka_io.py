@@ -54,6 +54,9 @@ class Producer:
         raw = value if isinstance(value, bytes) else json.dumps(value).encode()
         await self._p.send(topic, raw, key=key.encode() if key is not None else None)
 
+    async def flush(self) -> None:
+        await self._p.flush()
+
     async def send_all(self, topic: str, values: Iterable[Mapping[str, Any]],
                        key_field: str | None) -> int:
         n = 0
@@ -72,7 +75,7 @@ async def consume(bootstrap: str, topic: str, from_beginning: bool = True,
     Stops after ``idle_timeout`` seconds without a record (None: never).
     """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=_servers(bootstrap),
-                                group_id=None,
+                                group_id=None, fetch_max_wait_ms=50,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 enable_auto_commit=False)
     await consumer.start()

@@ -9,10 +9,15 @@ from stream_app.runtime import Runtime
 
 
 def register_views(app: faust.App, runtime: Runtime) -> None:
+    joined = False
+
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
-        """200 once Redis is loaded and the worker has joined its group (503 before)."""
-        if not runtime.ready_now() or app.rebalancing_count == 0:
+        """503 until Redis is loaded and the first group rebalance finished; 200 after."""
+        nonlocal joined
+        joined = joined or (runtime.ready_now() and app.rebalancing_count > 0
+                            and not app.rebalancing)
+        if not joined:
             return web.json({"status": "starting"}, status=503)
         return web.json({"status": "rebalancing" if app.rebalancing else "ok",
                          "model_version": runtime.encoder.version})

@@ -1,0 +1,146 @@
+"""`stream-app bench`: throughput and latency of one worker on the embedded default.
+
+Phases, each timed from the first record sent to the last recommendation read:
+catalog item events (encoded by the model), activity events on known items
+(no model call), free-text activity events (one model call per batch), and a
+paced run for event -> recommendation latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+import uuid
+from typing import Any
+
+from stream_app.catalog_files import read_catalog
+from stream_app.config import Settings
+from stream_app.demo import bundled
+from stream_app.embedded import LocalStack, delete_prefix, free_port
+from stream_app.kafka_io import Producer, consume, ensure_topics
+from stream_app.loading import load_catalog
+from stream_app.processes import WorkerProcess
+
+_WORDS = ("space robots love ghosts cowboys detectives dragons heists aliens music war family "
+          "comedy history ocean mountains zombies spies time travel romance murder").split()
+
+
+def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    run = uuid.uuid4().hex[:6]
+    with LocalStack(settings) as stack, tempfile.TemporaryFile() as worker_log:
+        s = stack.settings.replace(
+            web_port=free_port(), app_id=f"{settings.app_id}-bench-{run}",
+            topic_items=f"bench-items-{run}", topic_activity=f"bench-activity-{run}",
+            topic_recommendations=f"bench-recs-{run}", topic_feedback=f"bench-feedback-{run}",
+            topic_dead_letters=f"bench-dlq-{run}", key_prefix=f"{stack.settings.key_prefix}-bench-{run}")
+        asyncio.run(ensure_topics(s.kafka_bootstrap_servers,
+                                  [s.topic_items, s.topic_activity, s.topic_recommendations,
+                                   s.topic_feedback, s.topic_dead_letters],
+                                  s.topic_partitions, s.topic_replication))
+        worker = WorkerProcess(s, stdout=worker_log).start()
+        try:
+            worker.wait_healthy()
+            figures = asyncio.run(_measure(s, args))
+        except BaseException:
+            worker_log.seek(0)
+            print(worker_log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            worker.stop()
+            delete_prefix(s.redis_url, s.key_prefix)
+    _report(figures, args.json)
+    return 0
+
+
+async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    items = read_catalog(args.catalog) if args.catalog else read_catalog(
+        bundled("sample_catalog.jsonl"))
+    item_ids = [str(i["item_id"]) for i in items]
+    rng = random.Random(1)
+    figures: dict[str, Any] = {"batch_size": s.batch_size, "catalog_items": len(items)}
+
+    t0 = time.perf_counter()
+    done = await load_catalog(s, s.kafka_bootstrap_servers, items, progress=True)
+    figures["catalog_item_events_per_s"] = round(done / (time.perf_counter() - t0), 1)
+
+    received: dict[str, float] = {}
+
+    async def reader() -> None:
+        async for _, value in consume(s.kafka_bootstrap_servers, s.topic_recommendations):
+            if isinstance(value, dict):
+                received.setdefault(value["event_id"], time.perf_counter())
+
+    task = asyncio.create_task(reader())
+    try:
+        def item_event(n: int, tag: str) -> dict[str, Any]:
+            return {"event_id": f"{tag}-{n}", "user_id": f"user-{rng.randrange(args.users)}",
+                    "type": rng.choice(["view", "click", "like", "purchase"]),
+                    "item_id": rng.choice(item_ids), "ts": 1.7e9 + n}
+
+        def text_event(n: int) -> dict[str, Any]:
+            words = " ".join(rng.choice(_WORDS) for _ in range(6))
+            return {"event_id": f"text-{n}", "user_id": f"user-{rng.randrange(args.users)}",
+                    "type": rng.choice(["search", "text"]), "text": f"{words} #{n}",
+                    "ts": 1.8e9 + n}
+
+        await _flood(s, [item_event(n, "warm") for n in range(200)], received, "warm-up")
+        figures["item_activity_events_per_s"] = await _flood(
+            s, [item_event(n, "item") for n in range(args.events)], received, "item events")
+        figures["text_activity_events_per_s"] = await _flood(
+            s, [text_event(n) for n in range(args.text_events)], received, "text events")
+        figures["latency_ms_at_50_events_per_s"] = await _paced(
+            s, [item_event(n, "paced") for n in range(300)], received, rate=50.0)
+    finally:
+        task.cancel()
+    return figures
+
+
+async def _flood(s: Settings, events: list[dict[str, Any]], received: dict[str, float],
+                 label: str) -> float:
+    """Send everything at once; events/s until the last recommendation arrived."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    async with Producer(s.kafka_bootstrap_servers) as producer:
+        await producer.send_all(s.topic_activity, events, "user_id")
+    ids = [e["event_id"] for e in events]
+    with tqdm(total=len(ids), desc=label, unit="event") as bar:
+        seen = 0
+        while seen < len(ids):
+            await asyncio.sleep(0.1)
+            now_seen = sum(1 for i in ids if i in received)
+            bar.update(now_seen - seen)
+            seen = now_seen
+    end = max(received[i] for i in ids)
+    return round(len(ids) / (end - start), 1)
+
+
+async def _paced(s: Settings, events: list[dict[str, Any]], received: dict[str, float],
+                 rate: float) -> dict[str, float]:
+    sent: dict[str, float] = {}
+    async with Producer(s.kafka_bootstrap_servers) as producer:
+        for e in events:
+            await producer.send(s.topic_activity, e, key=e["user_id"])
+            await producer.flush()
+            sent[e["event_id"]] = time.perf_counter()
+            await asyncio.sleep(1.0 / rate)
+    while not all(i in received for i in sent):
+        await asyncio.sleep(0.05)
+    lat = sorted((received[i] - t) * 1000 for i, t in sent.items())
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
+    return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)}
+
+
+def _report(figures: dict[str, Any], path: str | None) -> None:
+    print("\nstream-app bench (one worker, embedded broker)")
+    for key, value in figures.items():
+        print(f"  {key:<32} {value}")
+    if path:
+        with open(path, "w") as fh:
+            json.dump(figures, fh, indent=2)
