@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
 import time
 from typing import Awaitable, Callable, Sequence
 
 import faust
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.types import EventT
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
 from stream_app.kafka_transport import App
 from stream_app.logs import log
-from stream_app.pipeline import Outputs
+from stream_app.pipeline import TRANSIENT, Outputs, isolate
 from stream_app.runtime import Runtime
 from stream_app.web import register_views
 
-# Failures of infrastructure: retry the batch, never skip it.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, asyncio.TimeoutError)
+
+# Infrastructure that is down (Redis, Kafka): retry the batch with backoff, never skip it.
+RETRY = TRANSIENT + (KafkaConnectionError, KafkaTimeoutError)
 
 
 def broker_url(servers: str) -> str:
@@ -80,10 +81,17 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
             while True:
                 started = time.perf_counter()
                 try:
-                    out = await process(records)
+                    try:
+                        out = await process(records)
+                    except TRANSIENT:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - never stop the worker
+                        log("batch_failed", level=logging.ERROR, topic=name,
+                            records=len(records), error=repr(exc))
+                        out = await isolate(process, records)
                     await emit(out)
                     break
-                except TRANSIENT as exc:
+                except RETRY as exc:
                     attempt += 1
                     log("batch_retry", topic=name, records=len(records), attempt=attempt,
                         error=repr(exc))

@@ -95,7 +95,20 @@ class Settings:
             if name in environ:
                 values[f.name] = _coerce(f, environ[name])
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject values that would silently misbehave."""
+        positive = ("half_life_s", "top_k", "max_k", "batch_size", "dedupe_window", "seen_max",
+                    "max_text_chars", "max_record_bytes", "encode_batch_size", "max_seq_length",
+                    "topic_partitions", "topic_replication", "catalog_sync_interval_s",
+                    "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
+                    "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -116,6 +129,10 @@ class Settings:
             value = getattr(self, f.name)
             out[env_name(f)] = str(value).lower() if isinstance(value, bool) else str(value)
         return out
+
+
+def _field(name: str) -> dataclasses.Field:
+    return next(f for f in dataclasses.fields(Settings) if f.name == name)
 
 
 def env_name(f: dataclasses.Field) -> str:

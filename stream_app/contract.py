@@ -81,7 +81,7 @@ def _load_object(record: Record, max_bytes: int) -> dict[str, Any]:
         raise ContractError(f"record too large: {len(record.value)} bytes > {max_bytes}")
     try:
         obj = json.loads(record.value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
         raise ContractError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ContractError(f"not a JSON object: {type(obj).__name__}")
@@ -110,7 +110,10 @@ def _number(obj: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ContractError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ContractError(f"{name} out of range") from None
     if not math.isfinite(value):
         raise ContractError(f"{name} must be finite")
     return value

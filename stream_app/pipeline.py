@@ -10,9 +10,11 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
@@ -37,6 +39,32 @@ class Outputs:
     def reject(self, record: Record, reason: str) -> None:
         self.dead_letters.append((record.key, dead_letter(record, reason)))
         self.counts["dead_letters"] += 1
+
+    def extend(self, other: "Outputs") -> None:
+        self.recommendations += other.recommendations
+        self.dead_letters += other.dead_letters
+        self.counts.update(other.counts)
+
+
+# Failures of infrastructure: the batch is retried, never skipped or dead-lettered.
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, asyncio.TimeoutError)
+
+
+async def isolate(process: Callable[[Sequence[Record]], Awaitable[Outputs]],
+                  records: Sequence[Record]) -> Outputs:
+    """After a batch failed unexpectedly: one record at a time, the culprit to dead letters.
+
+    Safe to repeat: user state skips events it already applied.
+    """
+    merged = Outputs()
+    for rec in records:
+        try:
+            merged.extend(await process([rec]))
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bad record must not stop the worker
+            merged.reject(rec, f"processing failed: {exc!r}")
+    return merged
 
 
 @dataclass

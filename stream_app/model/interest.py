@@ -65,7 +65,7 @@ def apply_event(state: InterestState, event: ActivityEvent, vector: np.ndarray, 
         last_ts = state.last_ts
     offsets = dict(state.offsets)
     offsets[event.partition] = max(event.offset, offsets.get(event.partition, -1))
-    recent = (state.recent_ids + (event.event_id,))[-dedupe_window:]
+    recent = (state.recent_ids + (event.event_id,))[-dedupe_window:] if dedupe_window > 0 else ()
     return replace(state, vector=new_vec.astype(np.float32), last_ts=last_ts,
                    n_events=state.n_events + 1, offsets=offsets, recent_ids=recent)
 

@@ -1,0 +1,160 @@
+"""Top-k selection and the in-memory catalog index."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_app.index import CatalogIndex
+from stream_app.model.ranking import top_k
+
+
+def ids(hits):
+    return [i for i, _ in hits]
+
+
+# --- top_k ----------------------------------------------------------------------------
+
+def test_top_k_orders_best_first():
+    scores = np.array([[0.1, 0.9, 0.5, -0.2, 0.7],
+                       [0.3, -0.1, 0.2, 0.8, 0.0]], dtype=np.float32)
+    out = top_k(scores, 3, [[], []])
+    assert ids(out[0]) == [1, 4, 2]
+    assert ids(out[1]) == [3, 0, 2]
+    assert [s for _, s in out[0]] == pytest.approx([0.9, 0.7, 0.5], abs=1e-6)
+    assert all(isinstance(i, int) and isinstance(s, float) for i, s in out[0])
+
+
+def test_top_k_exclusions_per_row():
+    scores = np.array([[0.1, 0.9, 0.5, -0.2, 0.7],
+                       [0.1, 0.9, 0.5, -0.2, 0.7]], dtype=np.float32)
+    out = top_k(scores, 3, [[1], [4, 2, 99, -1]])
+    assert ids(out[0]) == [4, 2, 0]
+    assert ids(out[1]) == [1, 0, 3]
+
+
+def test_top_k_does_not_modify_scores():
+    scores = np.array([[0.1, 0.9, 0.5]], dtype=np.float32)
+    top_k(scores, 2, [[1]])
+    np.testing.assert_array_equal(scores, np.array([[0.1, 0.9, 0.5]], dtype=np.float32))
+
+
+def test_top_k_k_larger_than_available():
+    scores = np.array([[0.2, -0.4, 0.6]], dtype=np.float32)
+    assert ids(top_k(scores, 10, [[]])[0]) == [2, 0, 1]
+    assert ids(top_k(scores, 10, [[0]])[0]) == [2, 1]
+    assert ids(top_k(scores, 2, [[0, 0]])[0]) == [2, 1]  # a repeated exclusion counts once
+
+
+def test_top_k_all_excluded_or_nothing_to_rank():
+    scores = np.array([[0.2, 0.4], [0.1, 0.3]], dtype=np.float32)
+    assert top_k(scores, 5, [[0, 1], [1]]) == [[], [(0, pytest.approx(0.1))]]
+    assert top_k(scores, 0, [[], []]) == [[], []]
+    assert top_k(np.zeros((2, 0), np.float32), 3, [[], []]) == [[], []]
+    assert top_k(np.zeros((0, 4), np.float32), 3, []) == []
+
+
+def test_top_k_large_row_matches_full_sort():
+    rng = np.random.default_rng(1)
+    scores = rng.standard_normal((3, 500)).astype(np.float32)
+    excl = [list(range(0, 500, 7)), [], [int(np.argmax(scores[2]))]]
+    out = top_k(scores, 20, excl)
+    for r in range(3):
+        allowed = [i for i in np.argsort(-scores[r]) if i not in set(excl[r])]
+        assert ids(out[r]) == [int(i) for i in allowed[:20]]
+
+
+# --- CatalogIndex -----------------------------------------------------------------
+
+def unit(dim: int, i: int) -> np.ndarray:
+    v = np.zeros(dim, np.float32)
+    v[i] = 1.0
+    return v
+
+
+def test_upsert_and_lookup():
+    idx = CatalogIndex(4)
+    assert len(idx) == 0 and idx.matrix.shape == (0, 4)
+    idx.upsert([("a", unit(4, 0)), ("b", unit(4, 1))])
+    assert len(idx) == 2 and "a" in idx and "z" not in idx
+    assert list(idx.ids) == ["a", "b"]
+    np.testing.assert_array_equal(idx.vector("b"), unit(4, 1))
+    assert idx.vector("z") is None
+    assert idx.matrix.shape == (2, 4)
+
+
+def test_upsert_updates_in_place():
+    idx = CatalogIndex(3)
+    idx.upsert([("a", unit(3, 0)), ("b", unit(3, 1))])
+    idx.upsert([("a", unit(3, 2))])
+    assert len(idx) == 2 and list(idx.ids) == ["a", "b"]
+    np.testing.assert_array_equal(idx.vector("a"), unit(3, 2))
+    assert ids(idx.rank(unit(3, 2)[None], 1, [[]])[0]) == ["a"]
+
+
+def test_remove_swaps_last_row_and_keeps_mapping():
+    dim = 8
+    idx = CatalogIndex(dim)
+    names = [f"i{n}" for n in range(dim)]
+    idx.upsert((name, unit(dim, n)) for n, name in enumerate(names))
+    idx.remove(["i2", "i0", "missing", "i7", "i2"])
+    remaining = ["i1", "i3", "i4", "i5", "i6"]
+    assert len(idx) == 5 and sorted(idx.ids) == remaining
+    assert idx.matrix.shape == (5, dim)
+    for name in ("i0", "i2", "i7"):
+        assert name not in idx and idx.vector(name) is None
+    for name in remaining:
+        n = int(name[1:])
+        np.testing.assert_array_equal(idx.vector(name), unit(dim, n))
+        # ranking with that item's own direction finds exactly it
+        hits = idx.rank(unit(dim, n)[None], 1, [[]])[0]
+        assert hits == [(name, pytest.approx(1.0))]
+    # rows and ids agree
+    for row, name in enumerate(idx.ids):
+        np.testing.assert_array_equal(idx.matrix[row], unit(dim, int(name[1:])))
+    # re-adding a removed id appends it
+    idx.upsert([("i0", unit(dim, 0))])
+    assert ids(idx.rank(unit(dim, 0)[None], 1, [[]])[0]) == ["i0"]
+    assert len(idx) == 6
+
+
+def test_remove_everything_then_rank():
+    idx = CatalogIndex(2)
+    idx.upsert([("a", unit(2, 0)), ("b", unit(2, 1))])
+    idx.remove(["b", "a"])
+    assert len(idx) == 0 and list(idx.ids) == []
+    assert idx.rank(unit(2, 0)[None], 3, [[]]) == [[]]
+    assert idx.rank(np.zeros((0, 2), np.float32), 3, []) == []
+
+
+def test_rank_with_exclusions_by_id():
+    idx = CatalogIndex(2)
+    idx.upsert([("a", np.array([1.0, 0.0], np.float32)),
+                ("b", np.array([0.8, 0.6], np.float32)),
+                ("c", np.array([0.0, 1.0], np.float32)),
+                ("d", np.array([-1.0, 0.0], np.float32))])
+    q = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    out = idx.rank(q, 3, [["a", "unknown"], []])
+    assert ids(out[0]) == ["b", "c", "d"]
+    assert [s for _, s in out[0]] == pytest.approx([0.8, 0.0, -1.0], abs=1e-6)
+    assert ids(out[1]) == ["c", "b", "a"]
+    assert ids(idx.rank(q[:1], 10, [{"a", "b", "c", "d"}])[0]) == []
+    assert ids(idx.rank(q[:1], 10, [("d",)])[0]) == ["a", "b", "c"]
+
+
+def test_growth_beyond_64_rows():
+    dim = 100
+    idx = CatalogIndex(dim)
+    idx.upsert((f"x{n}", unit(dim, n)) for n in range(40))
+    idx.upsert((f"x{n}", unit(dim, n)) for n in range(40, 100))
+    assert len(idx) == 100 and idx.matrix.shape == (100, dim)
+    for n in (0, 39, 63, 64, 65, 99):
+        np.testing.assert_array_equal(idx.vector(f"x{n}"), unit(dim, n))
+    q = np.stack([unit(dim, 70), unit(dim, 5)])
+    out = idx.rank(q, 1, [[], []])
+    assert [ids(h) for h in out] == [["x70"], ["x5"]]
+    idx.remove([f"x{n}" for n in range(0, 100, 2)])
+    assert len(idx) == 50
+    for n in range(1, 100, 2):
+        np.testing.assert_array_equal(idx.vector(f"x{n}"), unit(dim, n))
+    assert ids(idx.rank(unit(dim, 77)[None], 1, [[]])[0]) == ["x77"]
