@@ -123,6 +123,14 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         if changed:
             runtime.metrics.catalog_items.set(len(runtime.catalog.index))
 
+    @app.timer(s.popularity_refresh_s)
+    async def refresh_popularity() -> None:
+        await runtime.ready()
+        try:
+            await runtime.catalog.refresh_popularity()
+        except TRANSIENT as exc:
+            log("popularity_refresh_failed", error=repr(exc))
+
     @app.task
     async def declare_outputs() -> None:
         """Output topics exist before the first record is sent (with our partition count)."""

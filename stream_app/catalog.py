@@ -7,16 +7,20 @@ from typing import Iterable
 import numpy as np
 
 from stream_app.index import CatalogIndex
+from stream_app.model.popularity import Popularity
 from stream_app.store import Store
 
 
 class Catalog:
     """Loads the item vectors of one model version, then tails the change log."""
 
-    def __init__(self, store: Store, model_version: str, dim: int) -> None:
+    def __init__(self, store: Store, model_version: str, dim: int,
+                 popularity_half_life: float) -> None:
         self.store = store
         self.model_version = model_version
         self.index = CatalogIndex(dim)
+        self.titles: dict[str, str] = {}
+        self.popularity = Popularity(popularity_half_life)
         self.position = "0-0"
 
     async def load(self) -> None:
@@ -24,7 +28,17 @@ class Catalog:
         position = await self.store.catalog_head()
         ids, vecs = await self.store.load_catalog(self.model_version)
         self.index.upsert(zip(ids, vecs))
+        await self._load_titles(ids)
+        await self.refresh_popularity()
         self.position = position
+
+    async def refresh_popularity(self) -> None:
+        """The deployment-wide counts (every worker adds its own events to them)."""
+        self.popularity.replace(await self.store.popularity())
+
+    async def _load_titles(self, ids: list[str]) -> None:
+        meta = await self.store.item_meta(ids)
+        self.titles.update((i, m.get("title") or i) for i, m in meta.items())
 
     async def sync(self) -> int:
         """Apply catalog changes made by any worker since the last call; returns how many."""
@@ -38,7 +52,11 @@ class Catalog:
         ids = list(item_ids)
         found = await self.store.item_vectors(self.model_version, ids)
         self.index.upsert(found.items())
-        self.index.remove(i for i in ids if i not in found)
+        gone = [i for i in ids if i not in found]
+        self.index.remove(gone)
+        for item_id in gone:
+            self.titles.pop(item_id, None)
+        await self._load_titles(list(found))
 
     async def resolve(self, item_ids: Iterable[str]) -> dict[str, np.ndarray]:
         """Vectors of these items: the local index first, Redis for items not synced yet."""
@@ -53,5 +71,6 @@ class Catalog:
         if missing:
             found = await self.store.item_vectors(self.model_version, missing)
             self.index.upsert(found.items())
+            await self._load_titles(list(found))
             out.update(found)
         return out

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from stream_app.model.interest import InterestParams
+
 ENV_PREFIX = "STREAM_APP_"
 
 
@@ -56,7 +58,22 @@ class Settings:
     torch_threads: int = _setting(0, "torch intra-op threads; 0 keeps torch's default.")
     text_cache_size: int = _setting(10000, "Free-text vectors kept in memory per worker (LRU).")
     # --- interest model --------------------------------------------------
-    half_life_s: float = _setting(7 * 86400.0, "Half-life of interest decay, event-time seconds.")
+    max_interests: int = _setting(
+        4, "Interests kept per user; 0 ranks by popularity only (the trending list).")
+    long_half_life_s: float = _setting(
+        21 * 86400.0, "Long-term half-life of interests, event-time seconds (`inf`: no decay).")
+    short_half_life_s: float = _setting(
+        6 * 3600.0, "Short-term (session) half-life of interest strength, seconds.")
+    short_term_weight: float = _setting(
+        2.0, "Weight of the short-term strength against the long-term one.")
+    open_threshold: float = _setting(
+        0.5, "Cosine below which an event opens a new interest instead of joining one.")
+    popularity_weight: float = _setting(
+        0.2, "Weight of the prior log(1 + decayed item popularity) in every score.")
+    popularity_half_life_s: float = _setting(
+        30 * 86400.0, "Half-life of item popularity, event-time seconds.")
+    popularity_refresh_s: float = _setting(
+        1.0, "How often a worker reloads the deployment-wide popularity from Redis.")
     weight_view: float = _setting(0.5, "Weight of a `view` event.")
     weight_click: float = _setting(1.0, "Weight of a `click` event.")
     weight_like: float = _setting(2.0, "Weight of a `like` event.")
@@ -101,7 +118,8 @@ class Settings:
 
     def validate(self) -> None:
         """Reject values that would silently misbehave."""
-        positive = ("half_life_s", "top_k", "max_k", "batch_size", "dedupe_window", "seen_max",
+        positive = ("long_half_life_s", "short_half_life_s", "popularity_half_life_s",
+                    "popularity_refresh_s", "top_k", "max_k", "batch_size", "dedupe_window", "seen_max",
                     "max_text_chars", "max_record_bytes", "encode_batch_size", "max_seq_length",
                     "topic_partitions", "topic_replication", "catalog_sync_interval_s",
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
@@ -109,6 +127,13 @@ class Settings:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
+        for name in ("max_interests", "short_term_weight", "popularity_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{env_name(_field(name))} must be >= 0")
+
+    def interest_params(self) -> InterestParams:
+        return InterestParams(self.max_interests, self.long_half_life_s, self.short_half_life_s,
+                              self.short_term_weight, self.open_threshold, self.dedupe_window)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

@@ -199,14 +199,14 @@ def recommendation_id(user_id: str, event_id: str) -> str:
     return str(uuid.uuid5(_REC_NAMESPACE, f"{user_id}\x00{event_id}"))
 
 
-def recommendation(event: ActivityEvent, items: list[tuple[str, float]], model_version: str,
-                   emitted_at: float) -> dict[str, Any]:
+def recommendation(event: ActivityEvent, items: list[tuple[str, float, str]],
+                   model_version: str, emitted_at: float) -> dict[str, Any]:
     return {
         "recommendation_id": recommendation_id(event.user_id, event.event_id),
         "user_id": event.user_id,
         "event_id": event.event_id,
         "event_ts": event.ts,
-        "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in items],
+        "items": [{"item_id": i, "score": round(float(s), 6), "reason": r} for i, s, r in items],
         "model_version": model_version,
         "emitted_at": emitted_at,
     }

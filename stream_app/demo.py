@@ -69,6 +69,8 @@ async def _play(s: Settings) -> int:
             top = " · ".join(f"{info[i['item_id']][0]} [{info[i['item_id']][1]}]"
                              for i in rec["items"][:3] if i["item_id"] in info)
             print(f"    top 3: {top}")
+            if rec["items"]:
+                print(f"    why #1: {rec['items'][0]['reason']}")
             print("    top 10 by genre: " + ", ".join(f"{g} {c}" for g, c in genres.most_common()),
                   flush=True)
     await recs.aclose()

@@ -33,6 +33,9 @@ class CatalogIndex:
     def ids(self) -> Sequence[str]:
         return self._ids
 
+    def row(self, item_id: str) -> int:
+        return self._rows[item_id]
+
     def vector(self, item_id: str) -> np.ndarray | None:
         row = self._rows.get(item_id)
         return None if row is None else self._matrix[row]

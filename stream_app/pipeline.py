@@ -23,8 +23,9 @@ from stream_app.contract import (ActivityEvent, ContractError, ItemEvent, Record
 from stream_app.encoder import CachedEncoder, Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.model.interest import (InterestState, apply_event, event_weight,
-                                       query_vector)
+from stream_app.model.interest import UserState, apply_event, event_weight
+from stream_app.model.popularity import NOT_POPULAR
+from stream_app.model.ranking import blend
 from stream_app.store import Store, UserRecord, UserWrite, text_key
 
 
@@ -74,14 +75,15 @@ class _Pending:
     record: Record
     event: ActivityEvent
     vector: np.ndarray
+    source: str  # what shaped the interest: the item id, or "text:<the text>"
 
 
 @dataclass
 class _Snapshot:
-    """The user as of one event: what to rank with and what to leave out."""
+    """The user as of one event: interests to rank with and items to leave out."""
 
     pending: _Pending
-    query: np.ndarray | None
+    state: UserState
     exclude: frozenset[str]
 
 
@@ -97,6 +99,7 @@ class Processor:
         self.catalog = catalog
         self.metrics = metrics
         self.weights = settings.event_weights()
+        self.params = settings.interest_params()
 
     @property
     def model_version(self) -> str:
@@ -123,6 +126,9 @@ class Processor:
             deletes)
         self.catalog.index.upsert((i.item_id, v) for i, v in zip(upserts, vectors))
         self.catalog.index.remove(deletes)
+        self.catalog.titles.update((i.item_id, i.title or i.item_id) for i in upserts)
+        for item_id in deletes:
+            self.catalog.titles.pop(item_id, None)
         out.counts["items_upserted"] += len(upserts)
         out.counts["items_deleted"] += len(deletes)
         return out
@@ -169,8 +175,11 @@ class Processor:
             except ContractError as exc:
                 out.reject(rec, str(exc))
         pending = await self._with_vectors(events, out)
+        # the prior as of the batch start: no event is ranked with popularity it caused
+        at = max((p.event.ts for p in pending), default=0.0)
+        prior = self.catalog.popularity.prior(self.catalog.index.ids, at)
         snapshots = await self._apply(pending, out)
-        self._rank(snapshots, out)
+        self._rank(snapshots, prior, out)
         return out
 
     async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
@@ -187,7 +196,9 @@ class Processor:
             parts = [v for v in (item_vecs.get(ev.item_id) if ev.item_id else None,
                                  text_vecs.get(ev.text) if ev.text else None) if v is not None]
             vec = np.mean(parts, axis=0)
-            pending.append(_Pending(rec, ev, vec / max(float(np.linalg.norm(vec)), 1e-12)))
+            source = ev.item_id if ev.item_id is not None else f"text:{ev.text}"
+            pending.append(_Pending(rec, ev, vec / max(float(np.linalg.norm(vec)), 1e-12),
+                                    source))
         return pending
 
     async def _apply(self, pending: list[_Pending], out: Outputs) -> list[_Snapshot]:
@@ -203,12 +214,17 @@ class Processor:
             folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
             writes = [w for _, w, _ in folded.values() if w is not None]
             lost = set(await self.store.write_users(writes, self.s.seen_max)) if writes else set()
-            for uid, (user_snaps, _, applied) in folded.items():
+            popular = []
+            for uid, (user_snaps, write, applied) in folded.items():
                 if uid in lost:
                     continue
                 snapshots.update((id(s.pending), s) for s in user_snaps)
                 out.counts["applied"] += applied
                 out.counts["duplicates"] += len(by_user[uid]) - applied
+                if write is not None:
+                    popular += write.popular
+            await self.store.add_popularity(popular, self.s.popularity_half_life_s)
+            self.catalog.popularity.add(popular)
             if lost:
                 attempt += 1
                 self.metrics.cas_conflicts.inc(len(lost))
@@ -219,36 +235,74 @@ class Processor:
 
     def _fold(self, uid: str, items: list[_Pending], record: UserRecord
               ) -> tuple[list[_Snapshot], UserWrite | None, int]:
-        state: InterestState = record.state
+        state = record.state
         seen = set(record.seen)
-        snaps, new_seen, applied = [], [], 0
+        snaps, new_seen, popular, applied = [], [], [], 0
         for p in items:
             ev = p.event
             if not state.is_applied(ev):
                 weight = event_weight(ev, self.weights, self.s.rating_neutral)
-                state = apply_event(state, ev, p.vector, weight, self.s.half_life_s,
-                                    self.s.dedupe_window)
+                state = apply_event(state, ev, p.vector, weight, p.source, self.params)
                 applied += 1
                 if ev.item_id:
                     new_seen.append((ev.item_id, ev.ts))
                     seen.add(ev.item_id)
-            snaps.append(_Snapshot(p, query_vector(state),
+                    if ev.type not in NOT_POPULAR:
+                        popular.append((ev.item_id, 1.0, ev.ts))
+            snaps.append(_Snapshot(p, state,
                                    frozenset(seen) if self.s.exclude_seen else frozenset()))
-        write = (UserWrite(uid, record.version, state, new_seen) if applied else None)
+        write = UserWrite(uid, record.version, state, new_seen, popular) if applied else None
         return snaps, write, applied
 
-    def _rank(self, snapshots: list[_Snapshot], out: Outputs) -> None:
-        """One matrix product for the whole batch."""
+    def _rank(self, snapshots: list[_Snapshot], prior: np.ndarray, out: Outputs) -> None:
+        """One matrix product for every interest of every event in the batch."""
         now = time.time()
-        ranked_rows = [s for s in snapshots if s.query is not None]
-        ranked: dict[int, list[tuple[str, float]]] = {}
-        if ranked_rows and len(self.catalog.index):
-            results = self.catalog.index.rank(np.stack([s.query for s in ranked_rows]),
-                                              self.s.top_k, [s.exclude for s in ranked_rows])
-            ranked = {id(s): r for s, r in zip(ranked_rows, results)}
+        index = self.catalog.index
+        prior_scores = self.s.popularity_weight * prior
+        directions = [i.direction() for s in snapshots for i in s.state.interests]
+        sims = (np.stack(directions) @ index.matrix.T if directions and len(index)
+                else np.zeros((len(directions), len(index)), np.float32))
+        row = 0
         for s in snapshots:
             ev = s.pending.event
+            m = len(s.state.interests)
+            items = (self._blend(s.state, s.exclude, ev.ts, sims[row:row + m], prior_scores,
+                                 self.s.top_k) if len(index) else [])
+            row += m
             out.recommendations.append(
-                (ev.user_id, recommendation(ev, ranked.get(id(s), []), self.model_version, now)))
+                (ev.user_id, recommendation(ev, items, self.model_version, now)))
             self.metrics.lag_seconds.observe(max(0.0, now - s.pending.record.timestamp))
         out.counts["recommendations"] += len(snapshots)
+
+    def recommend(self, record: UserRecord, k: int) -> list[tuple[str, float, str]]:
+        """A fresh ranking for one user (HTTP), as of the user's last event."""
+        index = self.catalog.index
+        if not len(index):
+            return []
+        at = record.state.last_ts or time.time()
+        prior_scores = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
+        directions = [i.direction() for i in record.state.interests]
+        sims = (np.stack(directions) @ index.matrix.T if directions
+                else np.zeros((0, len(index)), np.float32))
+        exclude = record.seen if self.s.exclude_seen else frozenset()
+        return self._blend(record.state, exclude, at, sims, prior_scores, k)
+
+    def _blend(self, state: UserState, exclude: frozenset[str], at: float, sims: np.ndarray,
+               prior_scores: np.ndarray, k: int) -> list[tuple[str, float, str]]:
+        """Each interest fills its share of the list; popularity alone when there is none."""
+        index = self.catalog.index
+        strengths = state.strengths(at, self.params)
+        scores = sims + prior_scores[None, :]
+        fallback = scores.max(axis=0) if strengths.sum() > 0 else prior_scores
+        rows = [index.row(i) for i in exclude if i in index]
+        order = {n: r for r, n in enumerate(np.argsort(-strengths, kind="stable"))}
+        return [(index.ids[row], score, self._reason(state.interests, interest, order))
+                for row, score, interest in blend(scores, strengths, fallback, k, rows)]
+
+    def _reason(self, interests: tuple, interest: int, order: dict[int, int]) -> str:
+        if interest < 0:
+            return "trending"
+        source = interests[interest].source
+        label = (f'you said "{source[5:65]}"' if source.startswith("text:")
+                 else f'"{self.catalog.titles.get(source, source)}"')
+        return f"interest {order[interest] + 1} of {len(interests)}: {label}"

@@ -14,7 +14,6 @@ from stream_app.config import Settings
 from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.model.interest import query_vector
 from stream_app.pipeline import Outputs, Processor
 from stream_app.store import Store, connect
 
@@ -40,7 +39,8 @@ class Runtime:
             try:
                 self.store = Store(connect(self.settings.redis_url, self.settings.redis_cluster),
                                    self.settings.key_prefix)
-                self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim)
+                self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim,
+                                       self.settings.popularity_half_life_s)
                 await self.catalog.load()
                 self.processor = Processor(self.settings, self.store, self.encoder,
                                            self.catalog, self.metrics)
@@ -84,27 +84,34 @@ class Runtime:
         }
 
     async def interests(self, user_id: str) -> dict[str, Any] | None:
+        """The user's interests, strongest first, with labels an operator can read."""
         record = (await self.store.read_users([user_id]))[user_id]
         state = record.state
-        if state.vector is None:
+        if state.n_events == 0:
             return None
-        query = query_vector(state)
-        nearest = self.catalog.index.rank(query[None, :], 5, [()])[0] if query is not None else []
-        meta = await self.store.item_meta([i for i, _ in nearest])
-        return {
-            "user_id": user_id,
-            "events_applied": state.n_events,
-            "last_event_ts": state.last_ts,
-            "strength_at_last_event": round(float(np.linalg.norm(state.vector)), 4),
-            "label": [meta.get(i, {}).get("title") or i for i, _ in nearest],
-            "nearest_items": [{"item_id": i, "score": round(s, 4)} for i, s in nearest],
-            "seen_items": len(record.seen),
-        }
+        params = self.settings.interest_params()
+        at = state.last_ts or time.time()
+        index = self.catalog.index
+        rows = []
+        for n in np.argsort(-state.strengths(at, params), kind="stable"):
+            interest = state.interests[n]
+            nearest = (index.rank(interest.direction()[None, :], 3, [()])[0]
+                       if len(index) else [])
+            source = interest.source
+            rows.append({
+                "strength": round(interest.strength(at, params), 4),
+                "long_term": round(interest.long, 4), "short_term": round(interest.short, 4),
+                "last_update_ts": interest.ts,
+                "age_s": round(at - interest.ts, 1),
+                "label": [self.catalog.titles.get(i, i) for i, _ in nearest],
+                "shaped_by": (source if source.startswith("text:")
+                              else {"item_id": source,
+                                    "title": self.catalog.titles.get(source, source)}),
+            })
+        return {"user_id": user_id, "events_applied": state.n_events,
+                "last_event_ts": state.last_ts, "interests": rows,
+                "seen_items": len(record.seen)}
 
-    async def recommend(self, user_id: str, k: int) -> list[tuple[str, float]]:
+    async def recommend(self, user_id: str, k: int) -> list[tuple[str, float, str]]:
         record = (await self.store.read_users([user_id]))[user_id]
-        query = query_vector(record.state)
-        if query is None:
-            return []
-        exclude = record.seen if self.settings.exclude_seen else frozenset()
-        return self.catalog.index.rank(query[None, :], k, [exclude])[0]
+        return self.processor.recommend(record, k)

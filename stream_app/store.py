@@ -1,12 +1,13 @@
 """Redis: user interest state (compare-and-set), seen items, the item catalog.
 
 Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot):
-  P:{u:<user>}:state   hash vec (float32 bytes), meta (JSON), ver (int, CAS token)
+  P:{u:<user>}:state   hash vec (interest vectors, float32), meta (JSON), ver (CAS token)
   P:{u:<user>}:seen    zset item_id -> last interaction ts (trimmed to seen_max)
   P:items:meta         hash item_id -> JSON {title, tags, ts}
   P:items:vec:<model>  hash item_id -> float32 bytes, one hash per model version
   P:items:log          stream of catalog changes {id, op}; workers tail it
   P:textvec:<model>    hash sha1(text) -> float32 bytes (item text cache)
+  P:popularity         hash item_id -> "count,ts": decayed interaction count
   P:stats              hash of deployment-wide counters
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import redis.asyncio as aioredis
 
-from stream_app.model.interest import InterestState
+from stream_app.model.interest import Interest, UserState
 
 ITEM_LOG_MAXLEN = 1_000_000
 
@@ -38,11 +39,36 @@ return 1
 """
 
 
+# KEYS: popularity hash. ARGV: half-life (s, or 'inf'), then item/weight/ts triples.
+# Each value is "count,ts": the decayed count as of ts (see model/popularity.py).
+_POPULARITY_SCRIPT = """
+local hl = tonumber(ARGV[1])
+for i = 2, #ARGV, 3 do
+  local item, w, t = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local cur = redis.call('HGET', KEYS[1], item)
+  local v, ts = 0, t
+  if cur then
+    local sep = string.find(cur, ',', 1, true)
+    v, ts = tonumber(string.sub(cur, 1, sep - 1)), tonumber(string.sub(cur, sep + 1))
+  end
+  if t >= ts then
+    if hl ~= math.huge then v = v * 2 ^ (-(t - ts) / hl) end
+    v, ts = v + w, t
+  else
+    if hl ~= math.huge then w = w * 2 ^ (-(ts - t) / hl) end
+    v = v + w
+  end
+  redis.call('HSET', KEYS[1], item, string.format('%.17g,%.17g', v, ts))
+end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class UserRecord:
     """A user's state as read, with the CAS token to write it back."""
 
-    state: InterestState
+    state: UserState
     version: int
     seen: frozenset[str]
 
@@ -51,8 +77,9 @@ class UserRecord:
 class UserWrite:
     user_id: str
     expected_version: int
-    state: InterestState
+    state: UserState
     seen: Sequence[tuple[str, float]]  # (item_id, ts) interacted with in this batch
+    popular: Sequence[tuple[str, float, float]] = ()  # (item_id, weight, ts) for popularity
 
 
 def connect(url: str, cluster: bool = False) -> Any:
@@ -66,21 +93,30 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _encode_meta(state: InterestState) -> bytes:
-    return json.dumps({"ts": state.last_ts, "n": state.n_events,
-                       "off": {str(p): o for p, o in state.offsets.items()},
-                       "ids": list(state.recent_ids)}, separators=(",", ":")).encode()
+def _encode_state(state: UserState) -> tuple[bytes, bytes]:
+    """Interest vectors concatenated (float32) and everything else as JSON."""
+    vec = b"".join(i.vector.astype(np.float32).tobytes() for i in state.interests)
+    meta = json.dumps({
+        "ts": state.last_ts, "n": state.n_events,
+        "off": {str(p): o for p, o in state.offsets.items()}, "ids": list(state.recent_ids),
+        "int": [{"long": i.long, "short": i.short, "ts": i.ts, "src": i.source,
+                 "srcw": i.source_weight} for i in state.interests],
+    }, separators=(",", ":"), ensure_ascii=False).encode()
+    return vec, meta
 
 
-def _decode_state(vec: bytes | None, meta: bytes | None) -> InterestState:
+def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
     if meta is None:
-        return InterestState()
+        return UserState()
     m = json.loads(meta)
-    return InterestState(
-        vector=np.frombuffer(vec, dtype=np.float32).copy() if vec else None,
-        last_ts=m.get("ts"), n_events=int(m.get("n", 0)),
-        offsets={int(p): int(o) for p, o in m.get("off", {}).items()},
-        recent_ids=tuple(m.get("ids", ())))
+    rows = m.get("int", [])
+    vectors = (np.frombuffer(vec, dtype=np.float32).reshape(len(rows), -1) if rows and vec
+               else np.zeros((0, 0), np.float32))
+    interests = tuple(Interest(vectors[n].copy(), r["long"], r["short"], r["ts"], r["src"],
+                               r["srcw"]) for n, r in enumerate(rows))
+    return UserState(interests=interests, last_ts=m.get("ts"), n_events=int(m.get("n", 0)),
+                     offsets={int(p): int(o) for p, o in m.get("off", {}).items()},
+                     recent_ids=tuple(m.get("ids", ())))
 
 
 class Store:
@@ -90,6 +126,7 @@ class Store:
         self.r = client
         self.prefix = prefix
         self._cas = client.register_script(_CAS_SCRIPT)
+        self._popularity = client.register_script(_POPULARITY_SCRIPT)
 
     # --- keys -------------------------------------------------------------
     def _state_key(self, user_id: str) -> str:
@@ -127,8 +164,8 @@ class Store:
         """Compare-and-set each user; returns the users whose version moved (lost the race)."""
         pipe = self.r.pipeline(transaction=False)
         for w in writes:
-            vec = w.state.vector.astype(np.float32).tobytes() if w.state.vector is not None else b""
-            args: list[Any] = [w.expected_version, vec, _encode_meta(w.state), seen_max]
+            vec, meta = _encode_state(w.state)
+            args: list[Any] = [w.expected_version, vec, meta, seen_max]
             for item_id, ts in w.seen:
                 args += [ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id)], args=args,
@@ -206,6 +243,24 @@ class Store:
         if vecs:
             await self.r.hset(f"{self.prefix}:textvec:{model_version}",
                               mapping={k: v.astype(np.float32).tobytes() for k, v in vecs.items()})
+
+    # --- popularity -------------------------------------------------------
+    async def add_popularity(self, increments: Sequence[tuple[str, float, float]],
+                             half_life: float) -> None:
+        """Decayed interaction counts, shared by all workers (applied events only)."""
+        if increments:
+            args: list[Any] = ["inf" if half_life == float("inf") else half_life]
+            for item_id, weight, ts in increments:
+                args += [item_id, weight, ts]
+            await self._popularity(keys=[f"{self.prefix}:popularity"], args=args)
+
+    async def popularity(self) -> dict[str, tuple[float, float]]:
+        raw = await self.r.hgetall(f"{self.prefix}:popularity")
+        out = {}
+        for item_id, value in raw.items():
+            count, ts = value.split(b",")
+            out[item_id.decode()] = (float(count), float(ts))
+        return out
 
     # --- counters ---------------------------------------------------------
     async def incr_stats(self, counts: dict[str, int]) -> None:

@@ -52,4 +52,5 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
             return web.json({"error": f"k must be in 1..{runtime.settings.max_k}"}, status=400)
         items = await runtime.recommend(user_id, k)
         return web.json({"user_id": user_id, "model_version": runtime.encoder.version,
-                         "items": [{"item_id": i, "score": round(s, 6)} for i, s in items]})
+                         "items": [{"item_id": i, "score": round(s, 6), "reason": r}
+                                   for i, s, r in items]})

@@ -26,7 +26,7 @@ def test_defaults():
             s.topic_dead_letters) == ("items", "user-activity", "recommendations", "feedback",
                                       "dead-letters")
     assert s.topic_partitions == 8 and s.topic_replication == 1
-    assert s.half_life_s == 604800.0
+    assert s.long_half_life_s == 21 * 86400.0
     assert s.rating_neutral == 3.0
     assert s.top_k == 10 and s.max_k == 100
     assert s.exclude_seen is True
@@ -53,7 +53,7 @@ def test_env_names():
         expected = UNPREFIXED.get(name, ENV_PREFIX + name.upper())
         assert env_name(f) == expected, name
     assert env_name(FIELDS["top_k"]) == "STREAM_APP_TOP_K"
-    assert env_name(FIELDS["half_life_s"]) == "STREAM_APP_HALF_LIFE_S"
+    assert env_name(FIELDS["long_half_life_s"]) == "STREAM_APP_LONG_HALF_LIFE_S"
     assert len({env_name(f) for f in FIELDS.values()}) == len(FIELDS)
 
 
@@ -71,11 +71,11 @@ def test_unprefixed_endpoints_are_read():
 
 def test_coercion_of_each_kind():
     s = Settings.from_env({
-        "STREAM_APP_TOP_K": "25", "STREAM_APP_HALF_LIFE_S": "3600.5",
+        "STREAM_APP_TOP_K": "25", "STREAM_APP_LONG_HALF_LIFE_S": "3600.5",
         "STREAM_APP_WEIGHT_DISLIKE": "-2", "STREAM_APP_KEY_PREFIX": "prod",
         "STREAM_APP_EXCLUDE_SEEN": "false", "STREAM_APP_REDIS_CLUSTER": "true"})
     assert s.top_k == 25 and type(s.top_k) is int
-    assert s.half_life_s == 3600.5 and type(s.half_life_s) is float
+    assert s.long_half_life_s == 3600.5 and type(s.long_half_life_s) is float
     assert s.weight_dislike == -2.0 and type(s.weight_dislike) is float
     assert s.key_prefix == "prod"
     assert s.exclude_seen is False
@@ -96,7 +96,7 @@ def test_bool_coercion(raw, expected):
     ("STREAM_APP_TOP_K", "ten"),
     ("STREAM_APP_TOP_K", "2.5"),
     ("WEB_PORT", "http"),
-    ("STREAM_APP_HALF_LIFE_S", "a week"),
+    ("STREAM_APP_LONG_HALF_LIFE_S", "a week"),
 ])
 def test_bad_values_raise_value_error_naming_the_var(var, raw):
     with pytest.raises(ValueError) as info:
@@ -127,7 +127,7 @@ def test_env_round_trips_through_from_env():
     s = Settings()
     assert Settings.from_env(s.env()) == s
     custom = Settings(kafka_bootstrap_servers="a:1,b:2", redis_cluster=True, web_port=9,
-                      half_life_s=1.0 / 3.0, weight_skip=-0.1, exclude_seen=False,
+                      long_half_life_s=1.0 / 3.0, weight_skip=-0.1, exclude_seen=False,
                       key_prefix="x y", data_dir="/tmp/d")
     env = custom.env()
     assert env["STREAM_APP_REDIS_CLUSTER"] == "true"

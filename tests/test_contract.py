@@ -326,13 +326,15 @@ def test_recommendation_id_deterministic_and_distinct():
 def test_recommendation_fields():
     e = ActivityEvent(event_id="e7", user_id="u3", type="click", ts=123.0, partition=0,
                       offset=1, item_id="m1")
-    out = recommendation(e, [("m2", 0.123456789), ("m3", -0.5)], "model-abc", 456.5)
+    out = recommendation(e, [("m2", 0.123456789, "interest 1 of 2: \"A\""),
+                             ("m3", -0.5, "trending")], "model-abc", 456.5)
     assert out == {
         "recommendation_id": recommendation_id("u3", "e7"),
         "user_id": "u3",
         "event_id": "e7",
         "event_ts": 123.0,
-        "items": [{"item_id": "m2", "score": 0.123457}, {"item_id": "m3", "score": -0.5}],
+        "items": [{"item_id": "m2", "score": 0.123457, "reason": 'interest 1 of 2: "A"'},
+                  {"item_id": "m3", "score": -0.5, "reason": "trending"}],
         "model_version": "model-abc",
         "emitted_at": 456.5,
     }
@@ -344,7 +346,7 @@ def test_recommendation_scores_are_plain_floats():
     import numpy as np
 
     e = ActivityEvent("e", "u", "click", 1.0, 0, 0, item_id="m")
-    out = recommendation(e, [("m", np.float32(0.25))], "v", 2.0)
+    out = recommendation(e, [("m", np.float32(0.25), "trending")], "v", 2.0)
     assert type(out["items"][0]["score"]) is float
     assert json.loads(dumps(out))["items"][0]["score"] == 0.25
 

@@ -9,8 +9,8 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.contract import ActivityEvent
-from stream_app.model.interest import (InterestState, apply_event, decay_factor, event_weight,
-                                       query_vector)
+from stream_app.model.interest import (NO_DECAY, Interest, InterestParams, UserState,
+                                       apply_event, decay_factor, event_weight)
 
 HL = 3600.0  # one hour half-life
 T0 = 1_700_000_000.0
@@ -36,6 +36,7 @@ def test_decay_factor():
     assert decay_factor(0, HL) == 1.0
     assert decay_factor(-5, HL) == 1.0
     assert decay_factor(1e-3, HL) < 1.0
+    assert decay_factor(1e9, NO_DECAY) == 1.0
 
 
 def test_event_weight_plain_types():
@@ -55,153 +56,111 @@ def test_event_weight_rate_scaled_around_neutral():
     assert event_weight(ev(0, T0, "rate", rating=None), w, 3.0) == 0.0
 
 
-# --- apply_event --------------------------------------------------------------------
+# --- apply_event: one interest -----------------------------------------------------
 
-def test_first_event():
-    s = apply_event(InterestState(), ev(10, T0), vec(1, 2, 0), 2.0, HL, 8)
-    np.testing.assert_array_equal(s.vector, vec(2, 4, 0))
-    assert s.vector.dtype == np.float32
-    assert s.last_ts == T0 and s.n_events == 1
-    assert s.offsets == {0: 10} and s.recent_ids == ("e0-10",)
+P = InterestParams(max_interests=3, long_half_life_s=HL, short_half_life_s=HL / 4,
+                   short_term_weight=2.0, open_threshold=0.5, dedupe_window=3)
+A, B, C, D = (vec(*row) for row in np.eye(4))
 
 
-def test_in_order_decay_is_exact():
-    e1, e2 = vec(1, 0, 0), vec(0, 1, 1)
-    s = apply_event(InterestState(), ev(1, T0), e1, 1.0, HL, 8)
-    s = apply_event(s, ev(2, T0 + HL), e2, 2.0, HL, 8)
-    np.testing.assert_allclose(s.vector, 0.5 * e1 + 2.0 * e2, rtol=1e-6)
-    assert s.last_ts == T0 + HL
-    t3 = T0 + HL + 1234.0
-    f = decay_factor(1234.0, HL)
-    expected = f * s.vector + (-1.5) * vec(1, 1, 0)
-    s = apply_event(s, ev(3, t3, "dislike"), vec(1, 1, 0), -1.5, HL, 8)
-    np.testing.assert_allclose(s.vector, expected, rtol=1e-6)
-    assert s.last_ts == t3 and s.n_events == 3
+def apply(state, e, v, w, p=P, source="src"):
+    return apply_event(state, e, v, w, source, p)
 
 
-def test_same_timestamp_adds_without_decay():
-    s = apply_event(InterestState(), ev(1, T0), vec(1, 0), 1.0, HL, 8)
-    s = apply_event(s, ev(2, T0), vec(0, 1), 1.0, HL, 8)
-    np.testing.assert_allclose(s.vector, vec(1, 1), rtol=1e-7)
+def test_first_event_opens_an_interest():
+    s = apply(UserState(), ev(0, T0), A, 2.0, source="m1")
+    (i,) = s.interests
+    np.testing.assert_array_equal(i.vector, 2.0 * A)
+    assert (i.long, i.short, i.ts, i.source, i.source_weight) == (2.0, 2.0, T0, "m1", 2.0)
+    assert s.last_ts == T0 and s.n_events == 1 and s.offsets == {0: 0}
+    assert s.recent_ids == ("e0-0",)
 
 
-def test_out_of_order_event_gets_its_own_decay_and_keeps_last_ts():
-    a, b = vec(1, 0), vec(0, 1)
-    s = apply_event(InterestState(), ev(1, T0 + 2 * HL), a, 1.0, HL, 8)
-    late = apply_event(s, ev(2, T0), b, 2.0, HL, 8)  # two half-lives older
-    np.testing.assert_allclose(late.vector, a + 2.0 * 0.25 * b, rtol=1e-6)
-    assert late.last_ts == T0 + 2 * HL
-    assert late.n_events == 2
-    # equal to applying the events in time order and decaying to the same moment
-    ordered = apply_event(InterestState(), ev(2, T0), b, 2.0, HL, 8)
-    ordered = apply_event(ordered, ev(1, T0 + 2 * HL), a, 1.0, HL, 8)
-    np.testing.assert_allclose(late.vector, ordered.vector, rtol=1e-6)
+def test_in_order_event_decays_then_adds_on_both_time_scales():
+    s = apply(UserState(), ev(0, T0), A, 1.0)
+    near = (A + 0.2 * B) / np.linalg.norm(A + 0.2 * B)
+    s = apply(s, ev(1, T0 + HL), near, 1.0, source="m2")
+    (i,) = s.interests  # cos(A, near) = 0.98 >= 0.5: joined, not opened
+    np.testing.assert_allclose(i.vector, 0.5 * A + near, rtol=1e-6)
+    assert i.long == pytest.approx(0.5 + 1.0)
+    assert i.short == pytest.approx(1.0 / 16 + 1.0)  # short half-life is HL/4
+    assert i.ts == T0 + HL and i.source == "m2"  # 1.0 now beats 0.5 left of m1
 
 
-def test_apply_does_not_mutate_the_input_state():
-    s = apply_event(InterestState(), ev(1, T0), vec(1, 0), 1.0, HL, 8)
-    before = s.vector.copy()
-    apply_event(s, ev(2, T0 + 10), vec(0, 1), 1.0, HL, 8)
-    np.testing.assert_array_equal(s.vector, before)
-    assert s.offsets == {0: 1} and s.recent_ids == ("e0-1",) and s.n_events == 1
+def test_out_of_order_event_is_added_with_its_own_decay():
+    s = apply(UserState(), ev(0, T0 + HL), A, 1.0, source="new")
+    s = apply(s, ev(1, T0), A, 1.0, source="old")
+    (i,) = s.interests
+    np.testing.assert_allclose(i.vector, 1.5 * A, rtol=1e-6)
+    assert i.long == pytest.approx(1.5) and i.ts == T0 + HL and s.last_ts == T0 + HL
+    assert i.source == "new"
 
 
-def test_offsets_per_partition_never_go_back():
-    s = InterestState()
-    s = apply_event(s, ev(5, T0, partition=0), vec(1), 1.0, HL, 8)
-    s = apply_event(s, ev(9, T0 + 1, partition=3), vec(1), 1.0, HL, 8)
-    s = apply_event(s, ev(7, T0 + 2, partition=0), vec(1), 1.0, HL, 8)
-    assert s.offsets == {0: 7, 3: 9}
-    s = apply_event(s, ev(2, T0 + 3, partition=0, event_id="x"), vec(1), 1.0, HL, 8)
-    assert s.offsets == {0: 7, 3: 9}
-    assert s.recent_ids == ("e0-5", "e3-9", "e0-7", "x")
+def test_strength_blends_long_and_short_term_decayed_to_the_query_time():
+    i = Interest(A, long=4.0, short=2.0, ts=T0, source="x", source_weight=1.0)
+    assert i.strength(T0, P) == pytest.approx(4.0 + 2.0 * 2.0)
+    assert i.strength(T0 + HL, P) == pytest.approx(2.0 + 2.0 * 2.0 / 16)
 
 
-def test_recent_ids_trimmed_to_dedupe_window():
-    s = InterestState()
-    for i in range(6):
-        s = apply_event(s, ev(i, T0 + i), vec(1), 1.0, HL, 3)
-    assert s.recent_ids == ("e0-3", "e0-4", "e0-5")
-    assert s.n_events == 6
+# --- several interests ---------------------------------------------------------------
+
+def test_distant_event_opens_a_new_interest_and_the_weakest_is_replaced_when_full():
+    s = apply(UserState(), ev(0, T0), A, 3.0, source="a")
+    s = apply(s, ev(1, T0), B, 2.0, source="b")
+    s = apply(s, ev(2, T0), C, 1.0, source="c")
+    assert [i.source for i in s.interests] == ["a", "b", "c"]
+    s = apply(s, ev(3, T0), D, 1.5, source="d")  # full: "c" (strength 1 + 2*1) goes
+    assert [i.source for i in s.interests] == ["a", "b", "d"]
+
+
+def test_negative_event_weakens_what_it_resembles_and_drops_what_it_cancels():
+    s = apply(UserState(), ev(0, T0), A, 1.0)
+    s = apply(s, ev(1, T0), B, 3.0)
+    s = apply(s, ev(2, T0), A, -1.0)  # cosine 1 with A, 0 with B
+    assert len(s.interests) == 1 and s.interests[0].long == pytest.approx(3.0)
+    half = (B + C) / np.linalg.norm(B + C)  # cosine 0.707 with B
+    s = apply(s, ev(3, T0), half, -1.0)
+    assert s.interests[0].long == pytest.approx(3.0 - 1 / math.sqrt(2), rel=1e-5)
+    assert s.interests[0].vector @ C < 0  # pushed away from what was disliked
+
+
+def test_no_interests_kept_when_max_is_zero():
+    s = apply(UserState(), ev(0, T0), A, 1.0, p=InterestParams(max_interests=0))
+    assert s.interests == () and s.n_events == 1
+
+
+def test_drift_new_taste_overtakes_after_a_gap():
+    s = UserState()
+    for n in range(10):
+        s = apply(s, ev(n, T0 + n * 60), A, 1.0)
+    later = T0 + 5 * HL
+    for n in range(2):
+        s = apply(s, ev(10 + n, later + n * 60), B, 1.0)
+    strengths = s.strengths(later + 120, P)
+    by_dir = {int(np.argmax(i.vector)): st for i, st in zip(s.interests, strengths)}
+    assert by_dir[1] > by_dir[0]  # two fresh B events outweigh ten old A ones
+
+
+# --- bookkeeping --------------------------------------------------------------------
+
+def test_replays_and_duplicates_are_recognised():
+    s = apply(UserState(), ev(5, T0, partition=2), A, 1.0)
+    assert s.is_applied(ev(5, T0, partition=2))
+    assert s.is_applied(ev(4, T0, partition=2, event_id="other"))
+    assert not s.is_applied(ev(6, T0, partition=2, event_id="fresh"))
+    assert s.is_applied(ev(0, T0, partition=7, event_id="e2-5"))  # same id elsewhere
+    assert not s.is_applied(ev(0, T0, partition=7, event_id="fresh"))
+
+
+def test_offsets_and_recent_ids_are_bounded():
+    s = UserState()
+    for n in range(5):
+        s = apply(s, ev(n, T0 + n, partition=n % 2), A, 1.0)
+    assert s.offsets == {0: 4, 1: 3}
+    assert s.recent_ids == ("e0-2", "e1-3", "e0-4")
+    assert s.n_events == 5
 
 
 def test_dedupe_window_zero_remembers_nothing():
-    """dedupe_window=0 must not keep every id forever (``t[-0:]`` is the whole tuple)."""
-    s = InterestState()
-    for i in range(4):
-        s = apply_event(s, ev(i, T0 + i), vec(1), 1.0, HL, 0)
+    s = apply(UserState(), ev(0, T0), A, 1.0, p=InterestParams(dedupe_window=0))
     assert s.recent_ids == ()
-
-
-def test_is_applied_for_replayed_offsets():
-    s = apply_event(InterestState(), ev(10, T0, partition=1), vec(1), 1.0, HL, 8)
-    assert s.is_applied(ev(10, T0, partition=1, event_id="replayed-under-new-id"))
-    assert s.is_applied(ev(3, T0, partition=1, event_id="other"))
-    assert not s.is_applied(ev(11, T0, partition=1))
-    assert not s.is_applied(ev(10, T0, partition=2))  # same offset, other partition
-    assert not InterestState().is_applied(ev(0, T0))
-
-
-def test_is_applied_for_duplicate_event_id_elsewhere():
-    s = apply_event(InterestState(), ev(10, T0, partition=1, event_id="dup"), vec(1), 1.0,
-                    HL, 8)
-    assert s.is_applied(ev(500, T0, partition=4, event_id="dup"))
-    assert s.is_applied(ev(11, T0, partition=1, event_id="dup"))
-    assert not s.is_applied(ev(11, T0, partition=1, event_id="fresh"))
-
-
-def test_duplicate_forgotten_after_window():
-    s = InterestState()
-    s = apply_event(s, ev(0, T0, partition=0, event_id="old"), vec(1), 1.0, HL, 2)
-    s = apply_event(s, ev(1, T0, partition=0, event_id="a"), vec(1), 1.0, HL, 2)
-    assert s.is_applied(ev(0, T0, partition=5, event_id="old"))
-    s = apply_event(s, ev(2, T0, partition=0, event_id="b"), vec(1), 1.0, HL, 2)
-    assert not s.is_applied(ev(0, T0, partition=5, event_id="old"))
-
-
-# --- query vector and drift ---------------------------------------------------------
-
-def test_query_vector():
-    assert query_vector(InterestState()) is None
-    zero = InterestState(vector=np.zeros(3, np.float32), last_ts=T0, n_events=1)
-    assert query_vector(zero) is None
-    s = InterestState(vector=vec(3, 4), last_ts=T0, n_events=1)
-    np.testing.assert_allclose(query_vector(s), vec(0.6, 0.8), rtol=1e-6)
-    neg = InterestState(vector=vec(0, -2), last_ts=T0, n_events=1)
-    np.testing.assert_allclose(query_vector(neg), vec(0, -1))
-
-
-def test_like_then_dislike_of_same_item_cancels_to_none():
-    s = apply_event(InterestState(), ev(1, T0, "like"), vec(1, 0), 1.5, HL, 8)
-    s = apply_event(s, ev(2, T0, "dislike"), vec(1, 0), -1.5, HL, 8)
-    assert query_vector(s) is None
-
-
-def test_interest_drifts_to_the_new_genre():
-    rng = np.random.default_rng(0)
-    dim = 16
-    scifi_dir = np.zeros(dim, np.float32); scifi_dir[0] = 1.0
-    horror_dir = np.zeros(dim, np.float32); horror_dir[1] = 1.0
-
-    def near(direction):
-        v = direction + 0.1 * rng.standard_normal(dim).astype(np.float32)
-        return v / np.linalg.norm(v)
-
-    half_life = 7 * 86400.0
-    s, t, off = InterestState(), T0, 0
-    for _ in range(40):  # a month of heavy sci-fi
-        s = apply_event(s, ev(off, t, "like"), near(scifi_dir), WEIGHTS["like"], half_life, 256)
-        off += 1
-        t += 18 * 3600
-    before = query_vector(s)
-    assert before @ scifi_dir > 0.9
-    t += 21 * 86400  # three weeks of silence
-    for _ in range(5):
-        s = apply_event(s, ev(off, t, "click"), near(horror_dir), WEIGHTS["click"], half_life,
-                        256)
-        off += 1
-        t += 3600
-    after = query_vector(s)
-    assert after @ horror_dir > after @ scifi_dir
-    assert after @ horror_dir > before @ horror_dir + 0.5
-    assert s.n_events == 45

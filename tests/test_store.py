@@ -13,7 +13,7 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.metrics import Metrics
-from stream_app.model.interest import InterestState
+from stream_app.model.interest import Interest, UserState
 from stream_app.pipeline import Processor
 from stream_app.store import Store, UserWrite, connect
 
@@ -53,9 +53,12 @@ def prefix(redis_url):
     run(clean())
 
 
-def _state(n: int) -> InterestState:
-    return InterestState(vector=np.full(4, n, np.float32), last_ts=float(n), n_events=n,
-                         offsets={0: n}, recent_ids=(f"e{n}",))
+def _state(n: int) -> UserState:
+    interests = tuple(Interest(np.full(4, n + k, np.float32), long=float(n), short=0.5 * n,
+                               ts=float(n), source=f"s{k}", source_weight=1.0)
+                      for k in range(2))
+    return UserState(interests=interests, last_ts=float(n), n_events=n, offsets={0: n},
+                     recent_ids=(f"e{n}",))
 
 
 def test_compare_and_set_rejects_a_stale_writer(redis_url, prefix):
@@ -70,7 +73,7 @@ def test_compare_and_set_rejects_a_stale_writer(redis_url, prefix):
             assert await store.write_users([UserWrite("u", 1, _state(2), [("b", 2.0)])], 10) == []
             rec = (await store.read_users(["u"]))["u"]
             assert rec.version == 2 and rec.state.n_events == 2 and rec.seen == {"a", "b"}
-            np.testing.assert_array_equal(rec.state.vector, np.full(4, 2, np.float32))
+            assert _same(rec.state, _state(2))
             assert rec.state.offsets == {0: 2} and rec.state.recent_ids == ("e2",)
         finally:
             await store.r.aclose()
@@ -90,6 +93,17 @@ def test_seen_set_keeps_the_most_recent(redis_url, prefix):
     run(go())
 
 
+def _same(a: UserState, b: UserState) -> bool:
+    """Equal states (numpy vectors compared by value)."""
+    return (len(a.interests) == len(b.interests)
+            and all(np.array_equal(x.vector, y.vector) and
+                    (x.long, x.short, x.ts, x.source, x.source_weight) ==
+                    (y.long, y.short, y.ts, y.source, y.source_weight)
+                    for x, y in zip(a.interests, b.interests))
+            and (a.last_ts, a.n_events, a.offsets, a.recent_ids) ==
+            (b.last_ts, b.n_events, b.offsets, b.recent_ids))
+
+
 def _records(topic, user, items, start):
     return [Record(topic, 0, start + n, 1000.0 + n, user.encode(),
                    (f'{{"user_id": "{user}", "type": "click", "item_id": "{item}", '
@@ -107,7 +121,7 @@ def test_concurrent_processors_lose_no_update(redis_url, prefix):
             store = Store(connect(redis_url), prefix)
             stores.append(store)
             enc = FakeEncoder()
-            proc = Processor(settings, store, enc, Catalog(store, enc.version, enc.dim), Metrics())
+            proc = Processor(settings, store, enc, Catalog(store, enc.version, enc.dim, 86400.0), Metrics())
             procs.append(proc)
         items = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(20)]
         item_recs = [Record("items", 0, n, 1.0, None, (f'{{"item_id": "i{n}", '
@@ -142,11 +156,11 @@ def test_item_text_is_encoded_once(redis_url, prefix):
     async def go():
         store = Store(connect(redis_url), prefix)
         enc = FakeEncoder()
-        proc = Processor(settings, store, enc, Catalog(store, enc.version, enc.dim), Metrics())
+        proc = Processor(settings, store, enc, Catalog(store, enc.version, enc.dim, 86400.0), Metrics())
         rec = Record("items", 0, 0, 1.0, b"x", b'{"item_id": "x", "title": "same text"}')
         await proc.process_items([rec])
         await proc.process_items([rec])  # re-sent unchanged: served from the Redis text cache
-        fresh = Processor(settings, store, enc, Catalog(store, enc.version, enc.dim), Metrics())
+        fresh = Processor(settings, store, enc, Catalog(store, enc.version, enc.dim, 86400.0), Metrics())
         await fresh.process_items([rec])
         calls = enc.calls
         await store.r.aclose()

@@ -1,8 +1,15 @@
-"""A user's interest state and its event-time exponential decay.
+"""A user's interests: up to K decayed vectors, each with short- and long-term strength.
 
-u <- exp(-ln2 * dt / half_life) * u + w * e, with dt measured in event time.
-An event older than the last one applied is added with its own decay
-(w * exp(-ln2 * (last - ts) / half_life) * e), so history is never re-ordered.
+Every interest is an exponentially decayed sum of the event vectors it absorbed
+(event time, long half-life), with two strengths: a long-term one (weeks) and a
+short-term one (hours, the session). A positive event strengthens the closest
+interest, or opens a new one when none is close enough (replacing the weakest
+once K are open). A negative event (dislike, skip, low rating) weakens and pushes
+away the interests it resembles, in proportion to the resemblance.
+
+Decay: x <- exp(-ln2 * dt / half_life) * x + w, dt in event time. An event older
+than an interest's last update is added with its own decay; history is never
+re-ordered.
 """
 
 from __future__ import annotations
@@ -15,13 +22,24 @@ import numpy as np
 from stream_app.contract import ActivityEvent
 
 LN2 = math.log(2.0)
+NO_DECAY = math.inf  # a half-life that never halves
 
 
 def decay_factor(dt: float, half_life: float) -> float:
-    """Weight left after dt seconds; dt <= 0 leaves everything."""
-    if dt <= 0:
+    """Weight left after dt seconds; dt <= 0 (or an infinite half-life) leaves everything."""
+    if dt <= 0 or math.isinf(half_life):
         return 1.0
     return math.exp(-LN2 * dt / half_life)
+
+
+@dataclass(frozen=True)
+class InterestParams:
+    max_interests: int = 4
+    long_half_life_s: float = 21 * 86400.0
+    short_half_life_s: float = 6 * 3600.0
+    short_term_weight: float = 1.0  # how much the session counts against the long term
+    open_threshold: float = 0.5  # cosine below which an event opens a new interest
+    dedupe_window: int = 256
 
 
 def event_weight(event: ActivityEvent, weights: dict[str, float], rating_neutral: float) -> float:
@@ -34,10 +52,31 @@ def event_weight(event: ActivityEvent, weights: dict[str, float], rating_neutral
 
 
 @dataclass(frozen=True)
-class InterestState:
-    """What Redis holds for a user (besides the seen set)."""
+class Interest:
+    vector: np.ndarray  # float32, decayed sum of absorbed event vectors (long half-life)
+    long: float  # long-term strength as of ts
+    short: float  # short-term strength as of ts
+    ts: float  # last update, event time
+    source: str  # item id, or "text:<...>", that contributed most
+    source_weight: float  # that contribution, as of ts
 
-    vector: np.ndarray | None = None  # float32, unnormalised decayed sum
+    def direction(self) -> np.ndarray:
+        norm = float(np.linalg.norm(self.vector))
+        return self.vector / norm if norm > 1e-12 else self.vector
+
+    def strength(self, at: float, p: InterestParams) -> float:
+        """Blended strength at event time ``at`` (never negative)."""
+        dt = at - self.ts
+        value = (self.long * decay_factor(dt, p.long_half_life_s)
+                 + p.short_term_weight * self.short * decay_factor(dt, p.short_half_life_s))
+        return max(value, 0.0)
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What Redis holds for a user besides the seen set."""
+
+    interests: tuple[Interest, ...] = ()
     last_ts: float | None = None
     n_events: int = 0
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> last applied offset
@@ -50,31 +89,63 @@ class InterestState:
             return True
         return event.event_id in self.recent_ids
 
+    def strengths(self, at: float, p: InterestParams) -> np.ndarray:
+        return np.array([i.strength(at, p) for i in self.interests], dtype=np.float64)
 
-def apply_event(state: InterestState, event: ActivityEvent, vector: np.ndarray, weight: float,
-                half_life: float, dedupe_window: int) -> InterestState:
+
+def _absorb(interest: Interest, vec: np.ndarray, w: float, ts: float, source: str,
+            p: InterestParams) -> Interest:
+    """Add w*vec to one interest at event time ts (older events with their own decay)."""
+    if ts >= interest.ts:
+        f_long = decay_factor(ts - interest.ts, p.long_half_life_s)
+        f_short = decay_factor(ts - interest.ts, p.short_half_life_s)
+        vector = f_long * interest.vector + w * vec
+        long, short = f_long * interest.long + w, f_short * interest.short + w
+        kept = interest.source_weight * f_long
+        new_ts, w_now = ts, w
+    else:
+        f_long = decay_factor(interest.ts - ts, p.long_half_life_s)
+        f_short = decay_factor(interest.ts - ts, p.short_half_life_s)
+        vector = interest.vector + w * f_long * vec
+        long, short = interest.long + w * f_long, interest.short + w * f_short
+        kept, new_ts, w_now = interest.source_weight, interest.ts, w * f_long
+    if w_now > kept:
+        source, kept = source, w_now
+    else:
+        source = interest.source
+    return Interest(vector.astype(np.float32), long, short, new_ts, source, kept)
+
+
+def apply_event(state: UserState, event: ActivityEvent, vector: np.ndarray, weight: float,
+                source: str, p: InterestParams) -> UserState:
     """State after one event; the caller checks ``is_applied`` first."""
     vec = np.asarray(vector, dtype=np.float32)
-    if state.vector is None or state.last_ts is None:
-        new_vec, last_ts = weight * vec, event.ts
-    elif event.ts >= state.last_ts:
-        new_vec = decay_factor(event.ts - state.last_ts, half_life) * state.vector + weight * vec
-        last_ts = event.ts
+    interests = list(state.interests)
+    if interests and weight != 0:
+        sims = np.array([float(i.direction() @ vec) for i in interests])
     else:
-        new_vec = state.vector + weight * decay_factor(state.last_ts - event.ts, half_life) * vec
-        last_ts = state.last_ts
+        sims = np.zeros(len(interests))
+    if weight > 0 and p.max_interests > 0:
+        best = int(np.argmax(sims)) if interests else -1
+        if best >= 0 and sims[best] >= p.open_threshold:
+            interests[best] = _absorb(interests[best], vec, weight, event.ts, source, p)
+        else:
+            fresh = Interest(weight * vec, weight, weight, event.ts, source, weight)
+            if len(interests) < p.max_interests:
+                interests.append(fresh)
+            else:
+                weakest = int(np.argmin([i.strength(event.ts, p) for i in interests]))
+                interests[weakest] = fresh
+    elif weight < 0:
+        for n, sim in enumerate(sims):
+            if sim > 0:
+                interests[n] = _absorb(interests[n], vec, weight * float(sim), event.ts,
+                                       interests[n].source, p)
+        interests = [i for i in interests if i.long > 1e-6]
     offsets = dict(state.offsets)
     offsets[event.partition] = max(event.offset, offsets.get(event.partition, -1))
-    recent = (state.recent_ids + (event.event_id,))[-dedupe_window:] if dedupe_window > 0 else ()
-    return replace(state, vector=new_vec.astype(np.float32), last_ts=last_ts,
-                   n_events=state.n_events + 1, offsets=offsets, recent_ids=recent)
-
-
-def query_vector(state: InterestState) -> np.ndarray | None:
-    """Unit direction to rank with (None when there is nothing to go on)."""
-    if state.vector is None:
-        return None
-    norm = float(np.linalg.norm(state.vector))
-    if norm < 1e-12:
-        return None
-    return state.vector / norm
+    return replace(state, interests=tuple(interests),
+                   last_ts=event.ts if state.last_ts is None else max(state.last_ts, event.ts),
+                   n_events=state.n_events + 1, offsets=offsets,
+                   recent_ids=(state.recent_ids + (event.event_id,))[-p.dedupe_window:]
+                   if p.dedupe_window > 0 else ())

@@ -29,3 +29,48 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[Sequence[int]]) -> list[
         idx = idx[np.argsort(-row[idx], kind="stable")]
         out.append([(int(i), float(row[i])) for i in idx if np.isfinite(row[i])][:kk])
     return out
+
+
+def quotas(shares: np.ndarray, k: int) -> np.ndarray:
+    """Largest-remainder split of k slots by share (shares need not sum to 1)."""
+    total = float(np.sum(shares))
+    if total <= 0 or k <= 0:
+        return np.zeros(len(shares), dtype=int)
+    exact = np.asarray(shares, dtype=np.float64) / total * k
+    out = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - out), kind="stable")[: k - int(out.sum())]:
+        out[i] += 1
+    return out
+
+
+def blend(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
+          exclude: Sequence[int]) -> list[tuple[int, float, int]]:
+    """Top-k where each interest fills its share of the list with its own best items.
+
+    ``scores`` is (interests, items): each interest's score for every item (prior
+    included); ``fallback`` scores items when there is no interest (or slots are
+    left). Returns (item index, score, interest index or -1), best first.
+    """
+    n_items = len(fallback)
+    barred = np.zeros(n_items, dtype=bool)
+    barred[[i for i in exclude if 0 <= i < n_items]] = True
+    taken: list[tuple[int, float, int]] = []
+    slots = quotas(shares, k) if len(shares) else np.zeros(0, dtype=int)
+
+    def take(row: np.ndarray, n: int, interest: int) -> None:
+        if n <= 0:
+            return
+        masked = np.where(barred, -np.inf, row)
+        want = min(n_items, n)
+        idx = np.argpartition(-masked, want - 1)[:want] if want < n_items else np.arange(n_items)
+        for i in idx[np.argsort(-masked[idx], kind="stable")]:
+            if n <= 0 or not np.isfinite(masked[i]):
+                break
+            taken.append((int(i), float(row[i]), interest))
+            barred[i] = True
+            n -= 1
+
+    for interest in np.argsort(-np.asarray(shares), kind="stable"):
+        take(scores[interest], int(slots[interest]), int(interest))
+    take(fallback, k - len(taken), -1)
+    return sorted(taken, key=lambda t: -t[1])

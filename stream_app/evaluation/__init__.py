@@ -1,0 +1,1 @@
+"""Offline evaluation: datasets, the shared judging protocol, eval, replay, drift."""

@@ -1,0 +1,50 @@
+"""Streaming item popularity: a decayed interaction count per item, in event time."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from stream_app.model.interest import decay_factor
+
+# Interactions that say nothing good about an item do not make it popular.
+NOT_POPULAR = frozenset({"dislike", "skip"})
+
+
+def decayed_add(value: float, ts: float, weight: float, at: float,
+                half_life: float) -> tuple[float, float]:
+    """(value, ts) after adding ``weight`` at event time ``at``; older events with their own decay."""
+    if at >= ts:
+        return value * decay_factor(at - ts, half_life) + weight, at
+    return value + weight * decay_factor(ts - at, half_life), ts
+
+
+class Popularity:
+    """Item -> (decayed count, as-of ts); the ranking prior is log(1 + count decayed to now)."""
+
+    def __init__(self, half_life: float) -> None:
+        self.half_life = half_life
+        self.entries: dict[str, tuple[float, float]] = {}
+
+    def add(self, increments: Iterable[tuple[str, float, float]]) -> None:
+        for item_id, weight, at in increments:
+            value, ts = self.entries.get(item_id, (0.0, at))
+            self.entries[item_id] = decayed_add(value, ts, weight, at, self.half_life)
+
+    def replace(self, entries: Mapping[str, tuple[float, float]]) -> None:
+        self.entries = dict(entries)
+
+    def prior(self, item_ids: Sequence[str], at: float) -> np.ndarray:
+        """log(1 + decayed count) for each item, as of event time ``at``."""
+        values = np.zeros(len(item_ids), dtype=np.float64)
+        stamps = np.zeros(len(item_ids), dtype=np.float64)
+        for n, item_id in enumerate(item_ids):
+            entry = self.entries.get(item_id)
+            if entry is not None:
+                values[n], stamps[n] = entry
+        if np.isinf(self.half_life):
+            factors = np.ones_like(values)
+        else:
+            factors = np.exp2(-np.maximum(at - stamps, 0.0) / self.half_life)
+        return np.log1p(values * factors).astype(np.float32)
