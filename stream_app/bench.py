@@ -20,10 +20,10 @@ from typing import Any
 from stream_app.catalog_files import read_catalog
 from stream_app.config import Settings
 from stream_app.demo import bundled
-from stream_app.embedded import LocalStack, delete_prefix, free_port
-from stream_app.kafka_io import Producer, consume, ensure_topics
+from stream_app.embedded import delete_prefix
+from stream_app.kafka_io import Producer, consume
 from stream_app.loading import load_catalog
-from stream_app.processes import WorkerProcess
+from stream_app.processes import local_system
 
 _WORDS = ("space robots love ghosts cowboys detectives dragons heists aliens music war family "
           "comedy history ocean mountains zombies spies time travel romance murder").split()
@@ -31,26 +31,14 @@ _WORDS = ("space robots love ghosts cowboys detectives dragons heists aliens mus
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     run = uuid.uuid4().hex[:6]
-    with LocalStack(settings) as stack, tempfile.TemporaryFile() as worker_log:
-        s = stack.settings.replace(
-            web_port=free_port(), app_id=f"{settings.app_id}-bench-{run}",
-            topic_items=f"bench-items-{run}", topic_activity=f"bench-activity-{run}",
-            topic_recommendations=f"bench-recs-{run}", topic_feedback=f"bench-feedback-{run}",
-            topic_dead_letters=f"bench-dlq-{run}", key_prefix=f"{stack.settings.key_prefix}-bench-{run}")
-        asyncio.run(ensure_topics(s.kafka_bootstrap_servers,
-                                  [s.topic_items, s.topic_activity, s.topic_recommendations,
-                                   s.topic_feedback, s.topic_dead_letters],
-                                  s.topic_partitions, s.topic_replication))
-        worker = WorkerProcess(s, stdout=worker_log).start()
+    topics = dict(topic_items=f"bench-items-{run}", topic_activity=f"bench-activity-{run}",
+                  topic_recommendations=f"bench-recs-{run}",
+                  topic_feedback=f"bench-feedback-{run}", topic_dead_letters=f"bench-dlq-{run}")
+    s = settings.replace(app_id=f"{settings.app_id}-bench-{run}", **topics)
+    with local_system(s, key_prefix=f"{s.key_prefix}-bench-{run}") as (_, s):
         try:
-            worker.wait_healthy()
             figures = asyncio.run(_measure(s, args))
-        except BaseException:
-            worker_log.seek(0)
-            print(worker_log.read().decode(errors="replace")[-4000:])
-            raise
         finally:
-            worker.stop()
             delete_prefix(s.redis_url, s.key_prefix)
     _report(figures, args.json)
     return 0

@@ -78,6 +78,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(_settings(), args)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from stream_app.evaluation.commands import run_eval
+
+    return run_eval(_settings(), args)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from stream_app.evaluation.commands import run_replay
+
+    return run_replay(_settings(), args)
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from stream_app.catalog_files import read_catalog
     from stream_app.kafka_io import Producer
@@ -168,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--catalog", help="catalog file (default: the bundled sample)")
     bench.add_argument("--json", help="also write the figures here")
     bench.set_defaults(fn=cmd_bench)
+
+    ev = sub.add_parser("eval", help="the replay protocol in-process, with baselines and "
+                        "ablations; --drift for the synthetic drift check")
+    ev.add_argument("dataset", nargs="?", help="MovieLens dir (ml-latest-small, ml-100k, ml-1m)")
+    ev.add_argument("--drift", action="store_true", help="run the synthetic drift check")
+    ev.add_argument("--variants", help="comma-separated subset (default: all)")
+    ev.add_argument("--users", type=int, help="only the first N users")
+    ev.add_argument("--out", default="reports", help="where the JSON and Markdown reports go")
+    ev.set_defaults(fn=cmd_eval)
+
+    rp = sub.add_parser("replay", help="a MovieLens dataset through Kafka into a running "
+                        "system (embedded default when none is configured)")
+    rp.add_argument("dataset")
+    rp.add_argument("--users", type=int, help="only the first N users")
+    rp.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+    rp.add_argument("--out", default="reports")
+    rp.set_defaults(fn=cmd_replay)
 
     prod = sub.add_parser("produce", help="send JSON lines (or a CSV catalog) to a topic")
     prod.add_argument("file")

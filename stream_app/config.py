@@ -65,13 +65,13 @@ class Settings:
     short_half_life_s: float = _setting(
         6 * 3600.0, "Short-term (session) half-life of interest strength, seconds.")
     short_term_weight: float = _setting(
-        2.0, "Weight of the short-term strength against the long-term one.")
+        8.0, "Weight of the short-term strength against the long-term one.")
     open_threshold: float = _setting(
         0.5, "Cosine below which an event opens a new interest instead of joining one.")
     popularity_weight: float = _setting(
-        0.2, "Weight of the prior log(1 + decayed item popularity) in every score.")
+        0.5, "Weight of the prior log(1 + decayed item popularity) in every score.")
     popularity_half_life_s: float = _setting(
-        30 * 86400.0, "Half-life of item popularity, event-time seconds.")
+        60 * 86400.0, "Half-life of item popularity, event-time seconds.")
     popularity_refresh_s: float = _setting(
         1.0, "How often a worker reloads the deployment-wide popularity from Redis.")
     weight_view: float = _setting(0.5, "Weight of a `view` event.")
@@ -137,6 +137,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+    def topics(self) -> list[str]:
+        return [self.topic_items, self.topic_activity, self.topic_feedback,
+                self.topic_recommendations, self.topic_dead_letters]
 
     def event_weights(self) -> dict[str, float]:
         """Weights by activity type; `rate` is scaled by the rating at apply time."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -13,10 +12,9 @@ from typing import Any
 
 from stream_app.catalog_files import read_jsonl
 from stream_app.config import Settings
-from stream_app.embedded import LocalStack, free_port
 from stream_app.kafka_io import Producer, consume, ensure_topics
 from stream_app.loading import load_catalog
-from stream_app.processes import WorkerProcess
+from stream_app.processes import local_system
 
 
 def bundled(name: str) -> Path:
@@ -24,22 +22,11 @@ def bundled(name: str) -> Path:
 
 
 def run_demo(settings: Settings, timeout: float) -> int:
-    with LocalStack(settings) as stack, tempfile.TemporaryFile() as worker_log:
-        s = stack.settings.replace(web_port=free_port())
-        print("stream-app demo:", ", ".join(f"{k} {v}" for k, v in stack.describe().items()),
-              flush=True)
-        print("starting a worker (loads the model, joins the consumer group)...", flush=True)
-        worker = WorkerProcess(s, stdout=worker_log).start()
-        try:
-            worker.wait_healthy()
-            return asyncio.run(asyncio.wait_for(_play(s), timeout))
-        except BaseException:
-            worker_log.seek(0)
-            print("--- worker log (tail) ---\n" +
-                  worker_log.read().decode(errors="replace")[-4000:])
-            raise
-        finally:
-            worker.stop()
+    print("stream-app demo: starting the embedded default and a worker "
+          "(loads the model, joins the consumer group)...", flush=True)
+    with local_system(settings) as (stack, s):
+        print(", ".join(f"{k} {v}" for k, v in stack.describe().items()), flush=True)
+        return asyncio.run(asyncio.wait_for(_play(s), timeout))
 
 
 async def _play(s: Settings) -> int:

@@ -1,17 +1,22 @@
-"""Worker child processes for `up`, `demo`, `bench` and the tests."""
+"""Worker child processes for `up`, `demo`, `bench`, `replay` and the tests."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import IO
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
 
 from stream_app.config import Settings
+from stream_app.embedded import LocalStack, free_port
+from stream_app.kafka_io import ensure_topics
 
 
 class WorkerProcess:
@@ -63,3 +68,23 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+@contextmanager
+def local_system(settings: Settings, **overrides: Any) -> Iterator[tuple[LocalStack, Settings]]:
+    """Embedded broker/Redis where not configured, plus one worker; its log shown on failure."""
+    with LocalStack(settings) as stack, tempfile.TemporaryFile() as log:
+        s = stack.settings.replace(web_port=free_port(), **overrides)
+        asyncio.run(ensure_topics(s.kafka_bootstrap_servers, s.topics(), s.topic_partitions,
+                                  s.topic_replication))  # before the worker subscribes
+        worker = WorkerProcess(s, stdout=log).start()
+        try:
+            worker.wait_healthy()
+            yield stack, s
+        except BaseException:
+            log.seek(0)
+            print("--- worker log (tail) ---\n" + log.read().decode(errors="replace")[-4000:],
+                  file=sys.stderr)
+            raise
+        finally:
+            worker.stop()

@@ -38,10 +38,8 @@ class Harness:
 
     def ensure_topics(self) -> None:
         s = self.settings
-        asyncio.run(ensure_topics(s.kafka_bootstrap_servers,
-                                  [s.topic_items, s.topic_activity, s.topic_feedback,
-                                   s.topic_recommendations, s.topic_dead_letters],
-                                  s.topic_partitions, s.topic_replication))
+        asyncio.run(ensure_topics(s.kafka_bootstrap_servers, s.topics(), s.topic_partitions,
+                                  s.topic_replication))
 
     def produce(self, topic: str, values: Iterable[dict[str, Any] | tuple[str | None, bytes]],
                 key_field: str | None = "user_id") -> None:

@@ -205,3 +205,23 @@ def test_http_endpoints(stack, sample_catalog):
     status, metrics = http(worker, "/metrics")
     assert status == 200 and "stream_app_records_total" in metrics
     assert "stream_app_event_to_recommendation_seconds_bucket" in metrics
+
+
+def test_reasons_name_the_interest_and_what_shaped_it(stack, sample_catalog):
+    titles = {i["item_id"]: i["title"] for i in sample_catalog}
+    western, horror = _ids(sample_catalog, "western"), _ids(sample_catalog, "horror")
+    t = 1_760_000_000.0
+    stack.produce(stack.settings.topic_activity, [
+        {"event_id": "why-0", "user_id": "u-why", "type": "rate", "item_id": western[5],
+         "rating": 3.0, "ts": t},  # neutral: no interest yet, so trending items
+        {"event_id": "why-1", "user_id": "u-why", "type": "purchase", "item_id": western[6],
+         "ts": t + 60},
+        {"event_id": "why-2", "user_id": "u-why", "type": "like", "item_id": horror[6],
+         "ts": t + 120}])
+    recs = {r["event_id"]: r for r in stack.recommendations_for({"why-0", "why-1", "why-2"})}
+    assert {i["reason"] for i in recs["why-0"]["items"]} == {"trending"}
+    assert {i["reason"] for i in recs["why-1"]["items"]} == {
+        f'interest 1 of 1: "{titles[western[6]]}"'}
+    reasons = {i["reason"] for i in recs["why-2"]["items"]}
+    assert reasons == {f'interest 1 of 2: "{titles[western[6]]}"',
+                       f'interest 2 of 2: "{titles[horror[6]]}"'}

@@ -158,3 +158,40 @@ def test_growth_beyond_64_rows():
     for n in range(1, 100, 2):
         np.testing.assert_array_equal(idx.vector(f"x{n}"), unit(dim, n))
     assert ids(idx.rank(unit(dim, 77)[None], 1, [[]])[0]) == ["x77"]
+
+
+# --- interest-share blending ----------------------------------------------------------
+
+from stream_app.model.ranking import blend, quotas  # noqa: E402
+
+
+def test_quotas_split_k_by_share_with_largest_remainder():
+    assert quotas(np.array([3.0, 1.0]), 10).tolist() == [8, 2]  # 7.5/2.5: tie goes first
+    assert quotas(np.array([1.0, 1.0, 1.0]), 10).tolist() == [4, 3, 3]
+    assert quotas(np.array([0.0, 5.0]), 4).tolist() == [0, 4]
+    assert quotas(np.array([0.0, 0.0]), 4).tolist() == [0, 0]
+    assert quotas(np.array([2.0, 1.0, 1.0]), 10).sum() == 10
+
+
+def test_each_interest_fills_its_share_with_its_own_best_items():
+    # items 0-4 belong to interest 0, items 5-9 to interest 1
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1],
+                       [0.1, 0.1, 0.1, 0.1, 0.1, 0.4, 0.3, 0.2, 0.15, 0.12]])
+    out = blend(scores, np.array([3.0, 1.0]), scores.max(axis=0), k=4, exclude=[])
+    assert [(i, g) for i, _, g in out] == [(0, 0), (1, 0), (2, 0), (5, 1)]
+    out = blend(scores, np.array([1.0, 1.0]), scores.max(axis=0), k=4, exclude=[0])
+    assert sorted(i for i, _, _ in out) == [1, 2, 5, 6]
+    assert [s for _, s, _ in out] == sorted((s for _, s, _ in out), reverse=True)
+
+
+def test_no_interest_means_the_fallback_ranking():
+    prior = np.array([0.1, 0.9, 0.5, 0.7])
+    out = blend(np.zeros((0, 4)), np.zeros(0), prior, k=2, exclude=[1])
+    assert out == [(3, pytest.approx(0.7), -1), (2, pytest.approx(0.5), -1)]
+
+
+def test_a_short_catalog_gives_a_shorter_list():
+    scores = np.array([[0.9, 0.8, 0.1, 0.2]])
+    out = blend(scores, np.array([1.0]), np.array([0.0, 0.0, 0.3, 0.6]), k=4, exclude=[0])
+    assert len(out) == 3 and {i for i, _, _ in out} == {1, 2, 3}
+    assert not blend(scores, np.array([1.0]), scores[0], k=3, exclude=[0, 1, 2, 3])

@@ -1,0 +1,103 @@
+"""The `eval` and `replay` commands: run, print a table, write JSON and Markdown reports."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from stream_app.catalog_files import read_jsonl
+from stream_app.config import Settings
+from stream_app.demo import bundled
+from stream_app.embedded import EmbeddedRedis, redis_reachable
+from stream_app.evaluation.datasets import load_movielens
+from stream_app.evaluation.drift import drift_check
+from stream_app.evaluation.offline import METRIC_COLUMNS, VARIANTS, evaluate, markdown_table
+from stream_app.evaluation.replay import replay
+from stream_app.processes import local_system
+
+DRIFT_VARIANTS = ["default", "static: one vector, no decay", "ablation: no decay"]
+
+
+def _encoder(s: Settings) -> Any:
+    from stream_app.encoder import CachedEncoder, HFEncoder
+
+    # one pass per variant: every text is encoded once for all of them
+    return CachedEncoder(HFEncoder(s.model_path, s.max_seq_length, s.encode_batch_size,
+                                   s.torch_threads), 1_000_000)
+
+
+def _write(out: Path, name: str, payload: Any, markdown: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    (out / f"{name}.md").write_text(markdown + "\n")
+    print(f"\nreports: {out / name}.json, {out / name}.md")
+
+
+def run_eval(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.dataset and not args.drift:
+        raise SystemExit("stream-app eval: give a DATASET directory, --drift, or both")
+    server = None if redis_reachable(settings.redis_url) else EmbeddedRedis().start()
+    s = settings.replace(redis_url=server.url) if server else settings
+    try:
+        encoder = _encoder(s)
+        if args.dataset:
+            _eval_dataset(s, encoder, args)
+        if args.drift:
+            _eval_drift(s, encoder, args)
+    finally:
+        if server:
+            server.stop()
+    return 0
+
+
+def _eval_dataset(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
+    data = load_movielens(args.dataset, args.users)
+    variants = args.variants.split(",") if args.variants else list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    print(f"{data.name}: {len(data.items)} items, {len(data.events)} ratings, "
+          f"{len({e['user_id'] for e in data.events})} users", flush=True)
+    rows = asyncio.run(evaluate(s, encoder, data.items, data.events, variants))
+    table = markdown_table(rows, METRIC_COLUMNS)
+    print(table)
+    _write(Path(args.out), f"eval-{data.name}", {"dataset": data.name, "rows": rows},
+           f"# eval {data.name}\n\nfull ranking, seen items excluded; leave-one-out on each "
+           f"user's last rating, prequential on every rating\n\n{table}")
+
+
+def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
+    items = list(read_jsonl(bundled("sample_catalog.jsonl")))
+    variants = [v for v in (args.variants.split(",") if args.variants else DRIFT_VARIANTS)]
+    rows = asyncio.run(drift_check(s, encoder, items, variants))
+    table = markdown_table(rows, [
+        ("variant", lambda r: r["variant"]), ("users", lambda r: r["users"]),
+        ("adaptation lag median", lambda r: r["adaptation_lag"]["median"]),
+        ("mean", lambda r: r["adaptation_lag"]["mean"]),
+        ("max", lambda r: r["adaptation_lag"]["max"]),
+        ("return lag median", lambda r: r["return_lag"]["median"]),
+        ("mean ", lambda r: r["return_lag"]["mean"]),
+        ("max ", lambda r: r["return_lag"]["max"])])
+    print(table)
+    _write(Path(args.out), "drift", rows,
+           "# synthetic drift\n\nlag: events until at least half of the top-10 is the new "
+           "genre (after the switch) or the old one (after coming back)\n\n" + table)
+
+
+def run_replay(settings: Settings, args: argparse.Namespace) -> int:
+    data = load_movielens(args.dataset, args.users)
+    if settings.kafka_bootstrap_servers:
+        result = asyncio.run(replay(settings, data.items, data.events, args.rate))
+    else:
+        with local_system(settings) as (_, s):
+            result = asyncio.run(replay(s, data.items, data.events, args.rate))
+    rows: Sequence[dict[str, Any]] = [{"variant": "replay (Kafka, default model)", **result}]
+    table = markdown_table(rows, METRIC_COLUMNS)
+    print(table)
+    print(f"latency event -> recommendation: {result['latency']}")
+    _write(Path(args.out), f"replay-{data.name}", {"dataset": data.name, **result},
+           f"# replay {data.name}\n\n{table}\n\nlatency: {result['latency']}")
+    return 0

@@ -1,0 +1,115 @@
+"""The evaluation harness: metrics, protocol, dataset layouts, drift simulation, a tiny run."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from stream_app.config import Settings
+from stream_app.evaluation.datasets import load_movielens
+from stream_app.evaluation.drift import simulate
+from stream_app.evaluation.offline import evaluate, to_records
+from stream_app.evaluation.protocol import hit_ndcg, judge
+from tests.test_store import FakeEncoder
+
+
+def test_hit_and_ndcg():
+    assert hit_ndcg(["a", "b", "c"], "a") == (1.0, 1.0)
+    assert hit_ndcg(["a", "b", "c"], "c") == (1.0, pytest.approx(1 / math.log2(4)))
+    assert hit_ndcg(["a", "b"], "z") == (0.0, 0.0)
+    assert hit_ndcg([str(i) for i in range(20)], "12", k=10) == (0.0, 0.0)
+
+
+def test_each_event_is_judged_against_the_recommendation_after_the_previous_one():
+    events = [{"event_id": "1", "user_id": "u", "item_id": "a"},
+              {"event_id": "2", "user_id": "v", "item_id": "x"},
+              {"event_id": "3", "user_id": "u", "item_id": "b"},
+              {"event_id": "4", "user_id": "u", "item_id": "c"},
+              {"event_id": "5", "user_id": "v", "item_id": "y"}]
+    recs = {"1": ["b", "q"], "2": ["q", "y"], "3": ["q"]}  # "4" never arrived; not needed
+    j = judge(events, recs)
+    assert j.prequential.n == 3 and j.prequential.hits == 2.0
+    assert j.leave_one_out.n == 2 and j.leave_one_out.hits == 1.0  # u's "c" missed, v's "y" hit
+    assert j.leave_one_out.ndcg == pytest.approx(1 / math.log2(3))
+    assert j.missing == 0
+    assert judge(events, {}).missing == 3
+
+
+def _write(path, name, text):
+    (path / name).write_text(text, encoding="latin-1")
+
+
+def test_three_movielens_layouts_read_alike(tmp_path):
+    small = tmp_path / "ml-latest-small"
+    small.mkdir()
+    (small / "movies.csv").write_text('movieId,title,genres\n1,"Toy Story (1995)",'
+                                      'Animation|Comedy\n2,Heat (1995),Action\n')
+    (small / "ratings.csv").write_text("userId,movieId,rating,timestamp\n"
+                                       "1,2,4.0,20\n1,1,5.0,10\n2,1,3.0,15\n")
+    k100 = tmp_path / "ml-100k"
+    k100.mkdir()
+    flags = ["0"] * 19
+    toy, heat = flags.copy(), flags.copy()
+    toy[3] = toy[5] = "1"
+    heat[1] = "1"
+    _write(k100, "u.item", f"1|Toy Story (1995)|01-Jan-1995||http://x|{'|'.join(toy)}\n"
+                           f"2|Heat (1995)|01-Jan-1995||http://x|{'|'.join(heat)}\n")
+    _write(k100, "u.data", "1\t2\t4\t20\n1\t1\t5\t10\n2\t1\t3\t15\n")
+    m1 = tmp_path / "ml-1m"
+    m1.mkdir()
+    _write(m1, "movies.dat", "1::Toy Story (1995)::Animation|Comedy\n2::Heat (1995)::Action\n")
+    _write(m1, "ratings.dat", "1::2::4::20\n1::1::5::10\n2::1::3::15\n")
+    loaded = [load_movielens(d) for d in (small, k100, m1)]
+    for data in loaded:
+        assert [e["event_id"] for e in data.events] == ["ml-1-1", "ml-2-1", "ml-1-2"]
+        assert data.events[0] == {"event_id": "ml-1-1", "user_id": "1", "type": "rate",
+                                  "item_id": "1", "rating": 5.0, "ts": 10.0}
+        toy_item = next(i for i in data.items if i["item_id"] == "1")
+        assert toy_item["tags"] == ["Animation", "Comedy"]
+        assert toy_item["text"] == "A animation, comedy movie from 1995."
+    assert len(load_movielens(small, limit_users=1).events) == 2
+    with pytest.raises(FileNotFoundError):
+        load_movielens(tmp_path)
+
+
+def test_records_are_keyed_like_a_topic():
+    offsets: dict[int, int] = {}
+    values = [{"user_id": u, "ts": 1.0} for u in ["a", "b", "a", "a"]]
+    recs = to_records("t", values, "user_id", 4, offsets)
+    a = [r for r in recs if r.key == b"a"]
+    assert len({r.partition for r in a}) == 1
+    assert [r.offset for r in a] == sorted(r.offset for r in a)
+    assert len({(r.partition, r.offset) for r in recs}) == 4
+
+
+def test_drift_simulation_shape(sample_catalog):
+    events, users = simulate(sample_catalog)
+    assert len(users) == 8 * 7
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    genre = {i["item_id"]: i["tags"][0] for i in sample_catalog}
+    by_id = {e["event_id"]: e for e in events}
+    for u in users.values():
+        assert (len(u["a"]), len(u["b"]), len(u["back"])) == (20, 15, 8)
+        assert {genre[by_id[e]["item_id"]] for e in u["a"] + u["back"]} == {u["from"]}
+        assert {genre[by_id[e]["item_id"]] for e in u["b"]} == {u["to"]}
+        items = [by_id[e]["item_id"] for e in u["a"] + u["back"]]
+        assert len(set(items)) == len(items)  # coming back means new items of the old genre
+        assert by_id[u["b"][0]]["ts"] - by_id[u["a"][-1]]["ts"] >= 3 * 86400
+
+
+@pytest.mark.integration
+def test_a_tiny_evaluation_runs_and_judges_each_variant(redis_url):
+    items = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(30)]
+    events = [{"event_id": f"e{u}-{n}", "user_id": f"u{u}", "type": "rate",
+               "item_id": f"i{(u * 7 + n * 3) % 30}", "rating": 4.0, "ts": 1e9 + 60 * n + u}
+              for n in range(6) for u in range(10)]
+    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval",
+                                      batch_size=16)
+    rows = asyncio.run(evaluate(s, FakeEncoder(), items, events,
+                                ["default", "popularity (decayed)"], progress=False))
+    assert [r["variant"] for r in rows] == ["default", "popularity (decayed)"]
+    for r in rows:
+        assert r["prequential"]["n"] == 50 and r["leave_one_out"]["n"] == 10
+        assert r["dead_letters"] == 0 and r["events_per_s"] > 0

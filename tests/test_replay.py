@@ -1,0 +1,62 @@
+"""`replay` through Kafka and a worker agrees with `eval` in-process on the same data."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from stream_app.encoder import CachedEncoder
+from stream_app.evaluation.offline import replay_in_process
+from stream_app.evaluation.protocol import judge
+from stream_app.evaluation.replay import replay
+from tests.conftest import delete_keys, make_settings
+from tests.harness import Harness
+
+pytestmark = pytest.mark.integration
+
+
+def _ratings(catalog, users=30, per_user=12):
+    rng = random.Random(11)
+    by_genre = {}
+    for item in catalog:
+        by_genre.setdefault(item["tags"][0], []).append(item["item_id"])
+    genres = sorted(by_genre)
+    events = []
+    for u in range(users):
+        taste = rng.sample(genres, 2)
+        picks = rng.sample(by_genre[taste[0]], per_user // 2) + rng.sample(by_genre[taste[1]],
+                                                                         per_user // 2)
+        for n, item in enumerate(picks):
+            events.append({"event_id": f"rp-{u}-{n}", "user_id": f"rp-{u}", "type": "rate",
+                           "item_id": item, "rating": rng.choice([2.0, 4.0, 4.5, 5.0]),
+                           "ts": 1.6e9 + n * 7200 + u * 13})
+    return sorted(events, key=lambda e: e["ts"])
+
+
+def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encoder, tmp_path):
+    events = _ratings(sample_catalog)
+    settings = make_settings(kafka_bootstrap, redis_url, "replay")
+    h = Harness(settings, tmp_path)
+    h.ensure_topics()
+    try:
+        h.start_worker().wait_healthy(180)
+        through_kafka = asyncio.run(replay(settings, sample_catalog, events, progress=False))
+    except BaseException:
+        print(h.worker_logs())
+        raise
+    finally:
+        h.stop_all()
+        delete_keys(settings)
+    in_process = asyncio.run(replay_in_process(settings, CachedEncoder(encoder, 10_000),
+                                               sample_catalog, events, progress=False))
+    offline = judge(events, in_process.recs).as_dict()
+    assert through_kafka["recommendations"] == len(events) and through_kafka["missing"] == 0
+    assert through_kafka["prequential"]["n"] == offline["prequential"]["n"] == len(events) - 30
+    for protocol in ("prequential", "leave_one_out"):
+        for metric in ("hr@10", "ndcg@10"):
+            assert through_kafka[protocol][metric] == pytest.approx(
+                offline[protocol][metric], abs=0.05), (protocol, metric)
+    assert through_kafka["latency"]["p50_ms"] > 0
+    print("replay", through_kafka, "\neval", offline)
