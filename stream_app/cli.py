@@ -194,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "system (embedded default when none is configured)")
     rp.add_argument("dataset")
     rp.add_argument("--users", type=int, help="only the first N users")
-    rp.add_argument("--rate", type=float, default=0.0, help="events/s (0: as fast as possible)")
+    rp.add_argument("--rate", type=float, default=500.0,
+                    help="events/s the system is fed (0: as fast as possible; then partitions "
+                    "are consumed out of step in event time, which skews the shared popularity "
+                    "prior)")
     rp.add_argument("--out", default="reports")
     rp.set_defaults(fn=cmd_replay)
 

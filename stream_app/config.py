@@ -67,7 +67,7 @@ class Settings:
     short_term_weight: float = _setting(
         8.0, "Weight of the short-term strength against the long-term one.")
     open_threshold: float = _setting(
-        0.5, "Cosine below which an event opens a new interest instead of joining one.")
+        0.6, "Cosine below which an event opens a new interest instead of joining one.")
     popularity_weight: float = _setting(
         0.5, "Weight of the prior log(1 + decayed item popularity) in every score.")
     popularity_half_life_s: float = _setting(

@@ -175,7 +175,7 @@ class Processor:
             except ContractError as exc:
                 out.reject(rec, str(exc))
         pending = await self._with_vectors(events, out)
-        # the prior as of the batch start: no event is ranked with popularity it caused
+        # popularity counted up to the batch start: no event is ranked with counts it caused
         at = max((p.event.ts for p in pending), default=0.0)
         prior = self.catalog.popularity.prior(self.catalog.index.ids, at)
         snapshots = await self._apply(pending, out)

@@ -8,7 +8,6 @@ prefix, consumer group and topic names, and deletes its keys afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
@@ -78,17 +77,6 @@ def make_settings(kafka: str, redis_url: str, name: str) -> Settings:
         topic_feedback=f"feedback-{tag}", topic_dead_letters=f"dead-letters-{tag}",
         topic_partitions=4, kafka_session_timeout_s=6.0, kafka_heartbeat_interval_s=1.0,
         batch_within_s=0.02)
-
-
-def delete_keys(settings: Settings) -> None:
-    from stream_app.store import Store, connect
-
-    async def go() -> None:
-        store = Store(connect(settings.redis_url), settings.key_prefix)
-        await store.delete_prefix()
-        await store.r.aclose()
-
-    asyncio.run(go())
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,15 @@ import json
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from stream_app.config import Settings
 from stream_app.embedded import free_port
 from stream_app.kafka_io import Producer, consume, ensure_topics
 from stream_app.processes import WorkerProcess
+from stream_app.store import Store, connect
 
 
 class Harness:
@@ -91,3 +93,27 @@ def http(worker: WorkerProcess, path: str) -> tuple[int, Any]:
     except urllib.error.HTTPError as err:
         body, status, ctype = err.read(), err.code, err.headers.get("Content-Type", "")
     return status, json.loads(body) if "json" in ctype else body.decode()
+
+
+def delete_keys(settings: Settings) -> None:
+    async def go() -> None:
+        store = Store(connect(settings.redis_url), settings.key_prefix)
+        await store.delete_prefix()
+        await store.r.aclose()
+
+    asyncio.run(go())
+
+
+@contextmanager
+def running(settings: Settings, log_dir: Path) -> Iterator[Harness]:
+    """Topics created; worker logs printed on failure; workers stopped and keys removed after."""
+    h = Harness(settings, log_dir)
+    h.ensure_topics()
+    try:
+        yield h
+    except BaseException:
+        print(h.worker_logs())
+        raise
+    finally:
+        h.stop_all()
+        delete_keys(settings)

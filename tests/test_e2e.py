@@ -10,8 +10,8 @@ import pytest
 
 from stream_app.contract import recommendation_id
 from stream_app.loading import load_catalog
-from tests.conftest import delete_keys, make_settings
-from tests.harness import Harness, http
+from tests.conftest import make_settings
+from tests.harness import http, running
 
 pytestmark = pytest.mark.integration
 
@@ -19,21 +19,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap, redis_url, sample_catalog, tmp_path_factory):
     settings = make_settings(kafka_bootstrap, redis_url, "e2e")
-    h = Harness(settings, tmp_path_factory.mktemp("e2e"))
-    h.ensure_topics()
-    worker = h.start_worker()
-    try:
+    with running(settings, tmp_path_factory.mktemp("e2e")) as h:
+        worker = h.start_worker()
         worker.wait_healthy(180)
         n = asyncio.run(load_catalog(settings, kafka_bootstrap, sample_catalog, timeout=120,
                                      progress=False))
         assert n == len(sample_catalog)
         yield h
-    except BaseException:
-        print(h.worker_logs())
-        raise
-    finally:
-        h.stop_all()
-        delete_keys(settings)
 
 
 @pytest.fixture(scope="module")

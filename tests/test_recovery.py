@@ -18,8 +18,8 @@ from stream_app.contract import ActivityEvent
 from stream_app.loading import load_catalog
 from stream_app.model.interest import UserState, apply_event, event_weight
 from stream_app.store import Store, connect
-from tests.conftest import delete_keys, make_settings
-from tests.harness import Harness, http
+from tests.conftest import make_settings
+from tests.harness import Harness, http, running
 
 pytestmark = pytest.mark.integration
 
@@ -57,9 +57,7 @@ def _expected(settings, events: list[dict], vectors: dict[str, np.ndarray]) -> d
 def test_worker_killed_mid_stream_loses_nothing_and_double_counts_nothing(
         kafka_bootstrap, redis_url, sample_catalog, tmp_path):
     settings = make_settings(kafka_bootstrap, redis_url, "recovery")
-    h = Harness(settings, tmp_path)
-    h.ensure_topics()
-    try:
+    with running(settings, tmp_path) as h:
         a, b = h.start_worker(), h.start_worker()
         a.wait_healthy(180)
         b.wait_healthy(180)
@@ -129,9 +127,3 @@ def test_worker_killed_mid_stream_loses_nothing_and_double_counts_nothing(
             assert all(np.array_equal(a.vector, b.vector) and (a.long, a.short) == (b.long, b.short)
                        for a, b in zip(before, after))
         assert replayed == len(events)
-    except BaseException:
-        print(h.worker_logs())
-        raise
-    finally:
-        h.stop_all()
-        delete_keys(settings)

@@ -11,8 +11,8 @@ from stream_app.encoder import CachedEncoder
 from stream_app.evaluation.offline import replay_in_process
 from stream_app.evaluation.protocol import judge
 from stream_app.evaluation.replay import replay
-from tests.conftest import delete_keys, make_settings
-from tests.harness import Harness
+from tests.conftest import make_settings
+from tests.harness import running
 
 pytestmark = pytest.mark.integration
 
@@ -38,17 +38,10 @@ def _ratings(catalog, users=30, per_user=12):
 def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encoder, tmp_path):
     events = _ratings(sample_catalog)
     settings = make_settings(kafka_bootstrap, redis_url, "replay")
-    h = Harness(settings, tmp_path)
-    h.ensure_topics()
-    try:
+    with running(settings, tmp_path) as h:
         h.start_worker().wait_healthy(180)
-        through_kafka = asyncio.run(replay(settings, sample_catalog, events, progress=False))
-    except BaseException:
-        print(h.worker_logs())
-        raise
-    finally:
-        h.stop_all()
-        delete_keys(settings)
+        through_kafka = asyncio.run(replay(settings, sample_catalog, events, rate=300.0,
+                                           progress=False))
     in_process = asyncio.run(replay_in_process(settings, CachedEncoder(encoder, 10_000),
                                                sample_catalog, events, progress=False))
     offline = judge(events, in_process.recs).as_dict()

@@ -75,12 +75,9 @@ def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
     rows = asyncio.run(drift_check(s, encoder, items, variants))
     table = markdown_table(rows, [
         ("variant", lambda r: r["variant"]), ("users", lambda r: r["users"]),
-        ("adaptation lag median", lambda r: r["adaptation_lag"]["median"]),
-        ("mean", lambda r: r["adaptation_lag"]["mean"]),
-        ("max", lambda r: r["adaptation_lag"]["max"]),
-        ("return lag median", lambda r: r["return_lag"]["median"]),
-        ("mean ", lambda r: r["return_lag"]["mean"]),
-        ("max ", lambda r: r["return_lag"]["max"])])
+        *[(f"{label} {stat}", lambda r, key=key, stat=stat: r[key][stat])
+          for key, label in (("adaptation_lag", "adaptation lag"), ("return_lag", "return lag"))
+          for stat in ("median", "mean", "max", "share_within_3")]])
     print(table)
     _write(Path(args.out), "drift", rows,
            "# synthetic drift\n\nlag: events until at least half of the top-10 is the new "

@@ -70,7 +70,8 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     await done.wait()
     await reader
     seconds = time.perf_counter() - started
-    return {"catalog_items": embedded, "events": len(events), "recommendations": len(recs),
+    return {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
+            "recommendations": len(recs),
             **judge(events, recs).as_dict(),
             "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
             "latency": _percentiles(latency), "model_versions": sorted(model_versions)}
