@@ -33,7 +33,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logs.log("model_loaded", model_version=encoder.version, dim=encoder.dim)
     app = create_app(s, Runtime(s, encoder))
     faust_level = {"debug": "debug", "info": "warn"}.get(s.log_level.lower(), s.log_level)
-    Worker(app, loglevel=faust_level, quiet=True).execute_from_commandline()
+    worker = Worker(app, loglevel=faust_level, quiet=True)
+    worker.spinner = None  # a terminal spinner only garbles collected logs
+    worker.execute_from_commandline()
     return 0
 
 

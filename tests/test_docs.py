@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
-from stream_app.config import Settings, settings_table
+from stream_app.config import Settings, env_name, settings_table
 from stream_app.contract import ACTIVITY_TYPES, FEEDBACK_TYPES
 
 DOCS = Path(__file__).parent.parent / "docs"
@@ -24,6 +25,14 @@ def test_contract_doc_names_every_topic_type_and_output_field():
             assert f"`{getattr(defaults, f.name)}`" in text, f.name
     for kind in ACTIVITY_TYPES | FEEDBACK_TYPES:
         assert kind in text
-    for field in ("recommendation_id", "event_ts", "model_version", "emitted_at",
+    for field in ("recommendation_id", "event_ts", "model_version", "emitted_at", "reason",
                   "source_topic", "partition", "offset", "error", "payload"):
         assert f'"{field}"' in text
+
+
+def test_every_setting_the_docs_name_exists():
+    names = {env_name(f) for f in dataclasses.fields(Settings)}
+    root = DOCS.parent
+    for doc in [*DOCS.glob("*.md"), root / "README.md", root / "docker-compose.yml"]:
+        for name in re.findall(r"STREAM_APP_[A-Z0-9_]+", doc.read_text()):
+            assert name in names, f"{doc.name}: {name}"
