@@ -56,7 +56,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(json.dumps({**stack.describe(),
                               "workers": [w.url for w in workers]}, indent=2), flush=True)
             print("stream-app is up; Ctrl-C stops everything.", flush=True)
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `docker stop`, systemd
+                signal.signal(signum, _interrupt)
             while all(w.proc is not None and w.proc.poll() is None for w in workers):
                 time.sleep(0.5)
             print("a worker exited; stopping", file=sys.stderr)
@@ -66,6 +67,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             for w in workers:
                 w.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
