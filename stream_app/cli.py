@@ -121,8 +121,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         n = 0
-        async for key, value in consume(_bootstrap(s), args.topic, args.from_beginning,
-                                        args.idle_timeout):
+        async for _, value in consume(_bootstrap(s), args.topic, args.from_beginning,
+                                      args.idle_timeout):
             print(json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes)
                   else value.decode("utf-8", "backslashreplace"), flush=True)
             n += 1

@@ -10,10 +10,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-# The record key of each input topic, taken from this field of the value.
-KEY_FIELDS = {"items": "item_id", "activity": "user_id", "feedback": "user_id"}
-
-
 def _servers(bootstrap: str) -> list[str]:
     return [h.strip() for h in bootstrap.split(",") if h.strip()]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -173,11 +173,6 @@ class Store:
         res = await pipe.execute()
         return [w.user_id for w, ok in zip(writes, res) if not ok]
 
-    async def delete_users(self, user_ids: Iterable[str]) -> None:
-        keys = [k for u in user_ids for k in (self._state_key(u), self._seen_key(u))]
-        if keys:
-            await self.r.delete(*keys)
-
     # --- catalog ----------------------------------------------------------
     async def catalog_head(self) -> str:
         """Id of the newest catalog change ('0-0' when none)."""
@@ -212,9 +207,6 @@ class Store:
             return {}
         raws = await self.r.hmget(self._meta_key, list(item_ids))
         return {i: json.loads(raw) for i, raw in zip(item_ids, raws) if raw is not None}
-
-    async def catalog_size(self) -> int:
-        return int(await self.r.hlen(self._meta_key))
 
     async def put_items(self, model_version: str,
                         upserts: Sequence[tuple[str, np.ndarray, dict[str, Any]]],
