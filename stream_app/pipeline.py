@@ -259,9 +259,7 @@ class Processor:
         now = time.time()
         index = self.catalog.index
         prior_scores = self.s.popularity_weight * prior
-        directions = [i.direction() for s in snapshots for i in s.state.interests]
-        sims = (np.stack(directions) @ index.matrix.T if directions and len(index)
-                else np.zeros((len(directions), len(index)), np.float32))
+        sims = self._similarities([s.state for s in snapshots])
         row = 0
         for s in snapshots:
             ev = s.pending.event
@@ -281,11 +279,17 @@ class Processor:
             return []
         at = record.state.last_ts or time.time()
         prior_scores = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
-        directions = [i.direction() for i in record.state.interests]
-        sims = (np.stack(directions) @ index.matrix.T if directions
-                else np.zeros((0, len(index)), np.float32))
+        sims = self._similarities([record.state])
         exclude = record.seen if self.s.exclude_seen else frozenset()
         return self._blend(record.state, exclude, at, sims, prior_scores, k)
+
+    def _similarities(self, states: Sequence[UserState]) -> np.ndarray:
+        """Cosine of every interest of these states with every item: one matrix product."""
+        index = self.catalog.index
+        directions = [i.direction() for state in states for i in state.interests]
+        if not directions or not len(index):
+            return np.zeros((len(directions), len(index)), np.float32)
+        return np.stack(directions) @ index.matrix.T
 
     def _blend(self, state: UserState, exclude: frozenset[str], at: float, sims: np.ndarray,
                prior_scores: np.ndarray, k: int) -> list[tuple[str, float, str]]:

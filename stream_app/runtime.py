@@ -89,17 +89,17 @@ class Runtime:
         state = record.state
         if state.n_events == 0:
             return None
-        params = self.settings.interest_params()
         at = state.last_ts or time.time()
+        strengths = state.strengths(at, self.processor.params)
         index = self.catalog.index
         rows = []
-        for n in np.argsort(-state.strengths(at, params), kind="stable"):
+        for n in np.argsort(-strengths, kind="stable"):
             interest = state.interests[n]
             nearest = (index.rank(interest.direction()[None, :], 3, [()])[0]
                        if len(index) else [])
             source = interest.source
             rows.append({
-                "strength": round(interest.strength(at, params), 4),
+                "strength": round(float(strengths[n]), 4),
                 "long_term": round(interest.long, 4), "short_term": round(interest.short, 4),
                 "last_update_ts": interest.ts,
                 "age_s": round(at - interest.ts, 1),
