@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 import time
-from typing import Awaitable, Callable, Sequence
+from typing import Awaitable, Callable, Protocol, Sequence
 
 import faust
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -37,10 +38,10 @@ def to_record(event: EventT) -> Record:
                   key=m.key, value=m.value)
 
 
-def create_app(settings: Settings, runtime: Runtime) -> faust.App:
-    s = settings
-    app = App(
-        s.app_id,
+def new_app(s: Settings, app_id: str) -> faust.App:
+    """A Faust app with raw bytes in and out and this deployment's Kafka settings."""
+    return App(
+        app_id,
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         broker=broker_url(s.kafka_bootstrap_servers),
         key_serializer="raw",
@@ -53,14 +54,62 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         broker_heartbeat_interval=s.kafka_heartbeat_interval_s,
         web_port=s.web_port,
         web_bind=s.web_host,
-        datadir=s.data_dir or tempfile.mkdtemp(prefix="stream-app-"),
+        datadir=(os.path.join(s.data_dir, app_id) if s.data_dir
+                 else tempfile.mkdtemp(prefix="stream-app-")),
         autodiscover=False,
         store="memory://",
     )
 
+
+def raw_topic(app: faust.App, s: Settings, *names: str) -> faust.TopicT:
+    return app.topic(*names, partitions=s.topic_partitions, key_serializer="raw",
+                     value_serializer="raw")
+
+
+class BatchRuntime(Protocol):
+    """What a batch loop needs from its process: readiness and accounting."""
+
+    async def ready(self) -> None: ...
+
+    async def publish(self, topic: str, out: Outputs, batch_records: int,
+                      seconds: float) -> None: ...
+
+
+async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime, name: str,
+                      process: Callable[[Sequence[Record]], Awaitable[Outputs]],
+                      emit: Callable[[Outputs], Awaitable[None]]) -> None:
+    """Micro-batches acked only after their outputs are sent (a crash re-delivers)."""
+    await runtime.ready()
+    async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+        records = [to_record(e) for e in events]
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                try:
+                    out = await process(records)
+                except TRANSIENT:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - never stop the worker
+                    log("batch_failed", level=logging.ERROR, topic=name,
+                        records=len(records), error=repr(exc))
+                    out = await isolate(process, records)
+                await emit(out)
+                break
+            except RETRY as exc:
+                attempt += 1
+                log("batch_retry", topic=name, records=len(records), attempt=attempt,
+                    error=repr(exc))
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
+        await runtime.publish(name, out, len(records), time.perf_counter() - started)
+
+
+def create_app(settings: Settings, runtime: Runtime) -> faust.App:
+    s = settings
+    app = new_app(s, s.app_id)
+
     def topic(name: str) -> faust.TopicT:
-        return app.topic(name, partitions=s.topic_partitions, key_serializer="raw",
-                         value_serializer="raw")
+        return raw_topic(app, s, name)
 
     items, activity, feedback = topic(s.topic_items), topic(s.topic_activity), topic(s.topic_feedback)
     recommendations, dead_letters = topic(s.topic_recommendations), topic(s.topic_dead_letters)
@@ -71,46 +120,20 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         for user_id, value in out.recommendations:
             await recommendations.send(key=user_id.encode(), value=dumps(value))
 
-    async def run_batches(stream: faust.StreamT, name: str,
-                          process: Callable[[Sequence[Record]], Awaitable[Outputs]]) -> None:
-        """Micro-batches acked only after their outputs are sent (a crash re-delivers)."""
-        await runtime.ready()
-        async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-            records = [to_record(e) for e in events]
-            attempt = 0
-            while True:
-                started = time.perf_counter()
-                try:
-                    try:
-                        out = await process(records)
-                    except TRANSIENT:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - never stop the worker
-                        log("batch_failed", level=logging.ERROR, topic=name,
-                            records=len(records), error=repr(exc))
-                        out = await isolate(process, records)
-                    await emit(out)
-                    break
-                except RETRY as exc:
-                    attempt += 1
-                    log("batch_retry", topic=name, records=len(records), attempt=attempt,
-                        error=repr(exc))
-                    await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
-            await runtime.publish(name, out, len(records), time.perf_counter() - started)
-
     @app.agent(items, name="items")
     async def item_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s.topic_items, lambda r: runtime.processor.process_items(r))
+        await run_batches(stream, s, runtime, s.topic_items,
+                          lambda r: runtime.processor.process_items(r), emit)
 
     @app.agent(activity, name="activity")
     async def activity_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s.topic_activity,
-                          lambda r: runtime.processor.process_activity(r))
+        await run_batches(stream, s, runtime, s.topic_activity,
+                          lambda r: runtime.processor.process_activity(r), emit)
 
     @app.agent(feedback, name="feedback")
     async def feedback_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s.topic_feedback,
-                          lambda r: runtime.processor.process_feedback(r))
+        await run_batches(stream, s, runtime, s.topic_feedback,
+                          lambda r: runtime.processor.process_feedback(r), emit)
 
     @app.timer(s.catalog_sync_interval_s)
     async def sync_catalog() -> None:
@@ -130,6 +153,11 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
             await runtime.catalog.refresh_popularity()
         except TRANSIENT as exc:
             log("popularity_refresh_failed", error=repr(exc))
+
+    @app.timer(s.model_poll_interval_s)
+    async def watch_model() -> None:
+        """Promotions reach every worker within one interval; ranking goes on meanwhile."""
+        await runtime.follow_model()
 
     @app.task
     async def declare_outputs() -> None:

@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from stream_app.config import Settings, settings_table
 
@@ -18,12 +18,24 @@ def _settings() -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from faust.worker import Worker
-
-    from stream_app import logs
     from stream_app.app import create_app
-    from stream_app.encoder import HFEncoder
     from stream_app.runtime import Runtime
+
+    s, encoder = _process_setup()
+    return _run_faust(create_app(s, Runtime(s, encoder)), s)
+
+
+def cmd_trainer(args: argparse.Namespace) -> int:
+    from stream_app.trainer_app import TrainerRuntime, create_trainer_app
+
+    s, encoder = _process_setup()
+    return _run_faust(create_trainer_app(s, TrainerRuntime(s, encoder)), s)
+
+
+def _process_setup() -> tuple[Settings, Any]:
+    """Settings with a broker default, logging, and the encoder (loaded before the loop)."""
+    from stream_app import logs
+    from stream_app.encoder import HFEncoder
 
     s = _settings()
     if not s.kafka_bootstrap_servers:
@@ -31,7 +43,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logs.setup(s.log_level)
     encoder = HFEncoder(s.model_path, s.max_seq_length, s.encode_batch_size, s.torch_threads)
     logs.log("model_loaded", model_version=encoder.version, dim=encoder.dim)
-    app = create_app(s, Runtime(s, encoder))
+    return s, encoder
+
+
+def _run_faust(app: Any, s: Settings) -> int:
+    from faust.worker import Worker
+
     faust_level = {"debug": "debug", "info": "warn"}.get(s.log_level.lower(), s.log_level)
     worker = Worker(app, loglevel=faust_level, quiet=True)
     worker.spinner = None  # a terminal spinner only garbles collected logs
@@ -50,23 +67,28 @@ def cmd_up(args: argparse.Namespace) -> int:
         for n in range(args.workers):
             s = stack.settings if n == 0 else stack.settings.replace(web_port=free_port())
             workers.append(WorkerProcess(s).start())
+        trainer = (None if args.no_trainer else
+                   WorkerProcess(stack.settings.replace(web_port=free_port()),
+                                 command="trainer").start())
+        processes = workers + ([trainer] if trainer else [])
         try:
-            for w in workers:
-                w.wait_healthy()
-            print(json.dumps({**stack.describe(),
-                              "workers": [w.url for w in workers]}, indent=2), flush=True)
+            for p in processes:
+                p.wait_healthy()
+            print(json.dumps({**stack.describe(), "workers": [w.url for w in workers],
+                              "trainer": trainer.url if trainer else None}, indent=2),
+                  flush=True)
             print("stream-app is up; Ctrl-C stops everything.", flush=True)
             for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `docker stop`, systemd
                 signal.signal(signum, _interrupt)
-            while all(w.proc is not None and w.proc.poll() is None for w in workers):
+            while all(p.proc is not None and p.proc.poll() is None for p in processes):
                 time.sleep(0.5)
-            print("a worker exited; stopping", file=sys.stderr)
+            print("a worker or the trainer exited; stopping", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             return 0
         finally:
-            for w in workers:
-                w.stop()
+            for p in processes:
+                p.stop()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -149,6 +171,12 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
     return 0 if args.no_wait or done >= len({str(i['item_id']) for i in items}) else 1
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from stream_app.models_cli import run_model_command
+
+    return run_model_command(_settings(), args)
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     print(settings_table())
     return 0
@@ -171,9 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("worker", help="run a production worker (Faust)").set_defaults(fn=cmd_worker)
+    sub.add_parser("trainer", help="run the fine-tuning trainer (Faust, its own consumer "
+                   "group)").set_defaults(fn=cmd_trainer)
 
-    up = sub.add_parser("up", help="embedded broker/Redis when not configured, plus workers")
+    up = sub.add_parser("up", help="embedded broker/Redis when not configured, workers and "
+                        "the trainer")
     up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--no-trainer", action="store_true", help="workers only, no fine-tuning")
     up.set_defaults(fn=cmd_up)
 
     demo = sub.add_parser("demo", help="scripted drifting user on the embedded default")
@@ -229,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--no-wait", action="store_true")
     load.add_argument("--timeout", type=float, default=600.0)
     load.set_defaults(fn=cmd_catalog_load)
+
+    model = sub.add_parser("model", help="model versions: list, promote, rollback")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    model_sub.add_parser("list", help="every stored version, oldest first").set_defaults(
+        fn=cmd_model)
+    promote = model_sub.add_parser("promote", help="make VERSION the one workers rank with")
+    promote.add_argument("version")
+    promote.set_defaults(fn=cmd_model)
+    rollback = model_sub.add_parser("rollback", help="back to VERSION, or to the version "
+                                    "current before this one")
+    rollback.add_argument("version", nargs="?")
+    rollback.set_defaults(fn=cmd_model)
 
     sub.add_parser("settings", help="print every setting").set_defaults(fn=cmd_settings)
     return p

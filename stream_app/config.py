@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from stream_app.model.interest import InterestParams
+from stream_app.model.objective import FitParams
 
 ENV_PREFIX = "STREAM_APP_"
 
@@ -98,6 +99,27 @@ class Settings:
     max_record_bytes: int = _setting(1_000_000, "Larger records are rejected to dead-letters.")
     catalog_sync_interval_s: float = _setting(
         0.25, "How often a worker pulls catalog changes from Redis, seconds.")
+    # --- fine-tuning and rollout -----------------------------------------
+    topic_model_updates: str = _setting(
+        "model-updates", "Topic announcing every trained, promoted or rolled-back version.")
+    trainer_batch_size: int = _setting(
+        2000, "Examples (a user's choice and the interests before it) per training round.")
+    trainer_max_wait_s: float = _setting(
+        60.0, "Longest a round waits for its batch to fill, wall-clock seconds.")
+    trainer_holdout_fraction: float = _setting(
+        0.2, "Newest share of a round's examples held out to score candidate vs current.")
+    trainer_buffer_size: int = _setting(
+        20000, "Earlier examples replayed in every round (oldest dropped first).")
+    trainer_epochs: int = _setting(2, "Passes over a round's training examples.")
+    trainer_lr: float = _setting(1e-3, "Learning rate of the query and item maps.")
+    trainer_residual_lr: float = _setting(1e-2, "Learning rate of the per-item residuals.")
+    trainer_temperature: float = _setting(0.05, "Softmax temperature of the objective.")
+    trainer_negatives: int = _setting(
+        256, "Popularity-sampled negatives per training step (besides in-batch and skips).")
+    model_poll_interval_s: float = _setting(
+        2.0, "How often a worker checks which model version is current, seconds.")
+    model_keep_versions: int = _setting(
+        20, "Versions kept in Redis (the current one is never deleted).")
     # --- operations ------------------------------------------------------
     log_level: str = _setting("info", "Log level: debug, info, warn, error.")
     data_dir: str = _setting("", "Faust data dir; empty: a temporary directory.")
@@ -123,13 +145,19 @@ class Settings:
                     "max_text_chars", "max_record_bytes", "encode_batch_size", "max_seq_length",
                     "topic_partitions", "topic_replication", "catalog_sync_interval_s",
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
-                    "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms")
+                    "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
+                    "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
+                    "trainer_residual_lr", "trainer_temperature", "trainer_negatives",
+                    "model_poll_interval_s", "model_keep_versions")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
-        for name in ("max_interests", "short_term_weight", "popularity_weight"):
+        for name in ("max_interests", "short_term_weight", "popularity_weight",
+                     "trainer_buffer_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
+        if not 0 < self.trainer_holdout_fraction < 1:
+            raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
 
     def interest_params(self) -> InterestParams:
         return InterestParams(self.max_interests, self.long_half_life_s, self.short_half_life_s,
@@ -140,7 +168,14 @@ class Settings:
 
     def topics(self) -> list[str]:
         return [self.topic_items, self.topic_activity, self.topic_feedback,
-                self.topic_recommendations, self.topic_dead_letters]
+                self.topic_recommendations, self.topic_dead_letters, self.topic_model_updates]
+
+    def fit_params(self) -> FitParams:
+        return FitParams(epochs=self.trainer_epochs, lr=self.trainer_lr,
+                         residual_lr=self.trainer_residual_lr,
+                         temperature=self.trainer_temperature,
+                         sampled_negatives=self.trainer_negatives,
+                         popularity_weight=self.popularity_weight)
 
     def event_weights(self) -> dict[str, float]:
         """Weights by activity type; `rate` is scaled by the rating at apply time."""

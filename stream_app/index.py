@@ -40,6 +40,15 @@ class CatalogIndex:
         row = self._rows.get(item_id)
         return None if row is None else self._matrix[row]
 
+    def with_matrix(self, matrix: np.ndarray) -> "CatalogIndex":
+        """Same ids in the same rows, other vectors (a model version's view of the catalog)."""
+        other = CatalogIndex(self.dim)
+        other._matrix = np.array(matrix, dtype=np.float32).reshape(self._size, self.dim)
+        other._ids = list(self._ids)
+        other._rows = dict(self._rows)
+        other._size = self._size
+        return other
+
     def upsert(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
         for item_id, vec in items:
             row = self._rows.get(item_id)

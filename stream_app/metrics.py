@@ -30,5 +30,28 @@ class Metrics:
             "Kafka record timestamp to recommendation emit, seconds", registry=self.registry,
             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 
+        self.model_swaps = Counter("stream_app_model_swaps_total",
+                                   "Model version swaps by outcome (ok, refused)", ["outcome"],
+                                   registry=self.registry)
+        self.model_info = Gauge("stream_app_model_info", "The model version ranking (value 1)",
+                                ["version"], registry=self.registry)
+        # the trainer process
+        self.trainer_examples = Counter("stream_app_trainer_examples_total",
+                                        "Training examples made from feedback and activity",
+                                        registry=self.registry)
+        self.trainer_pending = Gauge("stream_app_trainer_pending_examples",
+                                     "Examples waiting for the next round", registry=self.registry)
+        self.trainer_rounds = Counter("stream_app_trainer_rounds_total",
+                                      "Training rounds by outcome (promoted, refused)",
+                                      ["outcome"], registry=self.registry)
+        self.trainer_round_seconds = Histogram(
+            "stream_app_trainer_round_seconds", "Time of a training round (fit and scoring)",
+            registry=self.registry, buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+        self.trainer_lag_seconds = Gauge(
+            "stream_app_trainer_lag_seconds",
+            "How long the records of the trainer's latest batch waited: now minus the oldest "
+            "Kafka timestamp in it",
+            registry=self.registry)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

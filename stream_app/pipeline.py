@@ -25,7 +25,7 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.interest import UserState, apply_event, event_weight
 from stream_app.model.popularity import NOT_POPULAR
-from stream_app.model.ranking import blend
+from stream_app.model.ranking import rank_interests
 from stream_app.store import Store, UserRecord, UserWrite, text_key
 
 
@@ -79,12 +79,15 @@ class _Pending:
 
 
 @dataclass
-class _Snapshot:
-    """The user as of one event: interests to rank with and items to leave out."""
+class Snapshot:
+    """The user around one event: interests before it (what the trainer learns from),
+    interests after it (what is ranked with) and items to leave out."""
 
     pending: _Pending
+    before: UserState
     state: UserState
     exclude: frozenset[str]
+    applied: bool  # False for a duplicate or replayed event
 
 
 class Processor:
@@ -103,7 +106,8 @@ class Processor:
 
     @property
     def model_version(self) -> str:
-        return self.encoder.version
+        """The version that ranks (text vectors always come from the base encoder)."""
+        return self.catalog.adapter.version
 
     # --- items --------------------------------------------------------------
     async def process_items(self, records: Sequence[Record]) -> Outputs:
@@ -120,15 +124,13 @@ class Processor:
         deletes = [i.item_id for i in latest.values() if i.deleted]
         vectors = await self._item_text_vectors([i.embed_text() for i in upserts])
         await self.store.put_items(
-            self.model_version,
+            self.encoder.version,
             [(i.item_id, vec, {"title": i.title, "tags": list(i.tags), "ts": i.ts})
              for i, vec in zip(upserts, vectors)],
             deletes)
-        self.catalog.index.upsert((i.item_id, v) for i, v in zip(upserts, vectors))
-        self.catalog.index.remove(deletes)
+        self.catalog.upsert((i.item_id, v) for i, v in zip(upserts, vectors))
+        self.catalog.remove(deletes)
         self.catalog.titles.update((i.item_id, i.title or i.item_id) for i in upserts)
-        for item_id in deletes:
-            self.catalog.titles.pop(item_id, None)
         out.counts["items_upserted"] += len(upserts)
         out.counts["items_deleted"] += len(deletes)
         return out
@@ -136,14 +138,14 @@ class Processor:
     async def _item_text_vectors(self, texts: list[str]) -> list[np.ndarray]:
         """Content-addressed: an item re-sent with the same text costs no model call."""
         keys = [text_key(t) for t in texts]
-        cached = await self.store.text_vectors(self.model_version, keys)
+        cached = await self.store.text_vectors(self.encoder.version, keys)
         todo = list(dict.fromkeys(k for k in keys if k not in cached))
         if todo:
             by_key = dict(zip(keys, texts))
             fresh = self.encoder.encode([by_key[k] for k in todo])
             self.metrics.encoded.inc(len(todo))
             new = dict(zip(todo, fresh))
-            await self.store.put_text_vectors(self.model_version, new)
+            await self.store.put_text_vectors(self.encoder.version, new)
             cached.update(new)
         return [cached[k] for k in keys]
 
@@ -167,6 +169,15 @@ class Processor:
     # --- activity -------------------------------------------------------------
     async def process_activity(self, records: Sequence[Record]) -> Outputs:
         out = Outputs()
+        snapshots, popular = await self.apply_activity(records, out)
+        self._rank(snapshots, out)
+        # counted after ranking: no event is ranked with popularity it caused
+        await self.count_popularity(popular)
+        return out
+
+    async def apply_activity(self, records: Sequence[Record], out: Outputs
+                             ) -> tuple[list[Snapshot], list[tuple[str, float, float]]]:
+        """Parse, fold into user state (compare-and-set); the popularity increments to count."""
         events: list[tuple[Record, ActivityEvent]] = []
         for rec in records:
             try:
@@ -175,12 +186,11 @@ class Processor:
             except ContractError as exc:
                 out.reject(rec, str(exc))
         pending = await self._with_vectors(events, out)
-        # popularity counted up to the batch start: no event is ranked with counts it caused
-        at = max((p.event.ts for p in pending), default=0.0)
-        prior = self.catalog.popularity.prior(self.catalog.index.ids, at)
-        snapshots = await self._apply(pending, out)
-        self._rank(snapshots, prior, out)
-        return out
+        return await self._apply(pending, out)
+
+    async def count_popularity(self, popular: list[tuple[str, float, float]]) -> None:
+        await self.store.add_popularity(popular, self.s.popularity_half_life_s)
+        self.catalog.popularity.add(popular)
 
     async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
                             out: Outputs) -> list[_Pending]:
@@ -201,12 +211,14 @@ class Processor:
                                     source))
         return pending
 
-    async def _apply(self, pending: list[_Pending], out: Outputs) -> list[_Snapshot]:
+    async def _apply(self, pending: list[_Pending], out: Outputs
+                     ) -> tuple[list[Snapshot], list[tuple[str, float, float]]]:
         """Fold each user's events into their state; compare-and-set until no writer raced."""
         by_user: dict[str, list[_Pending]] = {}
         for p in pending:
             by_user.setdefault(p.event.user_id, []).append(p)
-        snapshots: dict[int, _Snapshot] = {}
+        snapshots: dict[int, Snapshot] = {}
+        popular: list[tuple[str, float, float]] = []
         todo = list(by_user)
         attempt = 0
         while todo:
@@ -214,7 +226,6 @@ class Processor:
             folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
             writes = [w for _, w, _ in folded.values() if w is not None]
             lost = set(await self.store.write_users(writes, self.s.seen_max)) if writes else set()
-            popular = []
             for uid, (user_snaps, write, applied) in folded.items():
                 if uid in lost:
                     continue
@@ -223,24 +234,24 @@ class Processor:
                 out.counts["duplicates"] += len(by_user[uid]) - applied
                 if write is not None:
                     popular += write.popular
-            await self.store.add_popularity(popular, self.s.popularity_half_life_s)
-            self.catalog.popularity.add(popular)
             if lost:
                 attempt += 1
                 self.metrics.cas_conflicts.inc(len(lost))
                 log("cas_conflict", users=len(lost), attempt=attempt)
                 await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
             todo = [uid for uid in todo if uid in lost]
-        return [snapshots[id(p)] for p in pending]
+        return [snapshots[id(p)] for p in pending], popular
 
     def _fold(self, uid: str, items: list[_Pending], record: UserRecord
-              ) -> tuple[list[_Snapshot], UserWrite | None, int]:
+              ) -> tuple[list[Snapshot], UserWrite | None, int]:
         state = record.state
         seen = set(record.seen)
         snaps, new_seen, popular, applied = [], [], [], 0
         for p in items:
             ev = p.event
-            if not state.is_applied(ev):
+            before = state
+            fresh = not state.is_applied(ev)
+            if fresh:
                 weight = event_weight(ev, self.weights, self.s.rating_neutral)
                 state = apply_event(state, ev, p.vector, weight, p.source, self.params)
                 applied += 1
@@ -249,16 +260,20 @@ class Processor:
                     seen.add(ev.item_id)
                     if ev.type not in NOT_POPULAR:
                         popular.append((ev.item_id, 1.0, ev.ts))
-            snaps.append(_Snapshot(p, state,
-                                   frozenset(seen) if self.s.exclude_seen else frozenset()))
+            snaps.append(Snapshot(p, before, state,
+                                  frozenset(seen) if self.s.exclude_seen else frozenset(), fresh))
         write = UserWrite(uid, record.version, state, new_seen, popular) if applied else None
         return snaps, write, applied
 
-    def _rank(self, snapshots: list[_Snapshot], prior: np.ndarray, out: Outputs) -> None:
-        """One matrix product for every interest of every event in the batch."""
+    def _rank(self, snapshots: list[Snapshot], out: Outputs) -> None:
+        """One matrix product for every interest of every event in the batch.
+
+        No await in here: one model version and one catalog state rank the whole batch.
+        """
         now = time.time()
         index = self.catalog.index
-        prior_scores = self.s.popularity_weight * prior
+        at = max((s.pending.event.ts for s in snapshots), default=0.0)
+        prior_scores = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
         sims = self._similarities([s.state for s in snapshots])
         row = 0
         for s in snapshots:
@@ -284,24 +299,24 @@ class Processor:
         return self._blend(record.state, exclude, at, sims, prior_scores, k)
 
     def _similarities(self, states: Sequence[UserState]) -> np.ndarray:
-        """Cosine of every interest of these states with every item: one matrix product."""
-        index = self.catalog.index
+        """Cosine of every interest of these states with every item, in the ranking space
+        of the model version in use: one matrix product."""
+        ranking = self.catalog.ranking
         directions = [i.direction() for state in states for i in state.interests]
-        if not directions or not len(index):
-            return np.zeros((len(directions), len(index)), np.float32)
-        return np.stack(directions) @ index.matrix.T
+        if not directions or not len(ranking):
+            return np.zeros((len(directions), len(ranking)), np.float32)
+        return self.catalog.adapter.queries(np.stack(directions)) @ ranking.matrix.T
 
     def _blend(self, state: UserState, exclude: frozenset[str], at: float, sims: np.ndarray,
                prior_scores: np.ndarray, k: int) -> list[tuple[str, float, str]]:
         """Each interest fills its share of the list; popularity alone when there is none."""
         index = self.catalog.index
         strengths = state.strengths(at, self.params)
-        scores = sims + prior_scores[None, :]
-        fallback = scores.max(axis=0) if strengths.sum() > 0 else prior_scores
         rows = [index.row(i) for i in exclude if i in index]
         order = {n: r for r, n in enumerate(np.argsort(-strengths, kind="stable"))}
         return [(index.ids[row], score, self._reason(state.interests, interest, order))
-                for row, score, interest in blend(scores, strengths, fallback, k, rows)]
+                for row, score, interest in rank_interests(sims, strengths, prior_scores, k,
+                                                           rows)]
 
     def _reason(self, interests: tuple, interest: int, order: dict[int, int]) -> str:
         if interest < 0:

@@ -20,11 +20,14 @@ from stream_app.kafka_io import ensure_topics
 
 
 class WorkerProcess:
-    """`python -m stream_app worker` with the given settings in its environment."""
+    """`python -m stream_app worker` (or ``trainer``) with the given settings in its
+    environment."""
 
-    def __init__(self, settings: Settings, stdout: IO[bytes] | int | None = None) -> None:
+    def __init__(self, settings: Settings, stdout: IO[bytes] | int | None = None,
+                 command: str = "worker") -> None:
         self.settings = settings
         self.stdout = stdout
+        self.command = command
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -33,7 +36,7 @@ class WorkerProcess:
 
     def start(self) -> "WorkerProcess":
         env = {**os.environ, **self.settings.env(), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", self.command], env=env,
                                      stdout=self.stdout, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         return self
@@ -42,7 +45,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with code {self.proc.returncode}")
+                raise RuntimeError(f"{self.command} exited with code {self.proc.returncode}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
                     if resp.status == 200:
@@ -50,7 +53,7 @@ class WorkerProcess:
             except (urllib.error.URLError, OSError):
                 pass
             time.sleep(0.25)
-        raise TimeoutError(f"worker not healthy at {self.url} after {timeout}s")
+        raise TimeoutError(f"{self.command} not healthy at {self.url} after {timeout}s")
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Graceful: SIGTERM lets Faust commit offsets and leave the group."""

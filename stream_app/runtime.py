@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
@@ -14,8 +15,33 @@ from stream_app.config import Settings
 from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.pipeline import Outputs, Processor
+from stream_app.pipeline import TRANSIENT, Outputs, Processor
 from stream_app.store import Store, connect
+from stream_app.versions import Registry, UnknownVersion, follow
+
+
+class Once:
+    """Runs an async setup once, whichever caller asks first; after a failure the next
+    caller tries again."""
+
+    def __init__(self, setup: Callable[[], Awaitable[None]]) -> None:
+        self.setup = setup
+        self._done: asyncio.Future | None = None
+
+    async def __call__(self) -> None:
+        if self._done is None:
+            self._done = asyncio.get_running_loop().create_future()
+            try:
+                await self.setup()
+                self._done.set_result(None)
+            except BaseException as exc:
+                self._done.set_exception(exc)
+                self._done = None
+                raise
+        await asyncio.shield(self._done)
+
+    def done(self) -> bool:
+        return self._done is not None and self._done.done() and self._done.exception() is None
 
 
 class Runtime:
@@ -27,35 +53,60 @@ class Runtime:
         self.metrics = Metrics()
         self.counts: Counter = Counter()
         self.started_at = time.time()
-        self._ready: asyncio.Future | None = None
+        self._startup = Once(self._start)
         self.store: Store
         self.catalog: Catalog
         self.processor: Processor
+        self.registry: Registry
 
     async def ready(self) -> None:
         """Connect and load the catalog once, whichever agent asks first."""
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-            try:
-                self.store = Store(connect(self.settings.redis_url, self.settings.redis_cluster),
-                                   self.settings.key_prefix)
-                self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim,
-                                       self.settings.popularity_half_life_s)
-                await self.catalog.load()
-                self.processor = Processor(self.settings, self.store, self.encoder,
-                                           self.catalog, self.metrics)
-                self.metrics.catalog_items.set(len(self.catalog.index))
-                log("worker_ready", catalog_items=len(self.catalog.index),
-                    model_version=self.encoder.version)
-                self._ready.set_result(None)
-            except BaseException as exc:
-                self._ready.set_exception(exc)
-                self._ready = None
-                raise
-        await asyncio.shield(self._ready)
+        await self._startup()
+
+    async def _start(self) -> None:
+        client = connect(self.settings.redis_url, self.settings.redis_cluster)
+        self.store = Store(client, self.settings.key_prefix)
+        self.registry = Registry(client, self.settings.key_prefix, self.encoder.version)
+        self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim,
+                               self.settings.popularity_half_life_s)
+        await self.catalog.load()
+        await self._follow()  # rank with the promoted version from the first event
+        self.processor = Processor(self.settings, self.store, self.encoder, self.catalog,
+                                   self.metrics)
+        self.metrics.catalog_items.set(len(self.catalog.index))
+        self._show_version()
+        log("worker_ready", catalog_items=len(self.catalog.index),
+            model_version=self.catalog.adapter.version)
+
+    async def follow_model(self) -> None:
+        """Swap to the promoted model version if it changed (vectors built in the background)."""
+        await self.ready()
+        try:
+            await self._follow()
+        except TRANSIENT as exc:
+            log("model_check_failed", error=repr(exc))
+        except (UnknownVersion, ValueError) as exc:  # keep ranking with the version we have
+            self.metrics.model_swaps.labels("refused").inc()
+            log("model_swap_refused", level=logging.ERROR, error=str(exc),
+                model_version=self.catalog.adapter.version)
+
+    async def _follow(self) -> None:
+        previous = self.catalog.adapter.version
+        swapped = await follow(self.catalog, self.registry)
+        if swapped is None:
+            return
+        version, seconds = swapped
+        self.metrics.model_swaps.labels("ok").inc()
+        self._show_version()
+        log("model_swapped", model_version=version, previous=previous,
+            items=len(self.catalog.ranking), seconds=round(seconds, 3))
+
+    def _show_version(self) -> None:
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(self.catalog.adapter.version).set(1)
 
     def ready_now(self) -> bool:
-        return self._ready is not None and self._ready.done() and self._ready.exception() is None
+        return self._startup.done()
 
     async def publish(self, topic: str, out: Outputs, batch_records: int, seconds: float) -> None:
         """Account for a finished batch: metrics, local and deployment-wide counters, a log line."""
@@ -74,7 +125,8 @@ class Runtime:
 
     async def stats(self) -> dict[str, Any]:
         return {
-            "model_version": self.encoder.version,
+            "model_version": self.catalog.adapter.version,
+            "base_model_version": self.encoder.version,
             "catalog_items": len(self.catalog.index),
             "uptime_s": round(time.time() - self.started_at, 1),
             "worker": dict(self.counts),
@@ -112,6 +164,7 @@ class Runtime:
                 "last_event_ts": state.last_ts, "interests": rows,
                 "seen_items": len(record.seen)}
 
-    async def recommend(self, user_id: str, k: int) -> list[tuple[str, float, str]]:
+    async def recommend(self, user_id: str, k: int) -> tuple[str, list[tuple[str, float, str]]]:
+        """(the model version that ranked, the list): read together, between two swaps."""
         record = (await self.store.read_users([user_id]))[user_id]
-        return self.processor.recommend(record, k)
+        return self.catalog.adapter.version, self.processor.recommend(record, k)

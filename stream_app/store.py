@@ -1,13 +1,14 @@
 """Redis: user interest state (compare-and-set), seen items, the item catalog.
 
-Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot):
-  P:{u:<user>}:state   hash vec (interest vectors, float32), meta (JSON), ver (CAS token)
-  P:{u:<user>}:seen    zset item_id -> last interaction ts (trimmed to seen_max)
+Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot;
+S is the state scope: empty for workers, ":trainer" for the trainer's own replica):
+  PS:{u:<user>}:state  hash vec (interest vectors, float32), meta (JSON), ver (CAS token)
+  PS:{u:<user>}:seen   zset item_id -> last interaction ts (trimmed to seen_max)
   P:items:meta         hash item_id -> JSON {title, tags, ts}
   P:items:vec:<model>  hash item_id -> float32 bytes, one hash per model version
   P:items:log          stream of catalog changes {id, op}; workers tail it
   P:textvec:<model>    hash sha1(text) -> float32 bytes (item text cache)
-  P:popularity         hash item_id -> "count,ts": decayed interaction count
+  PS:popularity        hash item_id -> "count,ts": decayed interaction count
   P:stats              hash of deployment-wide counters
 """
 
@@ -122,18 +123,19 @@ def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
 class Store:
     """All Redis access of the app, pipelined per batch."""
 
-    def __init__(self, client: Any, prefix: str) -> None:
+    def __init__(self, client: Any, prefix: str, scope: str = "") -> None:
         self.r = client
         self.prefix = prefix
+        self.scoped = prefix + scope  # user state and popularity: one replica per scope
         self._cas = client.register_script(_CAS_SCRIPT)
         self._popularity = client.register_script(_POPULARITY_SCRIPT)
 
     # --- keys -------------------------------------------------------------
     def _state_key(self, user_id: str) -> str:
-        return f"{self.prefix}:{{u:{user_id}}}:state"
+        return f"{self.scoped}:{{u:{user_id}}}:state"
 
     def _seen_key(self, user_id: str) -> str:
-        return f"{self.prefix}:{{u:{user_id}}}:seen"
+        return f"{self.scoped}:{{u:{user_id}}}:seen"
 
     def _vec_key(self, model_version: str) -> str:
         return f"{self.prefix}:items:vec:{model_version}"
@@ -244,10 +246,10 @@ class Store:
             args: list[Any] = ["inf" if half_life == float("inf") else half_life]
             for item_id, weight, ts in increments:
                 args += [item_id, weight, ts]
-            await self._popularity(keys=[f"{self.prefix}:popularity"], args=args)
+            await self._popularity(keys=[f"{self.scoped}:popularity"], args=args)
 
     async def popularity(self) -> dict[str, tuple[float, float]]:
-        raw = await self.r.hgetall(f"{self.prefix}:popularity")
+        raw = await self.r.hgetall(f"{self.scoped}:popularity")
         out = {}
         for item_id, value in raw.items():
             count, ts = value.split(b",")

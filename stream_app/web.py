@@ -5,7 +5,14 @@ from __future__ import annotations
 import faust
 from faust.web import Request, Response, View
 
+from stream_app.metrics import Metrics
 from stream_app.runtime import Runtime
+
+
+def register_metrics(app: faust.App, metrics: Metrics) -> None:
+    @app.page("/metrics")
+    async def exposition(web: View, request: Request) -> Response:
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
 
 def register_views(app: faust.App, runtime: Runtime) -> None:
@@ -20,7 +27,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
         if not joined:
             return web.json({"status": "starting"}, status=503)
         return web.json({"status": "rebalancing" if app.rebalancing else "ok",
-                         "model_version": runtime.encoder.version})
+                         "model_version": runtime.catalog.adapter.version})
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:
@@ -28,10 +35,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
             return web.json({"status": "starting"}, status=503)
         return web.json(await runtime.stats())
 
-    @app.page("/metrics")
-    async def metrics(web: View, request: Request) -> Response:
-        return web.bytes(runtime.metrics.exposition(),
-                         content_type="text/plain; version=0.0.4")
+    register_metrics(app, runtime.metrics)
 
     @app.page("/users/{user_id}/interests")
     async def interests(web: View, request: Request, user_id: str) -> Response:
@@ -50,7 +54,7 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
             return web.json({"error": "k must be an integer"}, status=400)
         if not 1 <= k <= runtime.settings.max_k:
             return web.json({"error": f"k must be in 1..{runtime.settings.max_k}"}, status=400)
-        items = await runtime.recommend(user_id, k)
-        return web.json({"user_id": user_id, "model_version": runtime.encoder.version,
+        version, items = await runtime.recommend(user_id, k)
+        return web.json({"user_id": user_id, "model_version": version,
                          "items": [{"item_id": i, "score": round(s, 6), "reason": r}
                                    for i, s, r in items]})

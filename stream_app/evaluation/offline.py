@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 from tqdm import tqdm
@@ -21,10 +21,13 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.encoder import Encoder
+from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.protocol import judge
 from stream_app.metrics import Metrics
 from stream_app.pipeline import Processor
 from stream_app.store import Store, connect
+from stream_app.trainer import Trainer
+from stream_app.versions import Registry, follow
 
 INF = math.inf
 
@@ -38,7 +41,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ablation: no decay": {"long_half_life_s": INF, "short_term_weight": 0.0},
     "ablation: single interest": {"max_interests": 1, "open_threshold": -1.0},
     "ablation: no popularity prior": {"popularity_weight": 0.0},
+    "fine-tuned (trainer on, simulated feedback)": {},
 }
+FINE_TUNED = frozenset({"fine-tuned (trainer on, simulated feedback)"})
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Replayed:
     recs: dict[str, list[str]]
     seconds: float
     dead_letters: int
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # trainer announcements
 
 
 def to_records(topic: str, values: Iterable[dict[str, Any]], key_field: str,
@@ -66,36 +72,64 @@ def to_records(topic: str, values: Iterable[dict[str, Any]], key_field: str,
 
 async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequence[dict],
                             events: Sequence[dict], label: str = "",
-                            progress: bool = True) -> Replayed:
-    """Catalog, then every event, through a Processor on its own Redis key prefix."""
+                            progress: bool = True, fine_tune: bool = False) -> Replayed:
+    """Catalog, then every event, through a Processor on its own Redis key prefix.
+
+    ``fine_tune``: a Trainer learns from the events and from feedback simulated on the
+    lists shown; after each batch the Processor follows the registry, as a worker does.
+    """
     s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}")
-    store = Store(connect(s.redis_url, s.redis_cluster), s.key_prefix)
-    processor = Processor(s, store, encoder,
-                          Catalog(store, encoder.version, encoder.dim, s.popularity_half_life_s),
-                          Metrics())
+    client = connect(s.redis_url, s.redis_cluster)
+    store = Store(client, s.key_prefix)
+    catalog = Catalog(store, encoder.version, encoder.dim, s.popularity_half_life_s)
+    processor = Processor(s, store, encoder, catalog, Metrics())
+    registry = Registry(client, s.key_prefix, encoder.version)
     try:
         item_offsets: dict[int, int] = {}
         for start in range(0, len(items), 512):
             await processor.process_items(to_records(s.topic_items, items[start:start + 512],
                                                      "item_id", s.topic_partitions, item_offsets))
+        trainer = await _trainer(s, client, encoder, registry) if fine_tune else None
+        simulator = FeedbackSimulator()
         recs: dict[str, list[str]] = {}
+        rounds: list[dict[str, Any]] = []
         dead = 0
         offsets: dict[int, int] = {}
+        feedback_offsets: dict[int, int] = {}
         started = time.perf_counter()
         with tqdm(total=len(events), desc=label or "events", unit="event",
                   disable=not progress) as bar:
             for start in range(0, len(events), s.batch_size):
                 chunk = events[start:start + s.batch_size]
-                out = await processor.process_activity(
-                    to_records(s.topic_activity, chunk, "user_id", s.topic_partitions, offsets))
+                records = to_records(s.topic_activity, chunk, "user_id", s.topic_partitions,
+                                     offsets)
+                out = await processor.process_activity(records)
                 for _, rec in out.recommendations:
                     recs[rec["event_id"]] = [i["item_id"] for i in rec["items"]]
                 dead += len(out.dead_letters)
+                if trainer is not None:
+                    feedback = to_records(s.topic_feedback, simulator.answer(chunk, recs),
+                                          "user_id", s.topic_partitions, feedback_offsets)
+                    await trainer.observe(feedback + records)
+                    if trainer.due():
+                        rounds.append(await trainer.round())
+                        await follow(catalog, registry)
                 bar.update(len(chunk))
-        return Replayed(recs, time.perf_counter() - started, dead)
+        return Replayed(recs, time.perf_counter() - started, dead, rounds)
     finally:
         await store.delete_prefix()
-        await store.r.aclose()
+        await client.aclose()
+
+
+async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registry) -> Trainer:
+    """A trainer with the batch-size rule only: in-process there is no wall clock to wait on."""
+    s = s.replace(trainer_max_wait_s=INF)
+    store = Store(client, s.key_prefix, scope=":trainer")
+    trainer = Trainer(s, store, encoder,
+                      Catalog(store, encoder.version, encoder.dim, s.popularity_half_life_s),
+                      registry, Metrics())
+    await trainer.start()
+    return trainer
 
 
 async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
@@ -105,11 +139,22 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
     rows = []
     for name in variants:
         run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
-                                      events, name, progress)
+                                      events, name, progress, fine_tune=name in FINE_TUNED)
         rows.append({"variant": name, **judge(events, run.recs).as_dict(),
                      "events_per_s": round(len(events) / run.seconds, 1),
-                     "dead_letters": run.dead_letters})
+                     "dead_letters": run.dead_letters,
+                     **({"training": training_summary(run.rounds)} if run.rounds else {})})
     return rows
+
+
+def training_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the trainer did during a run: rounds, promotions, time, last held-out scores."""
+    promoted = [r for r in rounds if r["promoted"]]
+    return {"rounds": len(rounds), "promoted": len(promoted),
+            "refused": len(rounds) - len(promoted),
+            "round_seconds_mean": round(sum(r["round_seconds"] for r in rounds) / len(rounds), 2),
+            "last_version": promoted[-1]["version"] if promoted else None,
+            "last_heldout": rounds[-1]["heldout"]}
 
 
 def markdown_table(rows: Sequence[dict[str, Any]],

@@ -74,3 +74,14 @@ def blend(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
         take(scores[interest], int(slots[interest]), int(interest))
     take(fallback, k - len(taken), -1)
     return sorted(taken, key=lambda t: -t[1])
+
+
+def rank_interests(sims: np.ndarray, strengths: np.ndarray, prior_scores: np.ndarray, k: int,
+                   exclude: Sequence[int]) -> list[tuple[int, float, int]]:
+    """A user's list: each interest's similarities plus the prior, shares by strength.
+
+    ``sims`` is (interests, items); with no strength left the prior alone ranks.
+    """
+    scores = sims + prior_scores[None, :]
+    fallback = scores.max(axis=0) if strengths.sum() > 0 else prior_scores
+    return blend(scores, strengths, fallback, k, exclude)

@@ -1,0 +1,195 @@
+"""The fine-tuning objective and the held-out score (pure: no Kafka, no Redis).
+
+An example is what a user chose (the positive) for the interests they had just
+before choosing it (base space, see ``adapter.py``). Training ranks the positive
+above in-batch positives of other users, popularity-sampled items and the items
+this user skipped or disliked (hard negatives), with a sampled softmax whose logits
+are the serving score (cosine + popularity prior) over a temperature, corrected
+by the log sampling probability so popular items are not over-punished. The
+interest that scores the positive best is the one trained (multi-interest, as
+served).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Sequence
+
+import numpy as np
+
+from stream_app.evaluation.protocol import hit_ndcg
+from stream_app.model.adapter import Adapter
+from stream_app.model.ranking import rank_interests
+
+
+@dataclass(frozen=True)
+class Example:
+    ts: float  # event time of the choice
+    user_id: str
+    interests: np.ndarray  # (m, d) unit directions before the choice, base space (float16)
+    strengths: np.ndarray  # (m,) interest strengths at ts
+    positive: str
+    negatives: tuple[str, ...] = ()  # skipped or disliked: hard negatives
+    seen: frozenset[str] = frozenset()  # excluded when scoring, as serving excludes them
+
+
+@dataclass(frozen=True)
+class FitParams:
+    epochs: int = 2
+    batch_size: int = 256
+    lr: float = 1e-3  # of the two d x d maps
+    residual_lr: float = 1e-2  # of the per-item residuals
+    residual_l2: float = 1e-4
+    map_l2: float = 1e-3  # pulls the maps back to the identity
+    temperature: float = 0.05
+    sampled_negatives: int = 256
+    popularity_weight: float = 0.5  # the serving prior weight: trained as served
+    seed: int = 0
+
+
+@dataclass
+class ItemTable:
+    """The catalog as a round sees it: text vectors and the prior at the round's cutoff."""
+
+    ids: Sequence[str]
+    text: np.ndarray  # (N, d) text vectors
+    prior: np.ndarray  # (N,) log(1 + decayed popularity)
+
+    @cached_property
+    def lookup(self) -> dict[str, int]:
+        return {i: n for n, i in enumerate(self.ids)}
+
+    def rows(self, item_ids: Sequence[str]) -> list[int]:
+        """Row of each item, -1 for items the table does not hold."""
+        return [self.lookup.get(i, -1) for i in item_ids]
+
+    def sampling(self) -> np.ndarray:
+        """Negative sampling distribution: popularity^0.75, a floor for the long tail."""
+        counts = np.expm1(np.maximum(np.asarray(self.prior, np.float64), 0.0))
+        weights = np.power(counts, 0.75) + 0.1
+        return weights / weights.sum()
+
+
+def fit(adapter: Adapter, examples: Sequence[Example], table: ItemTable, params: FitParams,
+        version: str) -> tuple[Adapter, dict[str, float]]:
+    """A new version trained from ``adapter`` on ``examples`` (usable ones: known positive,
+    at least one interest)."""
+    import torch
+
+    started = time.perf_counter()
+    torch.manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    usable = [(e, r) for e, r in zip(examples, table.rows([e.positive for e in examples]))
+              if r >= 0 and len(e.interests)]
+    d = table.text.shape[1]
+    eye = np.eye(d, dtype=np.float32)
+    query = torch.nn.Parameter(torch.tensor(adapter.query if adapter.query is not None else eye))
+    item = torch.nn.Parameter(torch.tensor(adapter.item if adapter.item is not None else eye))
+    residual = torch.nn.Embedding(len(table.ids), d, sparse=True)
+    with torch.no_grad():
+        residual.weight.zero_()
+        for n, item_id in enumerate(table.ids):
+            row = adapter._rows.get(item_id)
+            if row is not None:
+                residual.weight[n] = torch.from_numpy(adapter.residual[row])
+    text = torch.from_numpy(np.asarray(table.text, np.float32))
+    prior = torch.from_numpy(np.asarray(table.prior, np.float32)) * params.popularity_weight
+    sampling = table.sampling()
+    log_q = torch.from_numpy(np.log(sampling * len(sampling)).astype(np.float32))
+    dense_opt = torch.optim.Adam([query, item], lr=params.lr)
+    sparse_opt = torch.optim.SparseAdam(list(residual.parameters()), lr=params.residual_lr)
+    ident = torch.eye(d)
+
+    def item_vecs(rows: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(text[rows] @ item.T + residual(rows), dim=-1)
+
+    losses, steps = [], 0
+    for _ in range(params.epochs if usable else 0):
+        order = rng.permutation(len(usable))
+        for start in range(0, len(order), params.batch_size):
+            batch = [usable[i] for i in order[start:start + params.batch_size]]
+            loss = _batch_loss(batch, item_vecs, query, prior, log_q, sampling, rng, params,
+                               table)
+            loss = (loss + params.map_l2 * (((query - ident) ** 2).sum()
+                                            + ((item - ident) ** 2).sum()))
+            dense_opt.zero_grad()
+            sparse_opt.zero_grad()
+            loss.backward()
+            dense_opt.step()
+            sparse_opt.step()
+            losses.append(float(loss.detach()))
+            steps += 1
+    weights = residual.weight.detach().numpy()
+    keep = np.flatnonzero(np.abs(weights).max(axis=1) > 1e-6)
+    trained = Adapter(version=version, base_version=adapter.base_version,
+                      query=query.detach().numpy().copy(), item=item.detach().numpy().copy(),
+                      residual_ids=tuple(table.ids[n] for n in keep),
+                      residual=weights[keep].copy())
+    tail = losses[-max(1, len(losses) // 4):] if losses else [math.nan]
+    return trained, {"examples": len(usable), "steps": steps,
+                     "loss": round(float(np.mean(tail)), 4),
+                     "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _batch_loss(batch, item_vecs, query, prior, log_q, sampling, rng, params: FitParams,
+                table: ItemTable):
+    import torch
+
+    b = len(batch)
+    m = max(len(e.interests) for e, _ in batch)
+    d = table.text.shape[1]
+    dirs = np.zeros((b, m, d), np.float32)
+    mask = np.zeros((b, m), bool)
+    for n, (e, _) in enumerate(batch):
+        dirs[n, :len(e.interests)] = e.interests
+        mask[n, :len(e.interests)] = True
+    pos = torch.tensor([r for _, r in batch])
+    q = torch.nn.functional.normalize(torch.from_numpy(dirs) @ query.T, dim=-1)  # (b, m, d)
+    pos_vecs = item_vecs(pos)  # (b, d)
+    with torch.no_grad():
+        fit_k = torch.einsum("bmd,bd->bm", q, pos_vecs).masked_fill(
+            ~torch.from_numpy(mask), -math.inf).argmax(dim=1)
+    q = q[torch.arange(b), fit_k]  # (b, d): the interest that explains the choice
+    sampled = torch.from_numpy(rng.choice(len(sampling), params.sampled_negatives, p=sampling))
+    cands = torch.cat([pos, sampled])
+    logits = (q @ item_vecs(cands).T + prior[cands] - params.temperature * log_q[cands])
+    same = cands[None, :] == pos[:, None]
+    same[torch.arange(b), torch.arange(b)] = False  # the positive's own column stays
+    logits = logits.masked_fill(same, -math.inf)
+    hard = [[r for r in table.rows(list(e.negatives)) if r >= 0 and r != pr] for e, pr in batch]
+    width = max((len(h) for h in hard), default=0)
+    if width:
+        rows = torch.tensor([h + [0] * (width - len(h)) for h in hard])
+        valid = torch.tensor([[True] * len(h) + [False] * (width - len(h)) for h in hard])
+        hard_logits = torch.einsum("bd,bhd->bh", q, item_vecs(rows)) + prior[rows]
+        logits = torch.cat([logits, hard_logits.masked_fill(~valid, -math.inf)], dim=1)
+    return torch.nn.functional.cross_entropy(logits / params.temperature, torch.arange(b))
+
+
+def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
+          popularity_weight: float, k: int = 10) -> dict[str, float]:
+    """HR@k and NDCG@k of ``adapter`` on ``examples``, ranked exactly as a worker ranks."""
+    vectors = adapter.item_vectors(table.ids, table.text)
+    prior_scores = popularity_weight * np.asarray(table.prior, np.float32)
+    lookup = table.lookup
+    hits = ndcg = 0.0
+    n = 0
+    for e in examples:
+        if e.positive not in lookup:
+            continue
+        if len(e.interests):
+            sims = adapter.queries(np.asarray(e.interests, np.float32)) @ vectors.T
+        else:
+            sims = np.zeros((0, len(table.ids)), np.float32)
+        exclude = [lookup[i] for i in e.seen if i in lookup]
+        ranked = rank_interests(sims, np.asarray(e.strengths, np.float64), prior_scores, k,
+                                exclude)
+        hit, gain = hit_ndcg([table.ids[r] for r, _, _ in ranked], e.positive, k)
+        hits += hit
+        ndcg += gain
+        n += 1
+    return {"hr@10": round(hits / n, 4) if n else 0.0,
+            "ndcg@10": round(ndcg / n, 4) if n else 0.0, "n": n}

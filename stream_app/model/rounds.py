@@ -1,0 +1,29 @@
+"""When a training round runs and what it may learn from (pure decisions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    """A round starts when its batch is full, or when its oldest example waited too long."""
+
+    batch_size: int
+    max_wait_s: float
+
+    def due(self, pending: int, oldest_waited_s: float) -> bool:
+        return pending >= self.batch_size or (pending > 0 and oldest_waited_s >= self.max_wait_s)
+
+
+def split_holdout(examples: Sequence[T], fraction: float, ts: Callable[[T], float]) -> tuple[list[T], list[T]]:
+    """(train, held out): the newest ``fraction`` by event time is held out, so a candidate
+    is judged on choices made after everything it learned from."""
+    ordered = sorted(examples, key=ts)
+    if len(ordered) < 2:
+        return ordered, []
+    cut = min(len(ordered) - 1, max(1, round(len(ordered) * (1.0 - fraction))))
+    return ordered[:cut], ordered[cut:]

@@ -1,0 +1,139 @@
+"""The trainer process: a Faust app of its own (consumer group ``<app id>-trainer``).
+
+One agent reads activity and feedback together and turns them into examples
+(``trainer.py``); a timer starts a round whenever the batch is full or has waited
+long enough, trains it off the event loop, and announces the outcome on the
+model-updates topic. Workers pick promoted versions up from Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any, Sequence
+
+import faust
+from faust.web import Request, Response, View
+
+from stream_app.app import new_app, raw_topic, run_batches
+from stream_app.catalog import Catalog
+from stream_app.config import Settings
+from stream_app.contract import Record, dumps
+from stream_app.encoder import Encoder
+from stream_app.logs import log
+from stream_app.metrics import Metrics
+from stream_app.pipeline import TRANSIENT, Outputs
+from stream_app.runtime import Once
+from stream_app.store import Store, connect
+from stream_app.trainer import Trainer
+from stream_app.versions import Registry
+from stream_app.web import register_metrics
+
+
+class TrainerRuntime:
+    """What the trainer process holds; Redis is connected inside the event loop."""
+
+    def __init__(self, settings: Settings, encoder: Encoder) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self.metrics = Metrics()
+        self.counts: Counter = Counter()
+        self.started_at = time.time()
+        self.lag_s = 0.0
+        self.last_round: dict[str, Any] | None = None
+        self.trainer: Trainer
+        self.ready = Once(self._start)
+
+    async def _start(self) -> None:
+        s = self.settings
+        client = connect(s.redis_url, s.redis_cluster)
+        store = Store(client, s.key_prefix, scope=":trainer")
+        catalog = Catalog(store, self.encoder.version, self.encoder.dim,
+                          s.popularity_half_life_s)
+        self.trainer = Trainer(s, store, self.encoder, catalog,
+                               Registry(client, s.key_prefix, self.encoder.version), self.metrics)
+        await self.trainer.start()
+        log("trainer_ready", catalog_items=len(catalog.index),
+            model_version=self.trainer.current.version)
+
+    async def observe(self, records: Sequence[Record]) -> Outputs:
+        self.lag_s = max(0.0, time.time() - min(r.timestamp for r in records))
+        self.metrics.trainer_lag_seconds.set(self.lag_s)
+        return await self.trainer.observe(records)
+
+    async def publish(self, topic: str, out: Outputs, batch_records: int, seconds: float) -> None:
+        self.counts.update(out.counts)
+        self.counts["records"] += batch_records
+        self.metrics.batch_seconds.labels(topic).observe(seconds)
+        self.metrics.batch_size.labels(topic).observe(batch_records)
+        self.metrics.trainer_pending.set(len(self.trainer.pending))
+
+    async def train_if_due(self) -> dict[str, Any] | None:
+        """A round when one is due; a failed round is logged and its examples dropped."""
+        if not self.trainer.due():
+            return None
+        try:
+            announcement = await self.trainer.round()
+        except TRANSIENT as exc:
+            log("training_round_failed", level=logging.WARNING, error=repr(exc))
+            self.metrics.trainer_rounds.labels("failed").inc()
+            return None
+        except Exception as exc:  # noqa: BLE001 - the trainer keeps consuming
+            log("training_round_failed", level=logging.ERROR, error=repr(exc))
+            self.metrics.trainer_rounds.labels("failed").inc()
+            return None
+        if announcement is not None:
+            self.last_round = announcement
+            self.metrics.trainer_rounds.labels(
+                "promoted" if announcement["promoted"] else "refused").inc()
+            self.metrics.trainer_round_seconds.observe(announcement["round_seconds"])
+            self.metrics.trainer_pending.set(len(self.trainer.pending))
+        return announcement
+
+    def stats(self) -> dict[str, Any]:
+        return {"model_version": self.trainer.current.version,
+                "uptime_s": round(time.time() - self.started_at, 1),
+                "lag_s": round(self.lag_s, 3), "pending_examples": len(self.trainer.pending),
+                "buffered_examples": len(self.trainer.buffer), "counts": dict(self.counts),
+                "last_round": self.last_round}
+
+
+def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App:
+    s = settings
+    app = new_app(s, f"{s.app_id}-trainer")
+    inputs = raw_topic(app, s, s.topic_activity, s.topic_feedback)
+    updates = raw_topic(app, s, s.topic_model_updates)
+
+    async def nothing_to_emit(out: Outputs) -> None:
+        """Bad records are the workers' to dead-letter; the trainer only skips them."""
+
+    @app.agent(inputs, name="trainer")
+    async def trainer_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, s, runtime, "trainer", runtime.observe, nothing_to_emit)
+
+    @app.timer(1.0)
+    async def train() -> None:
+        await runtime.ready()
+        announcement = await runtime.train_if_due()
+        if announcement is not None:
+            await updates.send(key=announcement["version"].encode(), value=dumps(announcement))
+
+    @app.task
+    async def declare_outputs() -> None:
+        await updates.maybe_declare()
+
+    @app.page("/healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        if not runtime.ready.done():
+            return web.json({"status": "starting"}, status=503)
+        return web.json({"status": "ok", "model_version": runtime.trainer.current.version})
+
+    @app.page("/stats")
+    async def stats(web: View, request: Request) -> Response:
+        if not runtime.ready.done():
+            return web.json({"status": "starting"}, status=503)
+        return web.json(runtime.stats())
+
+    register_metrics(app, runtime.metrics)
+    return app

@@ -1,0 +1,65 @@
+"""Model versions as data: the identity base, the maps and residuals, the checkpoint bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_app.model.adapter import Adapter, normalize_rows
+from stream_app.model.rounds import RoundPolicy, split_holdout
+
+
+def _adapter(d: int = 4) -> Adapter:
+    rng = np.random.default_rng(1)
+    return Adapter("enc+ft00001", "enc", query=rng.normal(size=(d, d)).astype(np.float32),
+                   item=rng.normal(size=(d, d)).astype(np.float32), residual_ids=("b",),
+                   residual=np.full((1, d), 0.5, np.float32))
+
+
+def test_base_version_ranks_with_the_text_vectors_as_they_are():
+    base = Adapter.base("enc")
+    text = normalize_rows(np.arange(8, dtype=np.float32).reshape(2, 4) + 1)
+    assert base.is_base and base.version == base.base_version == "enc"
+    np.testing.assert_array_equal(base.item_vectors(["a", "b"], text), text)
+    np.testing.assert_array_equal(base.queries(text), text)
+
+
+def test_items_without_residual_start_from_their_mapped_text():
+    a = _adapter()
+    text = normalize_rows(np.eye(4, dtype=np.float32)[:2] + 0.1)
+    vecs = a.item_vectors(["a", "b"], text)
+    np.testing.assert_allclose(vecs[0], normalize_rows(text[:1] @ a.item.T)[0], atol=1e-6)
+    np.testing.assert_allclose(vecs[1], normalize_rows(text[1:] @ a.item.T + 0.5)[0],
+                               atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(a.queries(text), normalize_rows(text @ a.query.T), atol=1e-6)
+
+
+def test_checkpoint_round_trips_through_bytes():
+    a = _adapter()
+    b = Adapter.from_bytes(a.to_bytes())
+    assert (b.version, b.base_version, b.residual_ids) == (a.version, a.base_version, ("b",))
+    np.testing.assert_array_equal(b.query, a.query)
+    np.testing.assert_array_equal(b.item, a.item)
+    np.testing.assert_allclose(b.residual, a.residual, atol=1e-3)  # stored as float16
+    base = Adapter.from_bytes(Adapter.base("enc").to_bytes())
+    assert base.is_base and base.version == "enc"
+
+
+@pytest.mark.parametrize("pending,waited,due", [
+    (0, 0.0, False), (0, 999.0, False),  # nothing to train on
+    (9, 1.0, False), (10, 0.0, True),  # the batch is full
+    (1, 5.0, True), (3, 4.9, False),  # the oldest example waited long enough
+])
+def test_a_round_starts_on_a_full_batch_or_a_long_wait(pending, waited, due):
+    assert RoundPolicy(batch_size=10, max_wait_s=5.0).due(pending, waited) is due
+
+
+def test_held_out_window_is_the_newest_and_training_never_sees_the_future():
+    ts = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0, 10.0]
+    train, held = split_holdout(ts, 0.2, lambda t: t)
+    assert held == [9.0, 10.0] and sorted(train) == train and len(train) == 8
+    assert max(train) <= min(held)
+    assert split_holdout([1.0], 0.2, lambda t: t) == ([1.0], [])
+    train, held = split_holdout([1.0, 2.0], 0.01, lambda t: t)
+    assert train == [1.0] and held == [2.0]  # at least one of each when there are two

@@ -1,0 +1,294 @@
+"""The trainer against the real Redis: examples, the no-future rule, rounds, promotion,
+refusal, rollback, and a worker's catalog following the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream_app.catalog import Catalog
+from stream_app.config import Settings
+from stream_app.evaluation.offline import to_records
+from stream_app.metrics import Metrics
+from stream_app.model.adapter import Adapter
+from stream_app.pipeline import Processor
+from stream_app.store import Store, connect
+from stream_app.trainer import Trainer
+from stream_app.versions import Registry, follow
+from tests.test_store import FakeEncoder
+
+pytestmark = pytest.mark.integration
+
+N_ITEMS = 40
+T0 = 1_700_000_000.0
+
+
+def _settings(redis_url: str, **overrides: Any) -> Settings:
+    return Settings.from_env({}).replace(
+        redis_url=redis_url, key_prefix=f"satest-trainer-{uuid.uuid4().hex[:8]}",
+        topic_partitions=2, trainer_batch_size=10**6, trainer_max_wait_s=math.inf,
+        trainer_epochs=8, trainer_lr=0.02, trainer_residual_lr=0.05, trainer_temperature=0.1,
+        trainer_negatives=16, popularity_weight=0.0, **overrides)
+
+
+class World:
+    """A worker's processor and a trainer on one Redis prefix; records as Kafka gives them."""
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.client = connect(s.redis_url)
+        self.encoder = FakeEncoder()
+        self.store = Store(self.client, s.key_prefix)
+        self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim, math.inf)
+        self.processor = Processor(s, self.store, self.encoder, self.catalog, Metrics())
+        self.registry = Registry(self.client, s.key_prefix, self.encoder.version)
+        self.offsets: dict[str, dict[int, int]] = {}
+
+    async def __aenter__(self) -> "World":
+        items = [{"item_id": f"i{n}", "title": f"item {n}", "ts": T0} for n in range(N_ITEMS)]
+        await self.processor.process_items(self.records(self.s.topic_items, items, "item_id"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.store.delete_prefix()
+        await self.client.aclose()
+
+    def records(self, topic: str, values: list[dict], key: str = "user_id") -> list:
+        return to_records(topic, values, key, self.s.topic_partitions,
+                          self.offsets.setdefault(topic, {}))
+
+    async def trainer(self, s: Settings | None = None) -> Trainer:
+        s = s or self.s
+        store = Store(self.client, s.key_prefix, scope=":trainer")
+        trainer = Trainer(s, store, self.encoder,
+                          Catalog(store, self.encoder.version, self.encoder.dim, math.inf),
+                          self.registry, Metrics())
+        await trainer.start()
+        return trainer
+
+    def vector(self, item_id: str) -> np.ndarray:
+        return self.catalog.index.vector(item_id)
+
+
+FOLLOWS = np.random.default_rng(7).permutation(N_ITEMS)  # who clicked i next clicks FOLLOWS[i]
+
+
+def pairs(users: range, seed: int) -> list[dict]:
+    """Each user clicks a random item, then the item that always follows it."""
+    rng = np.random.default_rng(seed)
+    events = []
+    for u in users:
+        i = int(rng.integers(N_ITEMS))
+        ts = T0 + 10.0 * u
+        events += [{"event_id": f"{u}-a", "user_id": f"u{u}", "type": "click",
+                    "item_id": f"i{i}", "ts": ts},
+                   {"event_id": f"{u}-b", "user_id": f"u{u}", "type": "click",
+                    "item_id": f"i{FOLLOWS[i]}", "ts": ts + 1.0}]
+    return events
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer()
+            activity = [
+                {"event_id": "e1", "user_id": "u", "type": "click", "item_id": "i1", "ts": T0},
+                {"event_id": "e2", "user_id": "u", "type": "click", "item_id": "i2",
+                 "ts": T0 + 60},
+            ]
+            await trainer.observe(w.records(s.topic_activity, activity[:1]))
+            feedback = [{"user_id": "u", "item_id": "i5", "type": "skip", "ts": T0 + 30},
+                        {"user_id": "u", "item_id": "i6", "type": "dislike", "ts": T0 + 31}]
+            await trainer.observe(w.records(s.topic_feedback, feedback)
+                                  + w.records(s.topic_activity, activity[1:]))
+            # the same choice re-delivered: one example only
+            await trainer.observe(w.records(s.topic_activity, activity[1:]))
+            first, second = trainer.pending
+            assert (first.positive, second.positive) == ("i1", "i2")
+            assert len(first.interests) == 0  # nothing was known before the first click
+            (interest,) = second.interests  # only what came before: i1, not i2
+            np.testing.assert_allclose(interest, w.vector("i1"), atol=1e-2)
+            assert second.ts == T0 + 60 and second.seen == frozenset({"i1"})
+            assert set(second.negatives) == {"i5", "i6"} and first.negatives == ()
+            # a click on a recommendation is a choice too; its activity event adds no twin
+            await trainer.observe(w.records(s.topic_feedback, [
+                {"user_id": "u", "item_id": "i3", "type": "click", "ts": T0 + 90}]))
+            await trainer.observe(w.records(s.topic_activity, [
+                {"event_id": "e3", "user_id": "u", "type": "click", "item_id": "i3",
+                 "ts": T0 + 91}]))
+            assert [e.positive for e in trainer.pending] == ["i1", "i2", "i3"]
+            assert len(trainer.pending[2].interests) == 2  # i1 and i2, before i3
+
+    run(go())
+
+
+def test_a_round_trains_promotes_and_workers_rank_with_the_new_version(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer(s.replace(trainer_batch_size=2000))
+            events = pairs(range(1000), seed=1)
+            for start in range(0, len(events), 256):
+                await trainer.observe(w.records(s.topic_activity, events[start:start + 256]))
+            assert trainer.due()
+            announcement = await trainer.round()
+            assert not trainer.pending and not trainer.due()
+            version = announcement["version"]
+            assert version == f"{w.encoder.version}+ft00001"
+            assert announcement["promoted"] is True
+            assert announcement["parent"] == w.encoder.version
+            assert announcement["examples"]["train"] == 1600
+            assert announcement["examples"]["heldout"] == 400
+            window = announcement["window"]
+            assert window["heldout_from_ts"] >= window["from_ts"]
+            held = announcement["heldout"]
+            assert held["candidate"]["ndcg@10"] > held["current"]["ndcg@10"] + 0.2
+            assert await w.registry.current() == version
+            assert (await w.registry.meta(version))["promoted"] is True
+
+            # a worker follows: vectors for the new version, every event says which ranked it
+            assert (await follow(w.catalog, w.registry))[0] == version
+            assert await follow(w.catalog, w.registry) is None  # already there
+            out = await w.processor.process_activity(w.records(s.topic_activity, [
+                {"event_id": "x1", "user_id": "new", "type": "click", "item_id": "i3",
+                 "ts": T0 + 1e6}]))
+            ((_, rec),) = out.recommendations
+            assert rec["model_version"] == version
+            assert f"i{FOLLOWS[3]}" in [i["item_id"] for i in rec["items"][:3]]
+
+    run(go())
+
+
+def test_a_worse_candidate_is_not_promoted(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            good = await w.trainer(s.replace(trainer_batch_size=2000))
+            await good.observe(w.records(s.topic_activity, pairs(range(1000), seed=1)))
+            first = await good.round()
+            assert first["promoted"]
+            # a trainer whose learning rates wreck the model: its candidate must be refused
+            wrecked = await w.trainer(s.replace(trainer_batch_size=2000, trainer_lr=50.0,
+                                                trainer_residual_lr=50.0, trainer_epochs=3))
+            assert wrecked.current.version == first["version"]  # starts from the promoted one
+            await wrecked.observe(w.records(s.topic_activity, pairs(range(1000, 2000), 2)))
+            second = await wrecked.round()
+            assert second["promoted"] is False
+            assert second["reason"] == "held-out NDCG@10 worse than the current version's"
+            assert second["heldout"]["candidate"]["ndcg@10"] < \
+                second["heldout"]["current"]["ndcg@10"]
+            assert await w.registry.current() == first["version"]
+            listed = {r["version"]: r for r in await w.registry.versions()}
+            assert listed[second["version"]]["promoted"] is False  # kept, for the record
+            assert listed[first["version"]]["current"] is True
+
+    run(go())
+
+
+def test_promote_and_rollback_move_every_follower(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            base = w.encoder.version
+            rng = np.random.default_rng(0)
+            made = []
+            for _ in range(2):
+                version = await w.registry.next_version()
+                await w.registry.save(Adapter(version, base, query=rng.normal(
+                    size=(8, 8)).astype(np.float32), item=np.eye(8, dtype=np.float32)),
+                    {"created_at": len(made)})
+                made.append(version)
+            assert await w.registry.current() == base  # saved is not promoted
+            await w.registry.promote(made[0], reason="test")
+            await w.registry.promote(made[1], reason="test")
+            await follow(w.catalog, w.registry)
+            assert w.catalog.adapter.version == made[1]
+            assert await w.registry.rollback() == made[0]  # the one before
+            await follow(w.catalog, w.registry)
+            assert w.catalog.adapter.version == made[0]
+            np.testing.assert_allclose(
+                w.catalog.ranking.matrix,
+                w.catalog.adapter.item_vectors(w.catalog.index.ids, w.catalog.index.matrix))
+            assert await w.registry.rollback(base) == base  # back to the plain encoder
+            await follow(w.catalog, w.registry)
+            assert w.catalog.adapter.is_base and w.catalog.ranking is w.catalog.index
+            assert await w.registry.history() == [made[0], made[1], made[0], base]
+            with pytest.raises(LookupError):
+                await w.registry.promote(f"{base}+ft99999", reason="test")
+            foreign = Adapter("other-model+ft1", "other-model", query=np.eye(8, dtype=np.float32),
+                              item=np.eye(8, dtype=np.float32))
+            await w.registry.save(foreign, {"created_at": 3})
+            await w.registry.promote(foreign.version, reason="test")
+            with pytest.raises(ValueError, match="trained on other-model"):
+                await follow(w.catalog, w.registry)
+            assert w.catalog.adapter.is_base  # a worker keeps what it had
+
+    run(go())
+
+
+def test_versions_beyond_the_kept_number_are_pruned_but_never_the_current(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            versions = []
+            for n in range(5):
+                version = await w.registry.next_version()
+                await w.registry.save(Adapter(version, w.encoder.version,
+                                              query=np.eye(8, dtype=np.float32),
+                                              item=np.eye(8, dtype=np.float32)),
+                                      {"created_at": n})
+                versions.append(version)
+            await w.registry.promote(versions[0], reason="test")
+            assert set(await w.registry.prune(2)) == set(versions[1:3])
+            assert [r["version"] for r in await w.registry.versions()] == \
+                [versions[0], *versions[3:]]
+            assert (await w.registry.load(versions[0])).version == versions[0]
+
+    run(go())
+
+
+def test_catalog_changes_during_a_swap_land_in_the_new_vectors_too(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            rng = np.random.default_rng(3)
+            adapter = Adapter(f"{w.encoder.version}+ft1", w.encoder.version,
+                              query=np.eye(8, dtype=np.float32),
+                              item=rng.normal(size=(8, 8)).astype(np.float32),
+                              residual_ids=("i2", "new-b"),
+                              residual=rng.normal(size=(2, 8)).astype(np.float32))
+            swap = asyncio.create_task(w.catalog.use(adapter))
+            await asyncio.sleep(0)  # the swap is computing its vectors in a thread now
+            assert w.catalog._changes is not None
+            fresh = w.encoder.encode(["a", "b", "c"])
+            w.catalog.upsert([("new-a", fresh[0]), ("new-b", fresh[1]), ("i1", fresh[2])])
+            w.catalog.remove(["i0", "new-a", "i5"])
+            assert w.catalog.adapter.is_base  # still ranking with the old version
+            await swap
+            index, ranking = w.catalog.index, w.catalog.ranking
+            assert w.catalog.adapter is adapter
+            assert list(ranking.ids) == list(index.ids) and len(index) == N_ITEMS - 1
+            np.testing.assert_allclose(ranking.matrix,
+                                       adapter.item_vectors(index.ids, index.matrix), atol=1e-6)
+            w.catalog.upsert([("later", fresh[0])])  # after the swap: kept in step directly
+            assert list(ranking.ids) == list(index.ids)
+            np.testing.assert_allclose(ranking.vector("later"),
+                                       adapter.item_vectors(["later"], fresh[:1])[0], atol=1e-6)
+
+    run(go())
