@@ -34,7 +34,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                   topic_recommendations=f"bench-recs-{run}",
                   topic_feedback=f"bench-feedback-{run}", topic_dead_letters=f"bench-dlq-{run}")
     s = settings.replace(app_id=f"{settings.app_id}-bench-{run}", **topics)
-    with local_system(s, key_prefix=f"{s.key_prefix}-bench-{run}") as (_, s):
+    with local_system(s, key_prefix=f"{s.key_prefix}-bench-{run}") as (_, s, _):
         try:
             figures = asyncio.run(_measure(s, args))
         finally:

@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="events/s the system is fed (0: as fast as possible; then partitions "
                     "are consumed out of step in event time, which skews the shared popularity "
                     "prior)")
+    rp.add_argument("--fine-tune", action="store_true",
+                    help="also run the trainer and send feedback simulated from the log")
+    rp.add_argument("--trainer-url", help="with an external system: the trainer's HTTP "
+                    "address, to sample its lag")
     rp.add_argument("--out", default="reports")
     rp.set_defaults(fn=cmd_replay)
 

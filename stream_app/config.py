@@ -111,9 +111,11 @@ class Settings:
     trainer_buffer_size: int = _setting(
         20000, "Earlier examples replayed in every round (oldest dropped first).")
     trainer_epochs: int = _setting(2, "Passes over a round's training examples.")
-    trainer_lr: float = _setting(1e-3, "Learning rate of the query and item maps.")
-    trainer_residual_lr: float = _setting(1e-2, "Learning rate of the per-item residuals.")
-    trainer_temperature: float = _setting(0.05, "Softmax temperature of the objective.")
+    trainer_lr: float = _setting(3e-3, "Learning rate of the query and item maps and the scale.")
+    trainer_residual_lr: float = _setting(3e-3, "Learning rate of the per-item residuals.")
+    trainer_residual_l2: float = _setting(
+        0.1, "L2 pull of the per-item residuals towards zero (the item's text alone).")
+    trainer_temperature: float = _setting(0.2, "Softmax temperature of the objective.")
     trainer_negatives: int = _setting(
         256, "Popularity-sampled negatives per training step (besides in-batch and skips).")
     model_poll_interval_s: float = _setting(
@@ -153,7 +155,7 @@ class Settings:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
         for name in ("max_interests", "short_term_weight", "popularity_weight",
-                     "trainer_buffer_size"):
+                     "trainer_buffer_size", "trainer_residual_l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
         if not 0 < self.trainer_holdout_fraction < 1:
@@ -173,6 +175,7 @@ class Settings:
     def fit_params(self) -> FitParams:
         return FitParams(epochs=self.trainer_epochs, lr=self.trainer_lr,
                          residual_lr=self.trainer_residual_lr,
+                         residual_l2=self.trainer_residual_l2,
                          temperature=self.trainer_temperature,
                          sampled_negatives=self.trainer_negatives,
                          popularity_weight=self.popularity_weight)

@@ -24,7 +24,7 @@ def bundled(name: str) -> Path:
 def run_demo(settings: Settings, timeout: float) -> int:
     print("stream-app demo: starting the embedded default and a worker "
           "(loads the model, joins the consumer group)...", flush=True)
-    with local_system(settings) as (stack, s):
+    with local_system(settings) as (stack, s, _):
         print(", ".join(f"{k} {v}" for k, v in stack.describe().items()), flush=True)
         return asyncio.run(asyncio.wait_for(_play(s), timeout))
 

@@ -74,20 +74,27 @@ class WorkerProcess:
 
 
 @contextmanager
-def local_system(settings: Settings, **overrides: Any) -> Iterator[tuple[LocalStack, Settings]]:
-    """Embedded broker/Redis where not configured, plus one worker; its log shown on failure."""
+def local_system(settings: Settings, trainer: bool = False, **overrides: Any
+                 ) -> Iterator[tuple[LocalStack, Settings, "WorkerProcess | None"]]:
+    """Embedded broker/Redis where not configured, plus one worker (and the trainer when
+    asked); their logs shown on failure."""
     with LocalStack(settings) as stack, tempfile.TemporaryFile() as log:
         s = stack.settings.replace(web_port=free_port(), **overrides)
         asyncio.run(ensure_topics(s.kafka_bootstrap_servers, s.topics(), s.topic_partitions,
                                   s.topic_replication))  # before the worker subscribes
-        worker = WorkerProcess(s, stdout=log).start()
+        processes = [WorkerProcess(s, stdout=log).start()]
+        if trainer:
+            processes.append(WorkerProcess(s.replace(web_port=free_port()), stdout=log,
+                                           command="trainer").start())
         try:
-            worker.wait_healthy()
-            yield stack, s
+            for p in processes:
+                p.wait_healthy()
+            yield stack, s, processes[1] if trainer else None
         except BaseException:
             log.seek(0)
             print("--- worker log (tail) ---\n" + log.read().decode(errors="replace")[-4000:],
                   file=sys.stderr)
             raise
         finally:
-            worker.stop()
+            for p in processes:
+                p.stop()

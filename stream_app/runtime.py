@@ -44,8 +44,10 @@ class Once:
         return self._done is not None and self._done.done() and self._done.exception() is None
 
 
-class Runtime:
-    """Built before the event loop; Redis is connected lazily inside it (``ready``)."""
+class ProcessRuntime:
+    """What a worker or trainer process holds, built before the event loop; Redis is
+    connected lazily inside it: ``await ready()`` runs ``_start`` once, whichever agent,
+    timer or web view asks first."""
 
     def __init__(self, settings: Settings, encoder: Encoder) -> None:
         self.settings = settings
@@ -53,15 +55,22 @@ class Runtime:
         self.metrics = Metrics()
         self.counts: Counter = Counter()
         self.started_at = time.time()
-        self._startup = Once(self._start)
-        self.store: Store
-        self.catalog: Catalog
-        self.processor: Processor
-        self.registry: Registry
+        self.ready = Once(self._start)
 
-    async def ready(self) -> None:
-        """Connect and load the catalog once, whichever agent asks first."""
-        await self._startup()
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    def ready_now(self) -> bool:
+        return self.ready.done()
+
+
+class Runtime(ProcessRuntime):
+    """A worker: store, catalog (and the model version ranking), processor."""
+
+    store: Store
+    catalog: Catalog
+    processor: Processor
+    registry: Registry
 
     async def _start(self) -> None:
         client = connect(self.settings.redis_url, self.settings.redis_cluster)
@@ -104,9 +113,6 @@ class Runtime:
     def _show_version(self) -> None:
         self.metrics.model_info.clear()
         self.metrics.model_info.labels(self.catalog.adapter.version).set(1)
-
-    def ready_now(self) -> bool:
-        return self._startup.done()
 
     async def publish(self, topic: str, out: Outputs, batch_records: int, seconds: float) -> None:
         """Account for a finished batch: metrics, local and deployment-wide counters, a log line."""

@@ -9,6 +9,7 @@ trains on earlier examples only and is judged on the newest window it holds out.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict, deque
 from dataclasses import replace
@@ -26,7 +27,7 @@ from stream_app.model.adapter import Adapter
 from stream_app.model.interest import UserState
 from stream_app.model.objective import Example, ItemTable, fit, score
 from stream_app.model.rounds import RoundPolicy, split_holdout
-from stream_app.pipeline import Outputs, Processor
+from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
 from stream_app.versions import Registry
 
@@ -34,8 +35,10 @@ from stream_app.versions import Registry
 CHOICES = frozenset({"view", "click", "like", "purchase", "rate"})
 POSITIVE_FEEDBACK = frozenset({"click", "like", "purchase"})
 NEGATIVE_FEEDBACK = frozenset({"skip", "dislike"})
-MAX_NEGATIVES = 50  # hard negatives kept per user until their next choice
+MAX_NEGATIVES = 50  # hard negatives (and unmatched claims) kept per user
 MAX_USERS_TRACKED = 100_000  # users with pending hard negatives / recent clicks
+SNAPSHOT_EVERY_EXAMPLES = 1000  # a new prior snapshot at least this often ...
+SNAPSHOT_EVERY_S = 86400.0  # ... and whenever event time moved on by this (or 1/50 half-life)
 
 
 class Trainer:
@@ -52,9 +55,15 @@ class Trainer:
         self.pending_since: float | None = None
         self.buffer: deque[Example] = deque(maxlen=settings.trainer_buffer_size)
         self.current = Adapter.base(registry.base_version)
-        self._negatives: OrderedDict[str, list[str]] = OrderedDict()
-        self._clicked: OrderedDict[str, set[str]] = OrderedDict()
+        self._negatives: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
+        self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
+        # the popularity prior at past moments: examples are trained with their own time's
+        self._snapshots: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
+        self._snapshot_id = -1
+        self._snapshot_ts = -math.inf
+        self._since_snapshot = 0
+        self._snapshot_every_s = min(SNAPSHOT_EVERY_S, settings.popularity_half_life_s / 50)
 
     async def start(self) -> None:
         await self.catalog.load()
@@ -62,26 +71,41 @@ class Trainer:
 
     # --- examples ---------------------------------------------------------------
     async def observe(self, records: Sequence[Record]) -> Outputs:
-        """Feedback first (skips wait for the user's next choice), then activity."""
+        """Skips and dislikes first (each waits for the user's next choice at or after it),
+        then activity (each choice with the interests just before it), then the positive
+        feedback no activity event carried (with the interests as of its own time)."""
         out = Outputs()
-        feedback = [r for r in records if r.topic == self.s.topic_feedback]
+        feedback = await self._parse_feedback(
+            [r for r in records if r.topic == self.s.topic_feedback], out)
         activity = [r for r in records if r.topic != self.s.topic_feedback]
-        await self._feedback(feedback, out)
+        for fb in feedback:
+            if fb.type in NEGATIVE_FEEDBACK or (fb.type == "rate" and fb.rating is not None
+                                                and fb.rating < self.s.rating_neutral):
+                self._remember_negative(fb.user_id, fb.item_id, fb.ts)
         snapshots, popular = await self.processor.apply_activity(activity, out)
-        await self.processor.count_popularity(popular)
+        self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
+                           default=0.0))
+        await self.processor.count_popularity(popular)  # after: as a worker ranks
+        by_user: dict[str, list[Snapshot]] = {}
         for snap in snapshots:
             ev = snap.pending.event
+            by_user.setdefault(ev.user_id, []).append(snap)
             if not snap.applied or ev.item_id is None:
                 continue
             if ev.type in NEGATIVE_FEEDBACK:
-                self._remember_negative(ev.user_id, ev.item_id)
-            elif ev.type in CHOICES and not self._was_clicked(ev.user_id, ev.item_id):
+                self._remember_negative(ev.user_id, ev.item_id, ev.ts)
+            elif ev.type in CHOICES and not self._claimed(ev.user_id, ev.item_id, "activity"):
                 self._add(ev.user_id, ev.item_id, ev.ts, snap.before,
                           snap.exclude - {ev.item_id})
+        chosen = [fb for fb in feedback if fb.type in POSITIVE_FEEDBACK or (
+            fb.type == "rate" and fb.rating is not None and fb.rating >= self.s.rating_neutral)]
+        await self._feedback_choices(chosen, by_user)
+        out.counts["feedback_choices"] += len(chosen)
         out.counts["examples"] = len(self.pending)
         return out
 
-    async def _feedback(self, records: Sequence[Record], out: Outputs) -> None:
+    async def _parse_feedback(self, records: Sequence[Record], out: Outputs
+                              ) -> list[FeedbackEvent]:
         events: list[FeedbackEvent] = []
         for rec in records:
             try:
@@ -89,25 +113,25 @@ class Trainer:
             except ContractError:
                 out.counts["feedback_invalid"] += 1  # the workers dead-letter it
         known = await self.catalog.resolve(fb.item_id for fb in events)
-        events = [fb for fb in events if fb.item_id in known]
-        for fb in events:
-            if fb.type in NEGATIVE_FEEDBACK or (fb.type == "rate" and fb.rating is not None
-                                                and fb.rating < self.s.rating_neutral):
-                self._remember_negative(fb.user_id, fb.item_id)
-        chosen = [fb for fb in events if fb.type in POSITIVE_FEEDBACK or (
-            fb.type == "rate" and fb.rating is not None and fb.rating >= self.s.rating_neutral)]
-        if not chosen:
+        return [fb for fb in events if fb.item_id in known]
+
+    async def _feedback_choices(self, chosen: Sequence[FeedbackEvent],
+                                by_user: dict[str, list[Snapshot]]) -> None:
+        """Examples for clicks (likes, purchases, good ratings) on recommended items."""
+        fresh = [fb for fb in chosen if not self._claimed(fb.user_id, fb.item_id, "feedback")]
+        if not fresh:
             return
-        users = await self.store.read_users(list({fb.user_id for fb in chosen}))
-        for fb in chosen:
-            record = users[fb.user_id]
-            if fb.item_id in record.seen:  # its activity came first and made the example
-                continue
-            self._add(fb.user_id, fb.item_id, fb.ts, record.state, record.seen - {fb.item_id})
-            self._clicked.setdefault(fb.user_id, set()).add(fb.item_id)
-            self._clicked.move_to_end(fb.user_id)
-            _trim(self._clicked)
-        out.counts["feedback_choices"] += len(chosen)
+        stored = await self.store.read_users(list({fb.user_id for fb in fresh}))
+        for fb in fresh:
+            earlier = [snap for snap in by_user.get(fb.user_id, ())
+                       if snap.pending.event.ts <= fb.ts]
+            if earlier:  # this batch already moved the user on: as of the feedback's time
+                state, seen = earlier[-1].state, earlier[-1].exclude
+            else:
+                first = by_user.get(fb.user_id)
+                state = first[0].before if first else stored[fb.user_id].state
+                seen = first[0].exclude if first else stored[fb.user_id].seen
+            self._add(fb.user_id, fb.item_id, fb.ts, state, seen - {fb.item_id})
 
     def _add(self, user_id: str, item_id: str, ts: float, state: UserState,
              seen: frozenset[str]) -> None:
@@ -115,28 +139,79 @@ class Trainer:
             interests = np.stack([i.direction() for i in state.interests]).astype(np.float16)
         else:
             interests = np.zeros((0, self.catalog.index.dim), np.float16)
-        negatives = tuple(self._negatives.pop(user_id, ()))
+        waiting = self._negatives.get(user_id, [])
+        negatives = tuple(item for item, at in waiting if at <= ts)
+        if negatives:
+            self._negatives[user_id] = [(item, at) for item, at in waiting if at > ts]
         self.pending.append(Example(ts, user_id, interests,
                                     state.strengths(ts, self.processor.params).astype(np.float32),
-                                    item_id, negatives, seen))
+                                    item_id, negatives, seen, self._snapshot_id))
+        self._since_snapshot += 1
         self.metrics.trainer_examples.inc()
         if self.pending_since is None:
             self.pending_since = time.monotonic()
 
-    def _remember_negative(self, user_id: str, item_id: str) -> None:
+    def _snapshot(self, at: float) -> None:
+        """Keep the prior as of ``at`` unless the last snapshot is recent enough."""
+        if (at - self._snapshot_ts < self._snapshot_every_s
+                and self._since_snapshot < SNAPSHOT_EVERY_EXAMPLES):
+            return
+        ids = tuple(self.catalog.index.ids)
+        last = self._snapshots.get(self._snapshot_id)
+        if last is not None and last[0] == ids:
+            ids = last[0]  # one shared tuple while the catalog does not change
+        self._snapshot_id += 1
+        self._snapshots[self._snapshot_id] = (
+            ids, self.catalog.popularity.prior(ids, at).astype(np.float16))
+        self._snapshot_ts, self._since_snapshot = at, 0
+
+    def _history(self, ids: Sequence[str], examples: Sequence[Example]
+                 ) -> tuple[np.ndarray, dict[int, int]]:
+        """The snapshots these examples use, as rows over ``ids``."""
+        used = sorted({e.snapshot for e in examples if e.snapshot in self._snapshots})
+        history = np.zeros((len(used), len(ids)), np.float16)
+        rows: dict[int, int] = {}
+        aligned: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(snapshot ids) -> mapping
+        lookup = {item_id: n for n, item_id in enumerate(ids)}
+        for n, sid in enumerate(used):
+            snap_ids, prior = self._snapshots[sid]
+            if id(snap_ids) not in aligned:
+                at = np.array([lookup.get(i, -1) for i in snap_ids], dtype=np.int64)
+                aligned[id(snap_ids)] = (at >= 0, at)
+            valid, at = aligned[id(snap_ids)]
+            history[n, at[valid]] = prior[valid]
+            rows[sid] = n
+        return history, rows
+
+    def _forget_snapshots(self) -> None:
+        """Drop snapshots no buffered or pending example uses any more."""
+        oldest = min((e.snapshot for e in [*self.buffer, *self.pending]),
+                     default=self._snapshot_id)
+        for sid in [sid for sid in self._snapshots if sid < min(oldest, self._snapshot_id)]:
+            del self._snapshots[sid]
+
+    def _remember_negative(self, user_id: str, item_id: str, ts: float) -> None:
         found = self._negatives.setdefault(user_id, [])
-        found.append(item_id)
+        found.append((item_id, ts))
         del found[:-MAX_NEGATIVES]
         self._negatives.move_to_end(user_id)
         _trim(self._negatives)
 
-    def _was_clicked(self, user_id: str, item_id: str) -> bool:
-        """A choice already made an example through its click feedback."""
-        clicked = self._clicked.get(user_id)
-        if clicked is None or item_id not in clicked:
-            return False
-        clicked.discard(item_id)
-        return True
+    def _claimed(self, user_id: str, item_id: str, by: str) -> bool:
+        """One example per choice: the first of its activity event and its click feedback
+        (``by``) claims it, the other finds it claimed (and clears the claim). A repeat of
+        the same kind is another choice."""
+        claims = self._claims.setdefault(user_id, {})
+        self._claims.move_to_end(user_id)
+        if claims.get(item_id, by) != by:
+            del claims[item_id]
+            return True
+        claims.pop(item_id, None)
+        claims[item_id] = by
+        if len(claims) > MAX_NEGATIVES:
+            del claims[next(iter(claims))]
+        _trim(self._claims)
+        return False
 
     # --- rounds -----------------------------------------------------------------
     def due(self) -> bool:
@@ -161,7 +236,8 @@ class Trainer:
         cutoff = max(e.ts for e in examples)
         ids = list(self.catalog.index.ids)
         table = ItemTable(ids, self.catalog.index.matrix.copy(),
-                          self.catalog.popularity.prior(ids, cutoff))
+                          self.catalog.popularity.prior(ids, cutoff),
+                          *self._history(ids, [*self.buffer, *examples]))
         version = await self.registry.next_version()
         data = list(self.buffer) + [replace(e, seen=frozenset()) for e in train]
         candidate, fitted = await asyncio.to_thread(fit, self.current, data, table,
@@ -174,6 +250,7 @@ class Trainer:
                   "no held-out examples" if theirs["n"] == 0 else
                   "held-out NDCG@10 worse than the current version's")
         self.buffer.extend(replace(e, seen=frozenset()) for e in examples)
+        self._forget_snapshots()
         announcement = {
             "type": "trained", "version": version, "parent": self.current.version,
             "base_version": candidate.base_version, "created_at": time.time(),

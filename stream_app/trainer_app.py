@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from typing import Any, Sequence
 
 import faust
@@ -22,28 +21,23 @@ from stream_app.config import Settings
 from stream_app.contract import Record, dumps
 from stream_app.encoder import Encoder
 from stream_app.logs import log
-from stream_app.metrics import Metrics
 from stream_app.pipeline import TRANSIENT, Outputs
-from stream_app.runtime import Once
+from stream_app.runtime import ProcessRuntime
 from stream_app.store import Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry
 from stream_app.web import register_metrics
 
 
-class TrainerRuntime:
-    """What the trainer process holds; Redis is connected inside the event loop."""
+class TrainerRuntime(ProcessRuntime):
+    """The trainer process: its Trainer, its lag and its last round."""
+
+    trainer: Trainer
 
     def __init__(self, settings: Settings, encoder: Encoder) -> None:
-        self.settings = settings
-        self.encoder = encoder
-        self.metrics = Metrics()
-        self.counts: Counter = Counter()
-        self.started_at = time.time()
+        super().__init__(settings, encoder)
         self.lag_s = 0.0
         self.last_round: dict[str, Any] | None = None
-        self.trainer: Trainer
-        self.ready = Once(self._start)
 
     async def _start(self) -> None:
         s = self.settings
@@ -125,13 +119,13 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
 
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
-        if not runtime.ready.done():
+        if not runtime.ready_now():
             return web.json({"status": "starting"}, status=503)
         return web.json({"status": "ok", "model_version": runtime.trainer.current.version})
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:
-        if not runtime.ready.done():
+        if not runtime.ready_now():
             return web.json({"status": "starting"}, status=503)
         return web.json(runtime.stats())
 

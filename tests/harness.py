@@ -30,9 +30,16 @@ class Harness:
         self.workers.append(w)
         return w
 
+    def start_trainer(self) -> WorkerProcess:
+        log = open(self.log_dir / "trainer-0.log", "wb")
+        t = WorkerProcess(self.settings.replace(web_port=free_port()), stdout=log,
+                          command="trainer").start()
+        self.workers.append(t)
+        return t
+
     def worker_logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:]
-                         for p in sorted(self.log_dir.glob("worker-*.log")))
+                         for p in sorted(self.log_dir.glob("*.log")))
 
     def stop_all(self) -> None:
         for w in self.workers:

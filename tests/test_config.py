@@ -97,6 +97,11 @@ def test_bool_coercion(raw, expected):
     ("STREAM_APP_TOP_K", "2.5"),
     ("WEB_PORT", "http"),
     ("STREAM_APP_LONG_HALF_LIFE_S", "a week"),
+    ("STREAM_APP_TRAINER_BATCH_SIZE", "0"),
+    ("STREAM_APP_TRAINER_HOLDOUT_FRACTION", "1.0"),
+    ("STREAM_APP_TRAINER_HOLDOUT_FRACTION", "0"),
+    ("STREAM_APP_TRAINER_RESIDUAL_L2", "-1"),
+    ("STREAM_APP_MODEL_POLL_INTERVAL_S", "0"),
 ])
 def test_bad_values_raise_value_error_naming_the_var(var, raw):
     with pytest.raises(ValueError) as info:
@@ -157,3 +162,12 @@ def test_every_field_has_a_doc():
     for f in dataclasses.fields(Settings):
         doc = f.metadata.get("doc")
         assert isinstance(doc, str) and doc.strip(), f.name
+
+
+def test_trainer_settings_reach_the_objective():
+    s = Settings.from_env({"STREAM_APP_TRAINER_EPOCHS": "3", "STREAM_APP_TRAINER_LR": "0.01",
+                           "STREAM_APP_TRAINER_TEMPERATURE": "0.5",
+                           "STREAM_APP_POPULARITY_WEIGHT": "0.25"})
+    p = s.fit_params()
+    assert (p.epochs, p.lr, p.temperature, p.popularity_weight) == (3, 0.01, 0.5, 0.25)
+    assert p.residual_l2 == s.trainer_residual_l2 and p.sampled_negatives == s.trainer_negatives

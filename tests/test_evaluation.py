@@ -10,6 +10,7 @@ import pytest
 from stream_app.config import Settings
 from stream_app.evaluation.datasets import load_movielens
 from stream_app.evaluation.drift import simulate
+from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.offline import evaluate, to_records
 from stream_app.evaluation.protocol import hit_ndcg, judge
 from tests.test_store import FakeEncoder
@@ -113,3 +114,37 @@ def test_a_tiny_evaluation_runs_and_judges_each_variant(redis_url):
     for r in rows:
         assert r["prequential"]["n"] == 50 and r["leave_one_out"]["n"] == 10
         assert r["dead_letters"] == 0 and r["events_per_s"] > 0
+
+
+def test_simulated_feedback_waits_for_both_the_list_and_the_next_choice():
+    e1 = {"event_id": "1", "user_id": "u", "item_id": "a", "ts": 10.0}
+    e2 = {"event_id": "2", "user_id": "u", "item_id": "c", "ts": 20.0}
+    e3 = {"event_id": "3", "user_id": "u", "item_id": "z", "ts": 30.0}
+    sim = FeedbackSimulator()
+    assert sim.on_event(e1) == []  # nothing shown yet
+    assert sim.on_recommendation("1", ["b", "c", "d"]) == []  # the next choice is unknown
+    first = sim.on_event(e2)
+    assert [(f["item_id"], f["type"]) for f in first] == [("b", "skip"), ("c", "click"),
+                                                           ("d", "skip")]
+    assert {f["ts"] for f in first} == {20.0}  # given when the choice was made, not earlier
+    assert sim.on_event(e3) == []  # the list for "2" has not arrived (Kafka can be late)
+    late = sim.on_recommendation("2", ["x", "y"])
+    assert [(f["item_id"], f["type"]) for f in late] == [("x", "skip"), ("y", "skip")]
+    assert {f["recommendation_id"] for f in late} != {f["recommendation_id"] for f in first}
+
+
+@pytest.mark.integration
+def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
+    items = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(30)]
+    events = [{"event_id": f"e{u}-{n}", "user_id": f"u{u}", "type": "rate",
+               "item_id": f"i{(u * 7 + n * 3) % 30}", "rating": 4.0, "ts": 1e9 + 60 * n + u}
+              for n in range(12) for u in range(20)]
+    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft",
+                                      batch_size=16, trainer_batch_size=60)
+    (row,) = asyncio.run(evaluate(s, FakeEncoder(), items, events,
+                                  ["fine-tuned (trainer on, simulated feedback)"],
+                                  progress=False))
+    assert row["prequential"]["n"] == 220
+    training = row["training"]
+    assert training["rounds"] >= 3 and training["promoted"] + training["refused"] == \
+        training["rounds"]

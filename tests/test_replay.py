@@ -53,3 +53,22 @@ def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encod
                 offline[protocol][metric], abs=0.05), (protocol, metric)
     assert through_kafka["latency"]["p50_ms"] > 0
     print("replay", through_kafka, "\neval", offline)
+
+
+def test_replay_with_fine_tuning_feeds_back_and_the_trainer_keeps_up(
+        kafka_bootstrap, redis_url, sample_catalog, tmp_path):
+    events = _ratings(sample_catalog)
+    settings = make_settings(kafka_bootstrap, redis_url, "replay-ft").replace(
+        trainer_batch_size=100, trainer_max_wait_s=2.0)
+    with running(settings, tmp_path) as h:
+        h.start_worker().wait_healthy(180)
+        trainer = h.start_trainer()
+        trainer.wait_healthy(180)
+        result = asyncio.run(replay(settings, sample_catalog, events, rate=100.0,
+                                    progress=False, fine_tune=True, trainer_url=trainer.url))
+    assert result["recommendations"] == len(events) and result["missing"] == 0
+    training = result["training"]
+    assert training["rounds"] >= 1
+    assert training["trainer_lag_s"]["samples"] >= 1
+    assert training["trainer_lag_s"]["p50"] < 30  # consuming as the events come, not after
+    print("fine-tuned replay", result)

@@ -86,15 +86,25 @@ def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
 
 def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     data = load_movielens(args.dataset, args.users)
+    fine_tune = args.fine_tune
     if settings.kafka_bootstrap_servers:
-        result = asyncio.run(replay(settings, data.items, data.events, args.rate))
+        result = asyncio.run(replay(settings, data.items, data.events, args.rate,
+                                    fine_tune=fine_tune, trainer_url=args.trainer_url))
     else:
-        with local_system(settings) as (_, s):
-            result = asyncio.run(replay(s, data.items, data.events, args.rate))
-    rows: Sequence[dict[str, Any]] = [{"variant": "replay (Kafka, default model)", **result}]
+        with local_system(settings, trainer=fine_tune) as (_, s, trainer):
+            result = asyncio.run(replay(s, data.items, data.events, args.rate,
+                                        fine_tune=fine_tune,
+                                        trainer_url=trainer.url if trainer else None))
+    label = "replay (Kafka, fine-tuned)" if fine_tune else "replay (Kafka, default model)"
+    rows: Sequence[dict[str, Any]] = [{"variant": label, **result}]
     table = markdown_table(rows, METRIC_COLUMNS)
     print(table)
     print(f"latency event -> recommendation: {result['latency']}")
-    _write(Path(args.out), f"replay-{data.name}", {"dataset": data.name, **result},
-           f"# replay {data.name}\n\n{table}\n\nlatency: {result['latency']}")
+    extra = ""
+    if fine_tune:
+        extra = f"\n\ntraining: {json.dumps(result['training'])}"
+        print(f"training: {json.dumps(result['training'])}")
+    _write(Path(args.out), f"replay-{data.name}{'-fine-tuned' if fine_tune else ''}",
+           {"dataset": data.name, **result},
+           f"# replay {data.name}\n\n{table}\n\nlatency: {result['latency']}{extra}")
     return 0

@@ -1,7 +1,9 @@
 """Feedback simulated from a rating log: what a user shown a list would have done.
 
 The user's next rating decides: a click on that item when the list held it, a skip
-for every other item shown. Sent at the time of that next rating (no earlier).
+for every other item shown, at the time of that next rating (never earlier). It can
+be given only once both are known: the next rating and the list shown before it,
+whichever arrives first (through Kafka the list may come after the next event).
 """
 
 from __future__ import annotations
@@ -22,19 +24,30 @@ def simulated_feedback(previous: Mapping[str, Any], shown: Sequence[str],
 
 
 class FeedbackSimulator:
-    """Remembers each user's last event so their next one can answer the list it got."""
+    """Pairs each list shown with the user's next event, in whichever order they come."""
 
     def __init__(self) -> None:
-        self.last: dict[str, Mapping[str, Any]] = {}
+        self.last: dict[str, Mapping[str, Any]] = {}  # user -> their latest event
+        self.shown: dict[str, Sequence[str]] = {}  # event id -> list, next event unknown
+        self.waiting: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
 
-    def answer(self, events: Sequence[Mapping[str, Any]],
-               recs: Mapping[str, Sequence[str]]) -> list[dict[str, Any]]:
-        """Feedback for the lists these events answer, in event order."""
-        out: list[dict[str, Any]] = []
-        for event in events:
-            user = str(event["user_id"])
-            previous = self.last.get(user)
-            if previous is not None and previous["event_id"] in recs:
-                out += simulated_feedback(previous, recs[previous["event_id"]], event)
-            self.last[user] = event
-        return out
+    def on_event(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The user's next event is known: feedback on their previous list if it came."""
+        user = str(event["user_id"])
+        previous = self.last.get(user)
+        self.last[user] = event
+        if previous is None:
+            return []
+        shown = self.shown.pop(str(previous["event_id"]), None)
+        if shown is None:
+            self.waiting[str(previous["event_id"])] = (previous, event)
+            return []
+        return simulated_feedback(previous, shown, event)
+
+    def on_recommendation(self, event_id: str, items: Sequence[str]) -> list[dict[str, Any]]:
+        """A list arrived: feedback on it if the user's next event is already known."""
+        pair = self.waiting.pop(event_id, None)
+        if pair is None:
+            self.shown[event_id] = items
+            return []
+        return simulated_feedback(pair[0], items, pair[1])

@@ -104,12 +104,15 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
                 records = to_records(s.topic_activity, chunk, "user_id", s.topic_partitions,
                                      offsets)
                 out = await processor.process_activity(records)
+                answers = [fb for event in chunk for fb in simulator.on_event(event)]
                 for _, rec in out.recommendations:
                     recs[rec["event_id"]] = [i["item_id"] for i in rec["items"]]
+                    answers += simulator.on_recommendation(rec["event_id"],
+                                                           recs[rec["event_id"]])
                 dead += len(out.dead_letters)
                 if trainer is not None:
-                    feedback = to_records(s.topic_feedback, simulator.answer(chunk, recs),
-                                          "user_id", s.topic_partitions, feedback_offsets)
+                    feedback = to_records(s.topic_feedback, answers, "user_id",
+                                          s.topic_partitions, feedback_offsets)
                     await trainer.observe(feedback + records)
                     if trainer.due():
                         rounds.append(await trainer.round())

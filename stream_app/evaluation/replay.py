@@ -3,34 +3,45 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from typing import Any, Sequence
 
 from tqdm import tqdm
 
 from stream_app.config import Settings
+from stream_app.evaluation.feedback import FeedbackSimulator
+from stream_app.evaluation.offline import training_summary
 from stream_app.evaluation.protocol import judge
 from stream_app.kafka_io import Producer, consume, ensure_topics
 from stream_app.loading import load_catalog
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def _percentiles(values: list[float], scale: float = 1000.0, unit: str = "_ms",
+                 points: Sequence[float] = (0.50, 0.95, 0.99)) -> dict[str, float]:
+    """p50/p95/p99 (in ms by default) of seconds."""
     if not values:
         return {}
     ordered = sorted(values)
-
-    def pct(p: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 1)
-    return {"p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99)}
+    return {f"p{round(p * 100)}{unit}":
+            round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * scale, 2)
+            for p in points}
 
 
 async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
-                 rate: float = 0.0, idle_timeout: float = 60.0,
-                 progress: bool = True) -> dict[str, Any]:
+                 rate: float = 0.0, idle_timeout: float = 60.0, progress: bool = True,
+                 fine_tune: bool = False, trainer_url: str | None = None) -> dict[str, Any]:
     """Catalog first (waits until embedded), then every event in order; collects the
-    recommendation each event triggered."""
+    recommendation each event triggered.
+
+    ``fine_tune``: feedback simulated from the log goes to the feedback topic as soon as
+    both the list and the user's next event are known; the trainer's announcements are
+    collected, and its lag sampled from ``trainer_url`` when given.
+    """
     bootstrap = s.kafka_bootstrap_servers
-    await ensure_topics(bootstrap, [s.topic_items, s.topic_activity, s.topic_recommendations],
+    await ensure_topics(bootstrap, [s.topic_items, s.topic_activity, s.topic_recommendations,
+                                    s.topic_feedback, s.topic_model_updates],
                         s.topic_partitions, s.topic_replication)
     embedded = await load_catalog(s, bootstrap, items, progress=progress)
     wanted = {e["event_id"] for e in events}
@@ -38,9 +49,16 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     latency: list[float] = []
     sent: dict[str, float] = {}
     model_versions: set[str] = set()
+    rounds: list[dict[str, Any]] = []
+    lags: list[float] = []
+    simulator = FeedbackSimulator()
     done = asyncio.Event()
 
-    async def collect() -> None:
+    async def give_feedback(producer: Producer, feedback: list[dict[str, Any]]) -> None:
+        for fb in feedback:
+            await producer.send(s.topic_feedback, fb, key=str(fb["user_id"]))
+
+    async def collect(producer: Producer) -> None:
         with tqdm(total=len(wanted), desc="recommendations", unit="event",
                   disable=not progress) as bar:
             async for _, rec in consume(bootstrap, s.topic_recommendations,
@@ -52,26 +70,67 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                 model_versions.add(rec["model_version"])
                 if event_id in sent:
                     latency.append(rec["emitted_at"] - sent[event_id])
+                if fine_tune:
+                    await give_feedback(producer, simulator.on_recommendation(
+                        event_id, recs[event_id]))
                 bar.update(1)
                 if len(recs) == len(wanted):
                     break
         done.set()
 
-    reader = asyncio.create_task(collect())
-    await asyncio.sleep(0.5)  # the reader is positioned before the first event goes out
-    started = time.perf_counter()
+    async def announcements() -> None:
+        async for _, update in consume(bootstrap, s.topic_model_updates, from_beginning=False):
+            if isinstance(update, dict) and update.get("type") == "trained":
+                rounds.append(update)
+
+    async def sample_lag() -> None:
+        while trainer_url:
+            lag = await asyncio.to_thread(_trainer_lag, trainer_url)
+            if lag is not None:
+                lags.append(lag)
+            await asyncio.sleep(1.0)
+
     async with Producer(bootstrap) as producer:
+        side = [asyncio.create_task(announcements()), asyncio.create_task(sample_lag())] \
+            if fine_tune else []
+        reader = asyncio.create_task(collect(producer))
+        await asyncio.sleep(0.5)  # the readers are positioned before the first event goes out
+        started = time.perf_counter()
         for n, event in enumerate(events):
             await producer.send(s.topic_activity, event, key=str(event["user_id"]))
             sent[event["event_id"]] = time.time()
+            if fine_tune:
+                await give_feedback(producer, simulator.on_event(event))
             if rate > 0 and n % 100 == 99:
                 await producer.flush()
                 await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
-    await done.wait()
-    await reader
-    seconds = time.perf_counter() - started
-    return {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
-            "recommendations": len(recs),
-            **judge(events, recs).as_dict(),
-            "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
-            "latency": _percentiles(latency), "model_versions": sorted(model_versions)}
+        await done.wait()
+        await reader
+        seconds = time.perf_counter() - started
+        for task in side:
+            task.cancel()
+    result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
+              "recommendations": len(recs),
+              **judge(events, recs).as_dict(),
+              "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
+              "latency": _percentiles(latency), "model_versions": sorted(model_versions)}
+    if fine_tune:
+        result["training"] = {**(training_summary(rounds) if rounds else {"rounds": 0}),
+                              "trainer_lag_s": _lag_summary(lags)}
+    return result
+
+
+def _trainer_lag(url: str) -> float | None:
+    try:
+        with urllib.request.urlopen(url + "/stats", timeout=2) as resp:
+            return float(json.loads(resp.read())["lag_s"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float]:
+    """How far behind the trainer was (seconds), sampled once a second during the replay."""
+    if not lags:
+        return {}
+    return {**_percentiles(lags, 1.0, "", (0.50, 0.95)), "max": round(max(lags), 2),
+            "samples": len(lags)}

@@ -4,12 +4,13 @@ The transformer itself is never changed, so the text vectors ("base space") are 
 same for every version, and so is every user's interest state (decayed sums of base
 vectors). A version only changes how those are compared:
 
-  query  = normalize(Q @ interest_direction)
+  query  = scale * normalize(Q @ interest_direction)
   item   = normalize(P @ text_vector + residual[item_id])
 
-Q and P are d x d maps (identity at the start) and the residuals are per-item
+Q and P are d x d maps (identity at the start), the residuals are per-item
 corrections learned from feedback (zero at the start, so a new item starts from its
-text). The base version is the identity: no Q, no P, no residuals.
+text), and ``scale`` weighs similarity against the popularity prior the ranking adds.
+The base version is the identity: no Q, no P, no residuals, scale 1.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Adapter:
     item: np.ndarray | None = None  # (d, d)
     residual_ids: tuple[str, ...] = ()
     residual: np.ndarray | None = None  # (len(residual_ids), d)
+    scale: float = 1.0
     _rows: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,14 +66,15 @@ class Adapter:
         """Ranking vectors of interest directions (base space)."""
         if self.is_base or len(directions) == 0:
             return np.asarray(directions, dtype=np.float32)
-        return normalize_rows(np.asarray(directions, dtype=np.float32) @ self.query.T)
+        return self.scale * normalize_rows(np.asarray(directions, dtype=np.float32) @ self.query.T)
 
     def to_bytes(self) -> bytes:
         """One self-describing blob (npz): written in one SET, so a version appears whole."""
         buf = io.BytesIO()
         d = 0 if self.query is None else self.query.shape[0]
         np.savez(buf, meta=np.frombuffer(json.dumps(
-                     {"version": self.version, "base_version": self.base_version}).encode(),
+                     {"version": self.version, "base_version": self.base_version,
+                      "scale": self.scale}).encode(),
                      dtype=np.uint8),
                  query=self.query if self.query is not None else np.zeros((0, 0), np.float32),
                  item=self.item if self.item is not None else np.zeros((0, 0), np.float32),
@@ -90,4 +93,5 @@ class Adapter:
             return cls(version=meta["version"], base_version=meta["base_version"],
                        query=query, item=z["item"].astype(np.float32),
                        residual_ids=tuple(str(i) for i in z["residual_ids"]),
-                       residual=z["residual"].astype(np.float32))
+                       residual=z["residual"].astype(np.float32),
+                       scale=float(meta.get("scale", 1.0)))

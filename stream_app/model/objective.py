@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Sequence
 
@@ -23,6 +23,9 @@ import numpy as np
 from stream_app.evaluation.protocol import hit_ndcg
 from stream_app.model.adapter import Adapter
 from stream_app.model.ranking import rank_interests
+
+
+MAX_HARD = 20  # the most recent skips and dislikes of an example that are trained on
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Example:
     positive: str
     negatives: tuple[str, ...] = ()  # skipped or disliked: hard negatives
     seen: frozenset[str] = frozenset()  # excluded when scoring, as serving excludes them
+    snapshot: int = -1  # the popularity prior as it was then (ItemTable.history); -1: none
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class FitParams:
     batch_size: int = 256
     lr: float = 1e-3  # of the two d x d maps
     residual_lr: float = 1e-2  # of the per-item residuals
-    residual_l2: float = 1e-4
+    residual_l2: float = 1e-4  # pulls the residuals of the items a step touches to zero
     map_l2: float = 1e-3  # pulls the maps back to the identity
     temperature: float = 0.05
     sampled_negatives: int = 256
@@ -52,11 +56,23 @@ class FitParams:
 
 @dataclass
 class ItemTable:
-    """The catalog as a round sees it: text vectors and the prior at the round's cutoff."""
+    """The catalog as a round sees it: text vectors, the prior at the round's cutoff, and
+    the prior as it was at earlier moments (an example is trained and judged with the
+    prior its own time had, as a worker ranked it then, not with later popularity)."""
 
     ids: Sequence[str]
     text: np.ndarray  # (N, d) text vectors
-    prior: np.ndarray  # (N,) log(1 + decayed popularity)
+    prior: np.ndarray  # (N,) log(1 + decayed popularity) at the cutoff
+    history: np.ndarray | None = None  # (S, N) the prior at S earlier moments
+    history_rows: dict[int, int] = field(default_factory=dict)  # snapshot id -> row
+
+    def priors(self, examples: Sequence[Example]) -> np.ndarray:
+        """(len(examples), N): each example's prior."""
+        rows = [self.history_rows.get(e.snapshot, -1) for e in examples]
+        out = np.empty((len(examples), len(self.ids)), np.float32)
+        for n, row in enumerate(rows):
+            out[n] = self.history[row] if row >= 0 else self.prior
+        return out
 
     @cached_property
     def lookup(self) -> dict[str, int]:
@@ -96,10 +112,10 @@ def fit(adapter: Adapter, examples: Sequence[Example], table: ItemTable, params:
             if row is not None:
                 residual.weight[n] = torch.from_numpy(adapter.residual[row])
     text = torch.from_numpy(np.asarray(table.text, np.float32))
-    prior = torch.from_numpy(np.asarray(table.prior, np.float32)) * params.popularity_weight
     sampling = table.sampling()
     log_q = torch.from_numpy(np.log(sampling * len(sampling)).astype(np.float32))
-    dense_opt = torch.optim.Adam([query, item], lr=params.lr)
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(adapter.scale), dtype=torch.float32))
+    dense_opt = torch.optim.Adam([query, item, log_scale], lr=params.lr)
     sparse_opt = torch.optim.SparseAdam(list(residual.parameters()), lr=params.residual_lr)
     ident = torch.eye(d)
 
@@ -111,10 +127,11 @@ def fit(adapter: Adapter, examples: Sequence[Example], table: ItemTable, params:
         order = rng.permutation(len(usable))
         for start in range(0, len(order), params.batch_size):
             batch = [usable[i] for i in order[start:start + params.batch_size]]
-            loss = _batch_loss(batch, item_vecs, query, prior, log_q, sampling, rng, params,
-                               table)
+            loss, rows = _batch_loss(batch, item_vecs, query, log_scale, log_q, sampling, rng,
+                                     params, table)
             loss = (loss + params.map_l2 * (((query - ident) ** 2).sum()
-                                            + ((item - ident) ** 2).sum()))
+                                            + ((item - ident) ** 2).sum())
+                    + params.residual_l2 * (residual(rows) ** 2).sum(dim=1).mean())
             dense_opt.zero_grad()
             sparse_opt.zero_grad()
             loss.backward()
@@ -127,14 +144,14 @@ def fit(adapter: Adapter, examples: Sequence[Example], table: ItemTable, params:
     trained = Adapter(version=version, base_version=adapter.base_version,
                       query=query.detach().numpy().copy(), item=item.detach().numpy().copy(),
                       residual_ids=tuple(table.ids[n] for n in keep),
-                      residual=weights[keep].copy())
+                      residual=weights[keep].copy(), scale=float(log_scale.detach().exp()))
     tail = losses[-max(1, len(losses) // 4):] if losses else [math.nan]
     return trained, {"examples": len(usable), "steps": steps,
                      "loss": round(float(np.mean(tail)), 4),
                      "seconds": round(time.perf_counter() - started, 2)}
 
 
-def _batch_loss(batch, item_vecs, query, prior, log_q, sampling, rng, params: FitParams,
+def _batch_loss(batch, item_vecs, query, log_scale, log_q, sampling, rng, params: FitParams,
                 table: ItemTable):
     import torch
 
@@ -147,39 +164,48 @@ def _batch_loss(batch, item_vecs, query, prior, log_q, sampling, rng, params: Fi
         dirs[n, :len(e.interests)] = e.interests
         mask[n, :len(e.interests)] = True
     pos = torch.tensor([r for _, r in batch])
-    q = torch.nn.functional.normalize(torch.from_numpy(dirs) @ query.T, dim=-1)  # (b, m, d)
-    pos_vecs = item_vecs(pos)  # (b, d)
-    with torch.no_grad():
-        fit_k = torch.einsum("bmd,bd->bm", q, pos_vecs).masked_fill(
-            ~torch.from_numpy(mask), -math.inf).argmax(dim=1)
-    q = q[torch.arange(b), fit_k]  # (b, d): the interest that explains the choice
     sampled = torch.from_numpy(rng.choice(len(sampling), params.sampled_negatives, p=sampling))
+    hard = [[r for r in table.rows(list(e.negatives[-MAX_HARD:])) if r >= 0 and r != pr]
+            for e, pr in batch]
+    width = max((len(h) for h in hard), default=0)
+    hard_rows = torch.tensor([h + [pr] * (width - len(h)) for h, (_, pr) in zip(hard, batch)],
+                             dtype=torch.long).reshape(b, width)
+    # every item this batch touches, mapped once (the costly part of a step)
+    rows, where = torch.unique(torch.cat([pos, sampled, hard_rows.flatten()]),
+                               return_inverse=True)
+    vecs = item_vecs(rows)
+    pos_at, cand_at = where[:b], where[:b + len(sampled)]
+    q = torch.nn.functional.normalize(torch.from_numpy(dirs) @ query.T, dim=-1)  # (b, m, d)
+    with torch.no_grad():
+        fit_k = torch.einsum("bmd,bd->bm", q, vecs[pos_at]).masked_fill(
+            ~torch.from_numpy(mask), -math.inf).argmax(dim=1)
+    q = q[torch.arange(b), fit_k] * log_scale.exp()  # (b, d): the interest that explains it
     cands = torch.cat([pos, sampled])
-    logits = (q @ item_vecs(cands).T + prior[cands] - params.temperature * log_q[cands])
+    prior = torch.from_numpy(table.priors([e for e, _ in batch])) * params.popularity_weight
+    logits = (q @ vecs[cand_at].T + prior[:, cands] - params.temperature * log_q[cands])
     same = cands[None, :] == pos[:, None]
     same[torch.arange(b), torch.arange(b)] = False  # the positive's own column stays
     logits = logits.masked_fill(same, -math.inf)
-    hard = [[r for r in table.rows(list(e.negatives)) if r >= 0 and r != pr] for e, pr in batch]
-    width = max((len(h) for h in hard), default=0)
     if width:
-        rows = torch.tensor([h + [0] * (width - len(h)) for h in hard])
         valid = torch.tensor([[True] * len(h) + [False] * (width - len(h)) for h in hard])
-        hard_logits = torch.einsum("bd,bhd->bh", q, item_vecs(rows)) + prior[rows]
+        hard_vecs = vecs[where[b + len(sampled):]].reshape(b, width, -1)
+        hard_logits = (torch.einsum("bd,bhd->bh", q, hard_vecs)
+                       + torch.gather(prior, 1, hard_rows))
         logits = torch.cat([logits, hard_logits.masked_fill(~valid, -math.inf)], dim=1)
-    return torch.nn.functional.cross_entropy(logits / params.temperature, torch.arange(b))
+    return torch.nn.functional.cross_entropy(logits / params.temperature, torch.arange(b)), rows
 
 
 def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
           popularity_weight: float, k: int = 10) -> dict[str, float]:
     """HR@k and NDCG@k of ``adapter`` on ``examples``, ranked exactly as a worker ranks."""
     vectors = adapter.item_vectors(table.ids, table.text)
-    prior_scores = popularity_weight * np.asarray(table.prior, np.float32)
     lookup = table.lookup
     hits = ndcg = 0.0
     n = 0
     for e in examples:
         if e.positive not in lookup:
             continue
+        prior_scores = popularity_weight * table.priors([e])[0]
         if len(e.interests):
             sims = adapter.queries(np.asarray(e.interests, np.float32)) @ vectors.T
         else:
