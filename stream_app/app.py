@@ -111,7 +111,8 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     def topic(name: str) -> faust.TopicT:
         return raw_topic(app, s, name)
 
-    items, activity, feedback = topic(s.topic_items), topic(s.topic_activity), topic(s.topic_feedback)
+    items, activity = topic(s.topic_items), topic(s.topic_activity)
+    feedback = topic(s.topic_feedback)
     recommendations, dead_letters = topic(s.topic_recommendations), topic(s.topic_dead_letters)
 
     async def emit(out: Outputs) -> None:

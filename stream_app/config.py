@@ -116,6 +116,8 @@ class Settings:
     trainer_residual_l2: float = _setting(
         0.1, "L2 pull of the per-item residuals towards zero (the item's text alone).")
     trainer_temperature: float = _setting(0.2, "Softmax temperature of the objective.")
+    trainer_skip_weight: float = _setting(
+        0.2, "How much a skip or dislike counts as a negative of the next choice (0-1].")
     trainer_negatives: int = _setting(
         256, "Popularity-sampled negatives per training step (besides in-batch and skips).")
     model_poll_interval_s: float = _setting(
@@ -149,7 +151,7 @@ class Settings:
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
-                    "trainer_residual_lr", "trainer_temperature", "trainer_negatives",
+                    "trainer_residual_lr", "trainer_temperature", "trainer_negatives", "trainer_skip_weight",
                     "model_poll_interval_s", "model_keep_versions")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -158,6 +160,8 @@ class Settings:
                      "trainer_buffer_size", "trainer_residual_l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
+        if self.trainer_skip_weight > 1:
+            raise ValueError(f"{env_name(_field('trainer_skip_weight'))} must be in (0, 1]")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
 
@@ -177,6 +181,7 @@ class Settings:
                          residual_lr=self.trainer_residual_lr,
                          residual_l2=self.trainer_residual_l2,
                          temperature=self.trainer_temperature,
+                         skip_weight=self.trainer_skip_weight,
                          sampled_negatives=self.trainer_negatives,
                          popularity_weight=self.popularity_weight)
 

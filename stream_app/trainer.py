@@ -26,7 +26,7 @@ from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
 from stream_app.model.interest import UserState
 from stream_app.model.objective import Example, ItemTable, fit, score
-from stream_app.model.rounds import RoundPolicy, split_holdout
+from stream_app.model.rounds import RoundPolicy, promotion, split_holdout
 from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
 from stream_app.versions import Registry
@@ -245,10 +245,9 @@ class Trainer:
         w = self.s.popularity_weight
         theirs = await asyncio.to_thread(score, candidate, held, table, w)
         ours = await asyncio.to_thread(score, self.current, held, table, w)
-        promoted = theirs["n"] > 0 and theirs["ndcg@10"] >= ours["ndcg@10"]
-        reason = ("held-out NDCG@10 not worse than the current version's" if promoted else
-                  "no held-out examples" if theirs["n"] == 0 else
-                  "held-out NDCG@10 worse than the current version's")
+        text_only = await asyncio.to_thread(score, Adapter.base(self.registry.base_version),
+                                            held, table, w)
+        promoted, reason = promotion(theirs, ours, text_only)
         self.buffer.extend(replace(e, seen=frozenset()) for e in examples)
         self._forget_snapshots()
         announcement = {
@@ -257,8 +256,9 @@ class Trainer:
             "promoted": promoted, "reason": reason,
             "window": {"from_ts": min(e.ts for e in examples), "to_ts": cutoff,
                        "heldout_from_ts": held[0].ts if held else None},
-            "examples": {"train": len(train), "heldout": len(held), "replayed": len(data) - len(train)},
-            "training": fitted, "heldout": {"candidate": theirs, "current": ours},
+            "examples": {"train": len(train), "heldout": len(held),
+                         "replayed": len(data) - len(train)},
+            "training": fitted, "heldout": {"candidate": theirs, "current": ours, "base": text_only},
         }
         await self.registry.save(candidate, announcement)
         if promoted:

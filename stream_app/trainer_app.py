@@ -113,6 +113,15 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
         if announcement is not None:
             await updates.send(key=announcement["version"].encode(), value=dumps(announcement))
 
+    @app.timer(s.catalog_sync_interval_s)
+    async def sync_catalog() -> None:
+        """New and deleted items reach the trainer's table as they reach the workers'."""
+        await runtime.ready()
+        try:
+            await runtime.trainer.catalog.sync()
+        except TRANSIENT as exc:
+            log("catalog_sync_failed", error=repr(exc))
+
     @app.task
     async def declare_outputs() -> None:
         await updates.maybe_declare()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_app.model.adapter import Adapter, normalize_rows
-from stream_app.model.rounds import RoundPolicy, split_holdout
+from stream_app.model.rounds import RoundPolicy, promotion, split_holdout
 
 
 def _adapter(d: int = 4) -> Adapter:
@@ -63,3 +63,17 @@ def test_held_out_window_is_the_newest_and_training_never_sees_the_future():
     assert split_holdout([1.0], 0.2, lambda t: t) == ([1.0], [])
     train, held = split_holdout([1.0, 2.0], 0.01, lambda t: t)
     assert train == [1.0] and held == [2.0]  # at least one of each when there are two
+
+
+def test_promotion_needs_a_candidate_not_worse_than_current_nor_the_encoder():
+    def held(ndcg: float, n: int = 100) -> dict:
+        return {"ndcg@10": ndcg, "n": n}
+
+    assert promotion(held(0.05), held(0.04), held(0.03))[0] is True
+    assert promotion(held(0.04), held(0.04), held(0.04))[0] is True  # a tie goes forward
+    assert promotion(held(0.03), held(0.04), held(0.02)) == (
+        False, "held-out NDCG@10 worse than the current version's")
+    assert promotion(held(0.05), held(0.04), held(0.06)) == (
+        False, "held-out NDCG@10 worse than the plain encoder's")
+    assert promotion(held(0.0, n=0), held(0.0, n=0), held(0.0, n=0)) == (
+        False, "no held-out examples")

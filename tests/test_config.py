@@ -101,6 +101,8 @@ def test_bool_coercion(raw, expected):
     ("STREAM_APP_TRAINER_HOLDOUT_FRACTION", "1.0"),
     ("STREAM_APP_TRAINER_HOLDOUT_FRACTION", "0"),
     ("STREAM_APP_TRAINER_RESIDUAL_L2", "-1"),
+    ("STREAM_APP_TRAINER_SKIP_WEIGHT", "1.5"),
+    ("STREAM_APP_TRAINER_SKIP_WEIGHT", "0"),
     ("STREAM_APP_MODEL_POLL_INTERVAL_S", "0"),
 ])
 def test_bad_values_raise_value_error_naming_the_var(var, raw):

@@ -142,7 +142,7 @@ def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft",
                                       batch_size=16, trainer_batch_size=60)
     (row,) = asyncio.run(evaluate(s, FakeEncoder(), items, events,
-                                  ["fine-tuned (trainer on, simulated feedback)"],
+                                  ["fine-tuned (trainer + simulated feedback)"],
                                   progress=False))
     assert row["prequential"]["n"] == 220
     training = row["training"]

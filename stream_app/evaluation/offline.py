@@ -41,9 +41,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ablation: no decay": {"long_half_life_s": INF, "short_term_weight": 0.0},
     "ablation: single interest": {"max_interests": 1, "open_threshold": -1.0},
     "ablation: no popularity prior": {"popularity_weight": 0.0},
-    "fine-tuned (trainer on, simulated feedback)": {},
+    "fine-tuned (trainer + simulated feedback)": {},
 }
-FINE_TUNED = frozenset({"fine-tuned (trainer on, simulated feedback)"})
+FINE_TUNED = frozenset({"fine-tuned (trainer + simulated feedback)"})
 
 
 @dataclass

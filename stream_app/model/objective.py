@@ -50,6 +50,7 @@ class FitParams:
     map_l2: float = 1e-3  # pulls the maps back to the identity
     temperature: float = 0.05
     sampled_negatives: int = 256
+    skip_weight: float = 1.0  # how much one skip counts against the choice (1: a full negative)
     popularity_weight: float = 0.5  # the serving prior weight: trained as served
     seed: int = 0
 
@@ -189,8 +190,10 @@ def _batch_loss(batch, item_vecs, query, log_scale, log_q, sampling, rng, params
     if width:
         valid = torch.tensor([[True] * len(h) + [False] * (width - len(h)) for h in hard])
         hard_vecs = vecs[where[b + len(sampled):]].reshape(b, width, -1)
+        # weight w in the softmax's denominator: w * exp(logit / T)
         hard_logits = (torch.einsum("bd,bhd->bh", q, hard_vecs)
-                       + torch.gather(prior, 1, hard_rows))
+                       + torch.gather(prior, 1, hard_rows)
+                       + params.temperature * math.log(params.skip_weight))
         logits = torch.cat([logits, hard_logits.masked_fill(~valid, -math.inf)], dim=1)
     return torch.nn.functional.cross_entropy(logits / params.temperature, torch.arange(b)), rows
 

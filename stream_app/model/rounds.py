@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -19,7 +19,8 @@ class RoundPolicy:
         return pending >= self.batch_size or (pending > 0 and oldest_waited_s >= self.max_wait_s)
 
 
-def split_holdout(examples: Sequence[T], fraction: float, ts: Callable[[T], float]) -> tuple[list[T], list[T]]:
+def split_holdout(examples: Sequence[T], fraction: float,
+                  ts: Callable[[T], float]) -> tuple[list[T], list[T]]:
     """(train, held out): the newest ``fraction`` by event time is held out, so a candidate
     is judged on choices made after everything it learned from."""
     ordered = sorted(examples, key=ts)
@@ -27,3 +28,17 @@ def split_holdout(examples: Sequence[T], fraction: float, ts: Callable[[T], floa
         return ordered, []
     cut = min(len(ordered) - 1, max(1, round(len(ordered) * (1.0 - fraction))))
     return ordered[:cut], ordered[cut:]
+
+
+def promotion(candidate: Mapping[str, float], current: Mapping[str, float],
+              base: Mapping[str, float]) -> tuple[bool, str]:
+    """(promote?, why) from held-out scores: a candidate is promoted when its NDCG@10 is
+    not below the current version's nor the plain encoder's, so a chain of small steps
+    cannot drift below where it began."""
+    if candidate["n"] == 0:
+        return False, "no held-out examples"
+    if candidate["ndcg@10"] < current["ndcg@10"]:
+        return False, "held-out NDCG@10 worse than the current version's"
+    if candidate["ndcg@10"] < base["ndcg@10"]:
+        return False, "held-out NDCG@10 worse than the plain encoder's"
+    return True, "held-out NDCG@10 not worse than the current version's nor the encoder's"
