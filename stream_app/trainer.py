@@ -26,7 +26,7 @@ from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
 from stream_app.model.interest import UserState
 from stream_app.model.objective import Example, ItemTable, fit, score
-from stream_app.model.rounds import RoundPolicy, promotion, split_holdout
+from stream_app.model.rounds import RoundPolicy, promotion, should_revert, split_holdout
 from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
 from stream_app.versions import Registry
@@ -258,15 +258,23 @@ class Trainer:
                        "heldout_from_ts": held[0].ts if held else None},
             "examples": {"train": len(train), "heldout": len(held),
                          "replayed": len(data) - len(train)},
-            "training": fitted, "heldout": {"candidate": theirs, "current": ours, "base": text_only},
+            "training": fitted,
+            "heldout": {"candidate": theirs, "current": ours, "base": text_only},
+            "reverted_to": None,
         }
         await self.registry.save(candidate, announcement)
         if promoted:
             await self.registry.promote(version, reason="trainer: " + reason)
             self.current = candidate
+        elif not self.current.is_base and should_revert(ours, text_only):
+            base = Adapter.base(self.registry.base_version)
+            await self.registry.promote(base.version, reason="trainer: the current version "
+                                        "scored below the plain encoder on held-out")
+            announcement["reverted_to"], self.current = base.version, base
         await self.registry.prune(self.s.model_keep_versions)
         announcement["round_seconds"] = round(time.perf_counter() - started, 2)
-        log("model_trained", version=version, promoted=promoted, examples=len(examples),
+        log("model_trained", version=version, promoted=promoted,
+            reverted_to=announcement["reverted_to"], examples=len(examples),
             candidate_ndcg=theirs["ndcg@10"], current_ndcg=ours["ndcg@10"],
             loss=fitted["loss"], seconds=announcement["round_seconds"])
         return announcement

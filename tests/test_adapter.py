@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_app.model.adapter import Adapter, normalize_rows
-from stream_app.model.rounds import RoundPolicy, promotion, split_holdout
+from stream_app.model.rounds import RoundPolicy, promotion, should_revert, split_holdout
 
 
 def _adapter(d: int = 4) -> Adapter:
@@ -77,3 +77,6 @@ def test_promotion_needs_a_candidate_not_worse_than_current_nor_the_encoder():
         False, "held-out NDCG@10 worse than the plain encoder's")
     assert promotion(held(0.0, n=0), held(0.0, n=0), held(0.0, n=0)) == (
         False, "no held-out examples")
+    assert should_revert(held(0.02), held(0.03)) is True  # the encoder alone does better
+    assert should_revert(held(0.03), held(0.03)) is False
+    assert should_revert(held(0.0, n=0), held(0.0, n=0)) is False

@@ -292,3 +292,40 @@ def test_catalog_changes_during_a_swap_land_in_the_new_vectors_too(redis_url):
                                        adapter.item_vectors(["later"], fresh[:1])[0], atol=1e-6)
 
     run(go())
+
+
+def test_a_current_version_below_the_plain_encoder_is_reverted(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            base = w.encoder.version
+            rng = np.random.default_rng(11)
+            bad = Adapter(f"{base}+ft00099", base, query=rng.normal(size=(8, 8)).astype(
+                np.float32), item=rng.normal(size=(8, 8)).astype(np.float32), scale=5.0)
+            await w.registry.save(bad, {"created_at": 0})
+            await w.registry.promote(bad.version, reason="test: a bad version")
+            # a trainer whose own candidates are wrecked too: nothing beats the encoder
+            trainer = await w.trainer(s.replace(trainer_batch_size=400, trainer_lr=50.0,
+                                                trainer_residual_lr=50.0, trainer_epochs=1))
+            # users who click the nearest item by text: the plain encoder ranks it well
+            events = []
+            for u in range(200):
+                i = u % N_ITEMS
+                sims = w.catalog.index.matrix @ w.vector(f"i{i}")
+                sims[i] = -np.inf
+                events += [{"event_id": f"{u}-a", "user_id": f"r{u}", "type": "click",
+                            "item_id": f"i{i}", "ts": T0 + 10.0 * u},
+                           {"event_id": f"{u}-b", "user_id": f"r{u}", "type": "click",
+                            "item_id": w.catalog.index.ids[int(np.argmax(sims))],
+                            "ts": T0 + 10.0 * u + 1}]
+            await trainer.observe(w.records(s.topic_activity, events))
+            announcement = await trainer.round()
+            held = announcement["heldout"]
+            assert announcement["promoted"] is False
+            assert held["current"]["ndcg@10"] < held["base"]["ndcg@10"]
+            assert announcement["reverted_to"] == base
+            assert await w.registry.current() == base and trainer.current.is_base
+            assert (await w.registry.history())[-1] == base
+
+    run(go())

@@ -42,3 +42,9 @@ def promotion(candidate: Mapping[str, float], current: Mapping[str, float],
     if candidate["ndcg@10"] < base["ndcg@10"]:
         return False, "held-out NDCG@10 worse than the plain encoder's"
     return True, "held-out NDCG@10 not worse than the current version's nor the encoder's"
+
+
+def should_revert(current: Mapping[str, float], base: Mapping[str, float]) -> bool:
+    """A fine-tuned version that now ranks the newest window worse than the plain encoder
+    is replaced by the encoder (until a candidate beats both again)."""
+    return current["n"] > 0 and current["ndcg@10"] < base["ndcg@10"]
