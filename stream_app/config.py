@@ -151,7 +151,8 @@ class Settings:
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
-                    "trainer_residual_lr", "trainer_temperature", "trainer_negatives", "trainer_skip_weight",
+                    "trainer_residual_lr", "trainer_temperature", "trainer_negatives",
+                    "trainer_skip_weight",
                     "model_poll_interval_s", "model_keep_versions")
         for name in positive:
             if not getattr(self, name) > 0:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any, Sequence
@@ -25,7 +27,7 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
 from stream_app.model.interest import UserState
-from stream_app.model.objective import Example, ItemTable, fit, score
+from stream_app.model.objective import Example, ItemTable, train_and_judge, warm_up
 from stream_app.model.rounds import RoundPolicy, promotion, should_revert, split_holdout
 from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
@@ -58,6 +60,7 @@ class Trainer:
         self._negatives: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
         self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._executor: ProcessPoolExecutor | None = None
         # the popularity prior at past moments: examples are trained with their own time's
         self._snapshots: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
         self._snapshot_id = -1
@@ -65,7 +68,20 @@ class Trainer:
         self._since_snapshot = 0
         self._snapshot_every_s = min(SNAPSHOT_EVERY_S, settings.popularity_half_life_s / 50)
 
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:  # spawned: never fork a process that runs threads
+            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(
+                "spawn"))
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the training process (a round in flight is abandoned)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
     async def start(self) -> None:
+        self._pool().submit(warm_up)
         await self.catalog.load()
         self.current = await self.registry.load(await self.registry.current())
 
@@ -240,13 +256,11 @@ class Trainer:
                           *self._history(ids, [*self.buffer, *examples]))
         version = await self.registry.next_version()
         data = list(self.buffer) + [replace(e, seen=frozenset()) for e in train]
-        candidate, fitted = await asyncio.to_thread(fit, self.current, data, table,
-                                                    self.s.fit_params(), version)
-        w = self.s.popularity_weight
-        theirs = await asyncio.to_thread(score, candidate, held, table, w)
-        ours = await asyncio.to_thread(score, self.current, held, table, w)
-        text_only = await asyncio.to_thread(score, Adapter.base(self.registry.base_version),
-                                            held, table, w)
+        # in a process of its own: a round holds no GIL the consuming event loop needs
+        candidate, fitted, held_out = await asyncio.get_running_loop().run_in_executor(
+            self._pool(), train_and_judge, self.current, data, held, table,
+            self.s.fit_params(), version)
+        theirs, ours, text_only = held_out["candidate"], held_out["current"], held_out["base"]
         promoted, reason = promotion(theirs, ours, text_only)
         self.buffer.extend(replace(e, seen=frozenset()) for e in examples)
         self._forget_snapshots()

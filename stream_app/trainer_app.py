@@ -122,6 +122,11 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
         except TRANSIENT as exc:
             log("catalog_sync_failed", error=repr(exc))
 
+    @app.on_before_shutdown.connect
+    async def stop_training(app: faust.App, **kwargs: Any) -> None:
+        if runtime.ready_now():
+            runtime.trainer.close()
+
     @app.task
     async def declare_outputs() -> None:
         await updates.maybe_declare()

@@ -100,12 +100,18 @@ def test_drift_simulation_shape(sample_catalog):
         assert by_id[u["b"][0]]["ts"] - by_id[u["a"][-1]]["ts"] >= 3 * 86400
 
 
-@pytest.mark.integration
-def test_a_tiny_evaluation_runs_and_judges_each_variant(redis_url):
+def _tiny(users: int, per_user: int) -> tuple[list[dict], list[dict]]:
+    """30 items; each user rates ``per_user`` of them a minute apart."""
     items = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(30)]
     events = [{"event_id": f"e{u}-{n}", "user_id": f"u{u}", "type": "rate",
                "item_id": f"i{(u * 7 + n * 3) % 30}", "rating": 4.0, "ts": 1e9 + 60 * n + u}
-              for n in range(6) for u in range(10)]
+              for n in range(per_user) for u in range(users)]
+    return items, events
+
+
+@pytest.mark.integration
+def test_a_tiny_evaluation_runs_and_judges_each_variant(redis_url):
+    items, events = _tiny(10, 6)
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval",
                                       batch_size=16)
     rows = asyncio.run(evaluate(s, FakeEncoder(), items, events,
@@ -135,10 +141,7 @@ def test_simulated_feedback_waits_for_both_the_list_and_the_next_choice():
 
 @pytest.mark.integration
 def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
-    items = [{"item_id": f"i{n}", "title": f"item {n}"} for n in range(30)]
-    events = [{"event_id": f"e{u}-{n}", "user_id": f"u{u}", "type": "rate",
-               "item_id": f"i{(u * 7 + n * 3) % 30}", "rating": 4.0, "ts": 1e9 + 60 * n + u}
-              for n in range(12) for u in range(20)]
+    items, events = _tiny(20, 12)
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft",
                                       batch_size=16, trainer_batch_size=60)
     (row,) = asyncio.run(evaluate(s, FakeEncoder(), items, events,

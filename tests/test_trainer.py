@@ -48,6 +48,7 @@ class World:
         self.processor = Processor(s, self.store, self.encoder, self.catalog, Metrics())
         self.registry = Registry(self.client, s.key_prefix, self.encoder.version)
         self.offsets: dict[str, dict[int, int]] = {}
+        self.trainers: list[Trainer] = []
 
     async def __aenter__(self) -> "World":
         items = [{"item_id": f"i{n}", "title": f"item {n}", "ts": T0} for n in range(N_ITEMS)]
@@ -55,6 +56,8 @@ class World:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for trainer in self.trainers:
+            trainer.close()
         await self.store.delete_prefix()
         await self.client.aclose()
 
@@ -69,6 +72,7 @@ class World:
                           Catalog(store, self.encoder.version, self.encoder.dim, math.inf),
                           self.registry, Metrics())
         await trainer.start()
+        self.trainers.append(trainer)
         return trainer
 
     def vector(self, item_id: str) -> np.ndarray:

@@ -118,6 +118,8 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
                         rounds.append(await trainer.round())
                         await follow(catalog, registry)
                 bar.update(len(chunk))
+        if trainer is not None:
+            trainer.close()
         return Replayed(recs, time.perf_counter() - started, dead, rounds)
     finally:
         await store.delete_prefix()
@@ -155,6 +157,7 @@ def training_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     promoted = [r for r in rounds if r["promoted"]]
     return {"rounds": len(rounds), "promoted": len(promoted),
             "refused": len(rounds) - len(promoted),
+            "reverted_to_encoder": sum(1 for r in rounds if r.get("reverted_to")),
             "round_seconds_mean": round(sum(r["round_seconds"] for r in rounds) / len(rounds), 2),
             "last_version": promoted[-1]["version"] if promoted else None,
             "last_heldout": rounds[-1]["heldout"]}

@@ -222,3 +222,21 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
         n += 1
     return {"hr@10": round(hits / n, 4) if n else 0.0,
             "ndcg@10": round(ndcg / n, 4) if n else 0.0, "n": n}
+
+
+def train_and_judge(current: Adapter, data: Sequence[Example], held: Sequence[Example],
+                    table: ItemTable, params: FitParams, version: str
+                    ) -> tuple[Adapter, dict[str, float], dict[str, dict[str, float]]]:
+    """A round's work in one call (so it can run in another process): the candidate,
+    its training metrics, and candidate, current and plain encoder scored on ``held``."""
+    candidate, fitted = fit(current, data, table, params, version)
+    w = params.popularity_weight
+    scores = {"candidate": score(candidate, held, table, w),
+              "current": score(current, held, table, w),
+              "base": score(Adapter.base(current.base_version), held, table, w)}
+    return candidate, fitted, scores
+
+
+def warm_up() -> None:
+    """Import torch ahead of the first round (seconds a round need not wait)."""
+    import torch  # noqa: F401
