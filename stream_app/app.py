@@ -13,10 +13,12 @@ import faust
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.types import EventT
 
+from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
 from stream_app.kafka_transport import App
 from stream_app.logs import log
+from stream_app.metrics import Metrics
 from stream_app.pipeline import TRANSIENT, Outputs, isolate
 from stream_app.runtime import Runtime
 from stream_app.web import register_views
@@ -104,6 +106,17 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
         await runtime.publish(name, out, len(records), time.perf_counter() - started)
 
 
+async def sync_catalog_changes(catalog: Catalog, metrics: Metrics) -> None:
+    """One step of tailing the catalog change log; Redis down only skips this step."""
+    try:
+        changed = await catalog.sync()
+    except TRANSIENT as exc:
+        log("catalog_sync_failed", error=repr(exc))
+        return
+    if changed:
+        metrics.catalog_items.set(len(catalog.index))
+
+
 def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     s = settings
     app = new_app(s, s.app_id)
@@ -139,13 +152,7 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     @app.timer(s.catalog_sync_interval_s)
     async def sync_catalog() -> None:
         await runtime.ready()
-        try:
-            changed = await runtime.catalog.sync()
-        except TRANSIENT as exc:
-            log("catalog_sync_failed", error=repr(exc))
-            return
-        if changed:
-            runtime.metrics.catalog_items.set(len(runtime.catalog.index))
+        await sync_catalog_changes(runtime.catalog, runtime.metrics)
 
     @app.timer(s.popularity_refresh_s)
     async def refresh_popularity() -> None:

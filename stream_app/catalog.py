@@ -49,11 +49,11 @@ class Catalog:
     def upsert(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Text vectors in, the model version's vectors kept in step."""
         pairs = list(items)
+        ids = [i for i, _ in pairs]
         self.index.upsert(pairs)
         if self._changes is not None:
-            self._changes.append(("upsert", [i for i, _ in pairs]))
+            self._changes.append(("upsert", ids))
         if self.ranking is not self.index and pairs:
-            ids = [i for i, _ in pairs]
             self.ranking.upsert(zip(ids, self.adapter.item_vectors(
                 ids, np.stack([v for _, v in pairs]))))
 

@@ -94,9 +94,9 @@ class Trainer:
         feedback = await self._parse_feedback(
             [r for r in records if r.topic == self.s.topic_feedback], out)
         activity = [r for r in records if r.topic != self.s.topic_feedback]
-        for fb in feedback:
-            if fb.type in NEGATIVE_FEEDBACK or (fb.type == "rate" and fb.rating is not None
-                                                and fb.rating < self.s.rating_neutral):
+        verdicts = [(fb, self._verdict(fb)) for fb in feedback]
+        for fb, verdict in verdicts:
+            if verdict == "negative":
                 self._remember_negative(fb.user_id, fb.item_id, fb.ts)
         snapshots, popular = await self.processor.apply_activity(activity, out)
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
@@ -113,12 +113,21 @@ class Trainer:
             elif ev.type in CHOICES and not self._claimed(ev.user_id, ev.item_id, "activity"):
                 self._add(ev.user_id, ev.item_id, ev.ts, snap.before,
                           snap.exclude - {ev.item_id})
-        chosen = [fb for fb in feedback if fb.type in POSITIVE_FEEDBACK or (
-            fb.type == "rate" and fb.rating is not None and fb.rating >= self.s.rating_neutral)]
+        chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
         await self._feedback_choices(chosen, by_user)
         out.counts["feedback_choices"] += len(chosen)
         out.counts["examples"] = len(self.pending)
         return out
+
+    def _verdict(self, fb: FeedbackEvent) -> str | None:
+        """"choice", "negative", or None (a rating without a value says neither)."""
+        if fb.type == "rate":
+            if fb.rating is None:
+                return None
+            return "choice" if fb.rating >= self.s.rating_neutral else "negative"
+        if fb.type in POSITIVE_FEEDBACK:
+            return "choice"
+        return "negative" if fb.type in NEGATIVE_FEEDBACK else None
 
     async def _parse_feedback(self, records: Sequence[Record], out: Outputs
                               ) -> list[FeedbackEvent]:
@@ -137,7 +146,8 @@ class Trainer:
         fresh = [fb for fb in chosen if not self._claimed(fb.user_id, fb.item_id, "feedback")]
         if not fresh:
             return
-        stored = await self.store.read_users(list({fb.user_id for fb in fresh}))
+        absent = {fb.user_id for fb in fresh if fb.user_id not in by_user}
+        stored = await self.store.read_users(list(absent)) if absent else {}
         for fb in fresh:
             earlier = [snap for snap in by_user.get(fb.user_id, ())
                        if snap.pending.event.ts <= fb.ts]

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import faust
 from faust.web import Request, Response, View
 
-from stream_app.app import new_app, raw_topic, run_batches
+from stream_app.app import new_app, raw_topic, run_batches, sync_catalog_changes
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
@@ -69,12 +69,9 @@ class TrainerRuntime(ProcessRuntime):
             return None
         try:
             announcement = await self.trainer.round()
-        except TRANSIENT as exc:
-            log("training_round_failed", level=logging.WARNING, error=repr(exc))
-            self.metrics.trainer_rounds.labels("failed").inc()
-            return None
         except Exception as exc:  # noqa: BLE001 - the trainer keeps consuming
-            log("training_round_failed", level=logging.ERROR, error=repr(exc))
+            log("training_round_failed", error=repr(exc),
+                level=logging.WARNING if isinstance(exc, TRANSIENT) else logging.ERROR)
             self.metrics.trainer_rounds.labels("failed").inc()
             return None
         if announcement is not None:
@@ -117,10 +114,7 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
     async def sync_catalog() -> None:
         """New and deleted items reach the trainer's table as they reach the workers'."""
         await runtime.ready()
-        try:
-            await runtime.trainer.catalog.sync()
-        except TRANSIENT as exc:
-            log("catalog_sync_failed", error=repr(exc))
+        await sync_catalog_changes(runtime.trainer.catalog, runtime.metrics)
 
     @app.on_before_shutdown.connect
     async def stop_training(app: faust.App, **kwargs: Any) -> None:

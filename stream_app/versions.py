@@ -78,16 +78,14 @@ class Registry:
 
     async def promote(self, version: str, reason: str) -> None:
         """Make ``version`` current (the base version or any stored one)."""
-        if version != self.base_version:
-            await self.meta(version)  # raises UnknownVersion
         pipe = self.r.pipeline(transaction=True)
+        if version != self.base_version:
+            meta = await self.meta(version)  # raises UnknownVersion
+            meta.setdefault("promotions", []).append({"at": time.time(), "reason": reason})
+            pipe.hset(self._meta, version, json.dumps(meta))
         pipe.set(self._current, version)
         pipe.rpush(self._history, version)
         await pipe.execute()
-        if version != self.base_version:
-            meta = await self.meta(version)
-            meta.setdefault("promotions", []).append({"at": time.time(), "reason": reason})
-            await self.r.hset(self._meta, version, json.dumps(meta))
 
     async def rollback(self, version: str | None = None) -> str:
         """Back to ``version``, or to the version current before this one; returns it."""

@@ -154,6 +154,8 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
 
 def training_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """What the trainer did during a run: rounds, promotions, time, last held-out scores."""
+    if not rounds:
+        return {"rounds": 0}
     promoted = [r for r in rounds if r["promoted"]]
     return {"rounds": len(rounds), "promoted": len(promoted),
             "refused": len(rounds) - len(promoted),

@@ -115,8 +115,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
               "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
               "latency": _percentiles(latency), "model_versions": sorted(model_versions)}
     if fine_tune:
-        result["training"] = {**(training_summary(rounds) if rounds else {"rounds": 0}),
-                              "trainer_lag_s": _lag_summary(lags)}
+        result["training"] = {**training_summary(rounds), "trainer_lag_s": _lag_summary(lags)}
     return result
 
 
