@@ -69,6 +69,8 @@ class Settings:
         8.0, "Weight of the short-term strength against the long-term one.")
     open_threshold: float = _setting(
         0.6, "Cosine below which an event opens a new interest instead of joining one.")
+    recent_items: int = _setting(
+        10, "Latest chosen items kept per user: the sequence fine-tuned versions also rank by.")
     popularity_weight: float = _setting(
         0.5, "Weight of the prior log(1 + decayed item popularity) in every score.")
     popularity_half_life_s: float = _setting(
@@ -118,6 +120,9 @@ class Settings:
     trainer_temperature: float = _setting(0.2, "Softmax temperature of the objective.")
     trainer_skip_weight: float = _setting(
         0.2, "How much a skip or dislike counts as a negative of the next choice (0-1].")
+    trainer_sequence_decay: float = _setting(
+        0.8, "Weight of each older recent item against the next newer one in a version's "
+        "sequence query (0-1].")
     trainer_negatives: int = _setting(
         256, "Popularity-sampled negatives per training step (besides in-batch and skips).")
     model_poll_interval_s: float = _setting(
@@ -152,23 +157,25 @@ class Settings:
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
                     "trainer_residual_lr", "trainer_temperature", "trainer_negatives",
-                    "trainer_skip_weight",
+                    "trainer_skip_weight", "trainer_sequence_decay",
                     "model_poll_interval_s", "model_keep_versions")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
         for name in ("max_interests", "short_term_weight", "popularity_weight",
-                     "trainer_buffer_size", "trainer_residual_l2"):
+                     "trainer_buffer_size", "trainer_residual_l2", "recent_items"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
-        if self.trainer_skip_weight > 1:
-            raise ValueError(f"{env_name(_field('trainer_skip_weight'))} must be in (0, 1]")
+        for name in ("trainer_skip_weight", "trainer_sequence_decay"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{env_name(_field(name))} must be in (0, 1]")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
 
     def interest_params(self) -> InterestParams:
         return InterestParams(self.max_interests, self.long_half_life_s, self.short_half_life_s,
-                              self.short_term_weight, self.open_threshold, self.dedupe_window)
+                              self.short_term_weight, self.open_threshold, self.dedupe_window,
+                              self.recent_items)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -184,6 +191,7 @@ class Settings:
                          temperature=self.trainer_temperature,
                          skip_weight=self.trainer_skip_weight,
                          sampled_negatives=self.trainer_negatives,
+                         sequence_decay=self.trainer_sequence_decay,
                          popularity_weight=self.popularity_weight)
 
     def event_weights(self) -> dict[str, float]:

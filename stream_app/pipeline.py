@@ -273,13 +273,14 @@ class Processor:
         now = time.time()
         index = self.catalog.index
         at = max((s.pending.event.ts for s in snapshots), default=0.0)
-        prior_scores = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
-        sims = self._similarities([s.state for s in snapshots])
+        states = [s.state for s in snapshots]
+        base = self._base_scores(states, at)
+        sims = self._similarities(states)
         row = 0
-        for s in snapshots:
+        for n, s in enumerate(snapshots):
             ev = s.pending.event
             m = len(s.state.interests)
-            items = (self._blend(s.state, s.exclude, ev.ts, sims[row:row + m], prior_scores,
+            items = (self._blend(s.state, s.exclude, ev.ts, sims[row:row + m], base[n],
                                  self.s.top_k) if len(index) else [])
             row += m
             out.recommendations.append(
@@ -289,14 +290,25 @@ class Processor:
 
     def recommend(self, record: UserRecord, k: int) -> list[tuple[str, float, str]]:
         """A fresh ranking for one user (HTTP), as of the user's last event."""
-        index = self.catalog.index
-        if not len(index):
+        if not len(self.catalog.index):
             return []
         at = record.state.last_ts or time.time()
-        prior_scores = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
+        base = self._base_scores([record.state], at)
         sims = self._similarities([record.state])
         exclude = record.seen if self.s.exclude_seen else frozenset()
-        return self._blend(record.state, exclude, at, sims, prior_scores, k)
+        return self._blend(record.state, exclude, at, sims, base[0], k)
+
+    def _base_scores(self, states: Sequence[UserState], at: float) -> np.ndarray:
+        """(users, items): what every item scores before any interest of the user, the
+        popularity prior at ``at`` plus, with a version that reads sequences, the
+        similarity to the user's latest chosen items."""
+        index = self.catalog.index
+        prior = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
+        sequences = self.catalog.adapter.sequence_queries(
+            [s.recent_item_ids() for s in states], index.vector)
+        if sequences is None or not len(index):
+            return np.broadcast_to(prior, (len(states), len(prior)))
+        return prior[None, :] + sequences @ self.catalog.ranking.matrix.T
 
     def _similarities(self, states: Sequence[UserState]) -> np.ndarray:
         """Cosine of every interest of these states with every item, in the ranking space

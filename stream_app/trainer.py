@@ -26,7 +26,7 @@ from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
-from stream_app.model.interest import UserState
+from stream_app.model.interest import CHOICES, UserState
 from stream_app.model.objective import Example, ItemTable, train_and_judge, warm_up
 from stream_app.model.rounds import RoundPolicy, promotion, should_revert, split_holdout
 from stream_app.pipeline import Outputs, Processor, Snapshot
@@ -34,7 +34,6 @@ from stream_app.store import Store
 from stream_app.versions import Registry
 
 # Implicit positives: activity that consumed an item. Explicit ones: feedback below.
-CHOICES = frozenset({"view", "click", "like", "purchase", "rate"})
 POSITIVE_FEEDBACK = frozenset({"click", "like", "purchase"})
 NEGATIVE_FEEDBACK = frozenset({"skip", "dislike"})
 MAX_NEGATIVES = 50  # hard negatives (and unmatched claims) kept per user
@@ -171,7 +170,8 @@ class Trainer:
             self._negatives[user_id] = [(item, at) for item, at in waiting if at > ts]
         self.pending.append(Example(ts, user_id, interests,
                                     state.strengths(ts, self.processor.params).astype(np.float32),
-                                    item_id, negatives, seen, self._snapshot_id))
+                                    item_id, negatives, seen, self._snapshot_id,
+                                    state.recent_item_ids()))
         self._since_snapshot += 1
         self.metrics.trainer_examples.inc()
         if self.pending_since is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -35,9 +37,24 @@ def test_items_without_residual_start_from_their_mapped_text():
     np.testing.assert_allclose(a.queries(text), normalize_rows(text @ a.query.T), atol=1e-6)
 
 
+def test_sequence_query_weighs_newer_items_more_and_adds_their_context():
+    text = {"a": np.array([1, 0, 0, 0], np.float32), "b": np.array([0, 1, 0, 0], np.float32)}
+    assert Adapter.base("enc").sequence_queries([["a"]], text.get) is None
+    a = replace(_adapter(), context_ids=("b",), context=np.array([[0, 0, 1, 0]], np.float32),
+                sequence_scale=2.0, sequence_decay=0.5)
+    q = a.sequence_queries([["b", "a"], ["a", "gone"], []], text.get)
+    np.testing.assert_allclose(q[0], 2.0 * normalize_rows(np.array([[1, 0.5, 0.5, 0]]))[0],
+                               atol=1e-6)  # "a" newest (weight 1), "b" + its context (0.5)
+    np.testing.assert_allclose(q[1], [2.0, 0, 0, 0], atol=1e-6)  # a deleted item is left out
+    np.testing.assert_array_equal(q[2], np.zeros(4))
+
+
 def test_checkpoint_round_trips_through_bytes():
-    a = _adapter()
+    a = replace(_adapter(), context_ids=("a", "b"), context=np.ones((2, 4), np.float32),
+                sequence_scale=3.0, sequence_decay=0.7)
     b = Adapter.from_bytes(a.to_bytes())
+    assert (b.context_ids, b.sequence_scale, b.sequence_decay) == (("a", "b"), 3.0, 0.7)
+    np.testing.assert_allclose(b.context, a.context, atol=1e-3)
     assert (b.version, b.base_version, b.residual_ids) == (a.version, a.base_version, ("b",))
     np.testing.assert_array_equal(b.query, a.query)
     np.testing.assert_array_equal(b.item, a.item)

@@ -164,3 +164,21 @@ def test_offsets_and_recent_ids_are_bounded():
 def test_dedupe_window_zero_remembers_nothing():
     s = apply(UserState(), ev(0, T0), A, 1.0, p=InterestParams(dedupe_window=0))
     assert s.recent_ids == ()
+
+
+def test_latest_chosen_items_are_kept_in_event_time_order():
+    """Choices only (not skips), a late event where its time puts it, a re-chosen item
+    moves up, the oldest falls out."""
+    p = InterestParams(recent_items=3)
+    s = UserState()
+    steps = [("a", 0, "click", ("a",)), ("b", 2, "rate", ("a", "b")),
+             ("x", 3, "skip", ("a", "b")), ("c", 1, "view", ("a", "c", "b")),
+             ("a", 4, "like", ("c", "b", "a")), ("d", 5, "purchase", ("b", "a", "d"))]
+    for n, (item, dt, kind, expected) in enumerate(steps):
+        e = ActivityEvent(event_id=f"e{n}", user_id="u", type=kind, ts=T0 + dt, partition=0,
+                          offset=n, item_id=item, rating=4.0 if kind == "rate" else None)
+        s = apply_event(s, e, A, event_weight(e, WEIGHTS, 3.0), item, p)
+        assert s.recent_item_ids() == expected, item
+    assert [t for _, t in s.recent_items] == [T0 + 2, T0 + 4, T0 + 5]
+    off = apply_event(UserState(), ev(0, T0), A, 1.0, "m", InterestParams(recent_items=0))
+    assert off.recent_items == ()

@@ -74,6 +74,30 @@ def test_skips_are_pushed_down_as_hard_negatives():
     assert score(hard, held, table, 0.0)["hr@10"] > 0.9  # the choice itself still on top
 
 
+def test_context_embeddings_learn_what_follows_an_item():
+    """Users with no interest state choose follows[last item]: only the sequence term,
+    through the per-item context embeddings, can learn it."""
+    table, follows = _world()
+    rng = np.random.default_rng(3)
+
+    def examples(n: int) -> list[Example]:
+        out = []
+        for k in range(n):
+            i = int(rng.integers(N))
+            out.append(Example(float(k), f"u{k}", np.zeros((0, D), np.float16),
+                               np.zeros(0, np.float32), f"i{follows[i]}", (),
+                               frozenset({f"i{i}"}), recent=(f"i{i}",)))
+        return out
+
+    base = Adapter.base("enc")
+    trained, metrics = fit(base, examples(3000), table, PARAMS, "enc+ft3")
+    held = examples(300)
+    assert metrics["examples"] == 3000
+    assert trained.sequence_scale > 0 and len(trained.context_ids) > N // 2
+    assert score(base, held, table, 0.0)["hr@10"] < 0.3 < 0.8 < score(trained, held, table,
+                                                                       0.0)["hr@10"]
+
+
 def test_nothing_usable_leaves_the_model_as_it_was():
     table, _ = _world()
     unknown = [Example(1.0, "u", table.text[:1].astype(np.float16), np.ones(1, np.float32),

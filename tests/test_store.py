@@ -58,7 +58,7 @@ def _state(n: int) -> UserState:
                                ts=float(n), source=f"s{k}", source_weight=1.0)
                       for k in range(2))
     return UserState(interests=interests, last_ts=float(n), n_events=n, offsets={0: n},
-                     recent_ids=(f"e{n}",))
+                     recent_ids=(f"e{n}",), recent_items=((f"i{n}", float(n)), ("j", n + 0.5)))
 
 
 def test_compare_and_set_rejects_a_stale_writer(redis_url, prefix):
@@ -100,8 +100,8 @@ def _same(a: UserState, b: UserState) -> bool:
                     (x.long, x.short, x.ts, x.source, x.source_weight) ==
                     (y.long, y.short, y.ts, y.source, y.source_weight)
                     for x, y in zip(a.interests, b.interests))
-            and (a.last_ts, a.n_events, a.offsets, a.recent_ids) ==
-            (b.last_ts, b.n_events, b.offsets, b.recent_ids))
+            and (a.last_ts, a.n_events, a.offsets, a.recent_ids, a.recent_items) ==
+            (b.last_ts, b.n_events, b.offsets, b.recent_ids, b.recent_items))
 
 
 def _records(topic, user, items, start):

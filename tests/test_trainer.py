@@ -124,6 +124,7 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
             (interest,) = second.interests  # only what came before: i1, not i2
             np.testing.assert_allclose(interest, w.vector("i1"), atol=1e-2)
             assert second.ts == T0 + 60 and second.seen == frozenset({"i1"})
+            assert (first.recent, second.recent) == ((), ("i1",))  # chosen before, not after
             assert set(second.negatives) == {"i5", "i6"} and first.negatives == ()
             # a click on a recommendation is a choice too; its activity event adds no twin
             await trainer.observe(w.records(s.topic_feedback, [
@@ -133,6 +134,7 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
                  "ts": T0 + 91}]))
             assert [e.positive for e in trainer.pending] == ["i1", "i2", "i3"]
             assert len(trainer.pending[2].interests) == 2  # i1 and i2, before i3
+            assert trainer.pending[2].recent == ("i1", "i2")
 
     run(go())
 

@@ -4,13 +4,18 @@ The transformer itself is never changed, so the text vectors ("base space") are 
 same for every version, and so is every user's interest state (decayed sums of base
 vectors). A version only changes how those are compared:
 
-  query  = scale * normalize(Q @ interest_direction)
-  item   = normalize(P @ text_vector + residual[item_id])
+  query    = scale * normalize(Q @ interest_direction)
+  item     = normalize(P @ text_vector + residual[item_id])
+  sequence = sequence_scale * normalize(sum_a decay^a * (text_vector + context[item_id]))
 
 Q and P are d x d maps (identity at the start), the residuals are per-item
 corrections learned from feedback (zero at the start, so a new item starts from its
 text), and ``scale`` weighs similarity against the popularity prior the ranking adds.
-The base version is the identity: no Q, no P, no residuals, scale 1.
+``sequence`` reads the user's latest chosen items (newest first, a = 0, 1, ...):
+its per-item ``context`` embeddings learn which items lead to which (what people
+pick next), which text similarity alone cannot know; every score adds its cosine
+with the item. The base version is the identity: no Q, no P, no residuals, scale 1,
+and no sequence term.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -37,10 +42,16 @@ class Adapter:
     residual_ids: tuple[str, ...] = ()
     residual: np.ndarray | None = None  # (len(residual_ids), d)
     scale: float = 1.0
+    context_ids: tuple[str, ...] = ()
+    context: np.ndarray | None = None  # (len(context_ids), d)
+    sequence_scale: float = 0.0  # 0: no sequence term
+    sequence_decay: float = 1.0
     _rows: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _context_rows: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rows.update((item_id, n) for n, item_id in enumerate(self.residual_ids))
+        self._context_rows.update((item_id, n) for n, item_id in enumerate(self.context_ids))
 
     @classmethod
     def base(cls, base_version: str) -> "Adapter":
@@ -68,19 +79,41 @@ class Adapter:
             return np.asarray(directions, dtype=np.float32)
         return self.scale * normalize_rows(np.asarray(directions, dtype=np.float32) @ self.query.T)
 
+    def sequence_queries(self, histories: Sequence[Sequence[str]],
+                         text_of: Callable[[str], np.ndarray | None]) -> np.ndarray | None:
+        """Ranking vectors of recent-item sequences (oldest first), one row per sequence;
+        None when this version has no sequence term. Items without a text vector are
+        left out (deleted from the catalog since)."""
+        if self.sequence_scale <= 0 or self.query is None:
+            return None
+        out = np.zeros((len(histories), self.query.shape[0]), np.float32)
+        for n, items in enumerate(histories):
+            for age, item_id in enumerate(reversed(items)):
+                vec = text_of(item_id)
+                if vec is None:
+                    continue
+                row = self._context_rows.get(item_id)
+                out[n] += self.sequence_decay ** age * (vec if row is None
+                                                        else vec + self.context[row])
+        return self.sequence_scale * normalize_rows(out)
+
     def to_bytes(self) -> bytes:
         """One self-describing blob (npz): written in one SET, so a version appears whole."""
         buf = io.BytesIO()
         d = 0 if self.query is None else self.query.shape[0]
         np.savez(buf, meta=np.frombuffer(json.dumps(
                      {"version": self.version, "base_version": self.base_version,
-                      "scale": self.scale}).encode(),
+                      "scale": self.scale, "sequence_scale": self.sequence_scale,
+                      "sequence_decay": self.sequence_decay}).encode(),
                      dtype=np.uint8),
                  query=self.query if self.query is not None else np.zeros((0, 0), np.float32),
                  item=self.item if self.item is not None else np.zeros((0, 0), np.float32),
                  residual_ids=np.array(self.residual_ids, dtype=str),
                  residual=(self.residual if self.residual is not None
-                           else np.zeros((0, d), np.float32)).astype(np.float16))
+                           else np.zeros((0, d), np.float32)).astype(np.float16),
+                 context_ids=np.array(self.context_ids, dtype=str),
+                 context=(self.context if self.context is not None
+                          else np.zeros((0, d), np.float32)).astype(np.float16))
         return buf.getvalue()
 
     @classmethod
@@ -94,4 +127,10 @@ class Adapter:
                        query=query, item=z["item"].astype(np.float32),
                        residual_ids=tuple(str(i) for i in z["residual_ids"]),
                        residual=z["residual"].astype(np.float32),
-                       scale=float(meta.get("scale", 1.0)))
+                       scale=float(meta.get("scale", 1.0)),
+                       context_ids=tuple(str(i) for i in z["context_ids"])
+                       if "context_ids" in z.files else (),
+                       context=z["context"].astype(np.float32) if "context" in z.files
+                       else None,
+                       sequence_scale=float(meta.get("sequence_scale", 0.0)),
+                       sequence_decay=float(meta.get("sequence_decay", 1.0)))

@@ -10,6 +10,10 @@ away the interests it resembles, in proportion to the resemblance.
 Decay: x <- exp(-ln2 * dt / half_life) * x + w, dt in event time. An event older
 than an interest's last update is added with its own decay; history is never
 re-ordered.
+
+The state also keeps the user's latest chosen items (ids and event times, in event
+order): the sequence a fine-tuned model reads (``adapter.py``). Ids are the same in
+every model version, so the state needs no migration when versions change.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from stream_app.contract import ActivityEvent
 
 LN2 = math.log(2.0)
 NO_DECAY = math.inf  # a half-life that never halves
+# Event types that say the user chose the item (skips, dislikes and text do not).
+CHOICES = frozenset({"view", "click", "like", "purchase", "rate"})
 
 
 def decay_factor(dt: float, half_life: float) -> float:
@@ -40,6 +46,7 @@ class InterestParams:
     short_term_weight: float = 1.0  # how much the session counts against the long term
     open_threshold: float = 0.5  # cosine below which an event opens a new interest
     dedupe_window: int = 256
+    recent_items: int = 10  # latest chosen items kept in the state
 
 
 def event_weight(event: ActivityEvent, weights: dict[str, float], rating_neutral: float) -> float:
@@ -81,6 +88,10 @@ class UserState:
     n_events: int = 0
     offsets: dict[int, int] = field(default_factory=dict)  # partition -> last applied offset
     recent_ids: tuple[str, ...] = ()  # event ids applied lately, oldest first
+    recent_items: tuple[tuple[str, float], ...] = ()  # (item id, ts) chosen lately, by ts
+
+    def recent_item_ids(self) -> tuple[str, ...]:
+        return tuple(item for item, _ in self.recent_items)
 
     def is_applied(self, event: ActivityEvent) -> bool:
         """True for a replay (offset already passed) or a duplicate event id."""
@@ -142,10 +153,24 @@ def apply_event(state: UserState, event: ActivityEvent, vector: np.ndarray, weig
                 interests[n] = _absorb(interests[n], vec, weight * float(sim), event.ts,
                                        interests[n].source, p)
         interests = [i for i in interests if i.long > 1e-6]
+    recent = state.recent_items
+    if event.item_id is not None and event.type in CHOICES and p.recent_items > 0:
+        recent = _chosen(recent, event.item_id, event.ts, p.recent_items)
     offsets = dict(state.offsets)
     offsets[event.partition] = max(event.offset, offsets.get(event.partition, -1))
     return replace(state, interests=tuple(interests),
                    last_ts=event.ts if state.last_ts is None else max(state.last_ts, event.ts),
-                   n_events=state.n_events + 1, offsets=offsets,
+                   n_events=state.n_events + 1, offsets=offsets, recent_items=recent,
                    recent_ids=(state.recent_ids + (event.event_id,))[-p.dedupe_window:]
                    if p.dedupe_window > 0 else ())
+
+
+def _chosen(recent: tuple[tuple[str, float], ...], item_id: str, ts: float, keep: int
+            ) -> tuple[tuple[str, float], ...]:
+    """The latest ``keep`` chosen items in event-time order; an item chosen again moves up."""
+    kept = [(i, t) for i, t in recent if i != item_id]
+    at = len(kept)
+    while at > 0 and kept[at - 1][1] > ts:  # a late event goes where its time puts it
+        at -= 1
+    kept.insert(at, (item_id, ts))
+    return tuple(kept[-keep:])
