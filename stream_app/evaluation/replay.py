@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.request
@@ -37,7 +38,10 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
 
     ``fine_tune``: feedback simulated from the log goes to the feedback topic as soon as
     both the list and the user's next event are known; the trainer's announcements are
-    collected, and its lag sampled from ``trainer_url`` when given.
+    collected, and its lag sampled from ``trainer_url`` when given. After the last
+    recommendation the replay waits (at most ``trainer_max_wait_s`` plus
+    ``idle_timeout``) for a round finished after its last record, so the report
+    includes the training the tail of the data triggered.
     """
     bootstrap = s.kafka_bootstrap_servers
     await ensure_topics(bootstrap, [s.topic_items, s.topic_activity, s.topic_recommendations,
@@ -53,6 +57,8 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     lags: list[float] = []
     simulator = FeedbackSimulator()
     done = asyncio.Event()
+    settled = asyncio.Event()  # a round finished after the replay's last record was sent
+    last_sent = [float("inf")]
 
     async def give_feedback(producer: Producer, feedback: list[dict[str, Any]]) -> None:
         for fb in feedback:
@@ -82,6 +88,8 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         async for _, update in consume(bootstrap, s.topic_model_updates, from_beginning=False):
             if isinstance(update, dict) and update.get("type") == "trained":
                 rounds.append(update)
+                if float(update.get("created_at", 0.0)) >= last_sent[0]:
+                    settled.set()
 
     async def sample_lag() -> None:
         while trainer_url:
@@ -107,6 +115,10 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         await done.wait()
         await reader
         seconds = time.perf_counter() - started
+        if fine_tune:
+            last_sent[0] = time.time()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(settled.wait(), s.trainer_max_wait_s + idle_timeout)
         for task in side:
             task.cancel()
     result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
