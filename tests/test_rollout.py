@@ -67,7 +67,11 @@ def test_a_promotion_mid_stream_loses_and_doubles_nothing(stack, sample_catalog)
         dim = 384
         await registry.save(Adapter(version, base, query=np.eye(dim, dtype=np.float32),
                                     item=(np.eye(dim) + 0.05 * rng.normal(size=(dim, dim)))
-                                    .astype(np.float32)), {"created_at": time.time()})
+                                    .astype(np.float32),
+                                    context_ids=tuple(ids[:5]),  # ranks by recent items too
+                                    context=0.1 * np.ones((5, dim), np.float32),
+                                    sequence_scale=1.0, sequence_decay=0.8),
+                            {"created_at": time.time()})
         async with Producer(s.kafka_bootstrap_servers) as producer:
             for n, event in enumerate(events):
                 await producer.send(s.topic_activity, event, event["user_id"])
