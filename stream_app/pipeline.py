@@ -320,15 +320,15 @@ class Processor:
         return self.catalog.adapter.queries(np.stack(directions)) @ ranking.matrix.T
 
     def _blend(self, state: UserState, exclude: frozenset[str], at: float, sims: np.ndarray,
-               prior_scores: np.ndarray, k: int) -> list[tuple[str, float, str]]:
-        """Each interest fills its share of the list; popularity alone when there is none."""
+               base: np.ndarray, k: int) -> list[tuple[str, float, str]]:
+        """Each interest fills its share of the list; ``base`` (``_base_scores``) alone
+        when there is none."""
         index = self.catalog.index
         strengths = state.strengths(at, self.params)
         rows = [index.row(i) for i in exclude if i in index]
         order = {n: r for r, n in enumerate(np.argsort(-strengths, kind="stable"))}
         return [(index.ids[row], score, self._reason(state.interests, interest, order))
-                for row, score, interest in rank_interests(sims, strengths, prior_scores, k,
-                                                           rows)]
+                for row, score, interest in rank_interests(sims, strengths, base, k, rows)]
 
     def _reason(self, interests: tuple, interest: int, order: dict[int, int]) -> str:
         if interest < 0:

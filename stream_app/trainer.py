@@ -33,7 +33,7 @@ from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
 from stream_app.versions import Registry
 
-# Implicit positives: activity that consumed an item. Explicit ones: feedback below.
+# Implicit positives: activity of the types in CHOICES (model.interest). Explicit ones:
 POSITIVE_FEEDBACK = frozenset({"click", "like", "purchase"})
 NEGATIVE_FEEDBACK = frozenset({"skip", "dislike"})
 MAX_NEGATIVES = 50  # hard negatives (and unmatched claims) kept per user

@@ -103,6 +103,8 @@ def test_bool_coercion(raw, expected):
     ("STREAM_APP_TRAINER_RESIDUAL_L2", "-1"),
     ("STREAM_APP_TRAINER_SKIP_WEIGHT", "1.5"),
     ("STREAM_APP_TRAINER_SKIP_WEIGHT", "0"),
+    ("STREAM_APP_TRAINER_SEQUENCE_DECAY", "1.2"),
+    ("STREAM_APP_RECENT_ITEMS", "-1"),
     ("STREAM_APP_MODEL_POLL_INTERVAL_S", "0"),
 ])
 def test_bad_values_raise_value_error_naming_the_var(var, raw):
@@ -169,7 +171,10 @@ def test_every_field_has_a_doc():
 def test_trainer_settings_reach_the_objective():
     s = Settings.from_env({"STREAM_APP_TRAINER_EPOCHS": "3", "STREAM_APP_TRAINER_LR": "0.01",
                            "STREAM_APP_TRAINER_TEMPERATURE": "0.5",
-                           "STREAM_APP_POPULARITY_WEIGHT": "0.25"})
+                           "STREAM_APP_POPULARITY_WEIGHT": "0.25",
+                           "STREAM_APP_TRAINER_SEQUENCE_DECAY": "0.5",
+                           "STREAM_APP_RECENT_ITEMS": "4"})
     p = s.fit_params()
+    assert p.sequence_decay == 0.5 and s.interest_params().recent_items == 4
     assert (p.epochs, p.lr, p.temperature, p.popularity_weight) == (3, 0.01, 0.5, 0.25)
     assert p.residual_l2 == s.trainer_residual_l2 and p.sampled_negatives == s.trainer_negatives
