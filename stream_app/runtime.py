@@ -168,6 +168,8 @@ class Runtime(ProcessRuntime):
             })
         return {"user_id": user_id, "events_applied": state.n_events,
                 "last_event_ts": state.last_ts, "interests": rows,
+                "recent_items": [{"item_id": i, "title": self.catalog.titles.get(i, i), "ts": t}
+                                 for i, t in reversed(state.recent_items)],
                 "seen_items": len(record.seen)}
 
     async def recommend(self, user_id: str, k: int) -> tuple[str, list[tuple[str, float, str]]]:

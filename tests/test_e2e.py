@@ -98,6 +98,7 @@ def test_duplicates_and_replays_leave_state_unchanged(stack, sample_catalog):
     assert len({r["recommendation_id"] for r in dup_recs}) == 1
     _, after = http(worker, "/users/u-dup/interests")
     assert after["events_applied"] == 2  # dup-1 once, dup-2 once
+    assert [i["item_id"] for i in after["recent_items"]] == [western[1], western[0]]
 
 
 def test_bad_records_go_to_dead_letters_and_good_ones_keep_flowing(stack, sample_catalog):
@@ -190,6 +191,7 @@ def test_http_endpoints(stack, sample_catalog):
     (interest,) = interests["interests"]
     assert interest["shaped_by"] == "text:I like watching movies, especially science fiction"
     assert len(interest["label"]) == 3 and interest["strength"] > 0
+    assert interests["recent_items"] == []  # free text is no chosen item
     assert http(worker, "/users/nobody/interests")[0] == 404
     status, stats = http(worker, "/stats")
     assert stats["catalog_items"] >= len(sample_catalog) - 1
