@@ -306,7 +306,7 @@ class Processor:
         prior = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
         sequences = self.catalog.adapter.sequence_queries(
             [s.recent_item_ids() for s in states], index.vector)
-        if sequences is None or not len(index):
+        if sequences is None:
             return np.broadcast_to(prior, (len(states), len(prior)))
         return prior[None, :] + sequences @ self.catalog.ranking.matrix.T
 

@@ -33,7 +33,8 @@ from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
 from stream_app.versions import Registry
 
-# Implicit positives: activity of the types in CHOICES (model.interest). Explicit ones:
+# Implicit positives: activity of the types in CHOICES (model.interest). Explicit ones and
+# explicit negatives: these feedback types.
 POSITIVE_FEEDBACK = frozenset({"click", "like", "purchase"})
 NEGATIVE_FEEDBACK = frozenset({"skip", "dislike"})
 MAX_NEGATIVES = 50  # hard negatives (and unmatched claims) kept per user

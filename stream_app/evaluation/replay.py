@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 import urllib.request
 from typing import Any, Sequence
@@ -58,7 +59,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     simulator = FeedbackSimulator()
     done = asyncio.Event()
     settled = asyncio.Event()  # a round finished after the replay's last record was sent
-    last_sent = [float("inf")]
+    last_sent = math.inf  # set once the replay has sent its last record
 
     async def give_feedback(producer: Producer, feedback: list[dict[str, Any]]) -> None:
         for fb in feedback:
@@ -88,7 +89,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         async for _, update in consume(bootstrap, s.topic_model_updates, from_beginning=False):
             if isinstance(update, dict) and update.get("type") == "trained":
                 rounds.append(update)
-                if float(update.get("created_at", 0.0)) >= last_sent[0]:
+                if float(update.get("created_at", 0.0)) >= last_sent:
                     settled.set()
 
     async def sample_lag() -> None:
@@ -116,7 +117,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         await reader
         seconds = time.perf_counter() - started
         if fine_tune:
-            last_sent[0] = time.time()
+            last_sent = time.time()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(settled.wait(), s.trainer_max_wait_s + idle_timeout)
         for task in side:

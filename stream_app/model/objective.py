@@ -270,16 +270,15 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
     for row, e in enumerate(examples):
         if e.positive not in lookup:
             continue
-        prior_scores = popularity_weight * table.priors([e])[0]
+        base = popularity_weight * table.priors([e])[0]  # as Processor._base_scores
         if sequences is not None:
-            prior_scores = prior_scores + sequences[row] @ vectors.T
+            base = base + sequences[row] @ vectors.T
         if len(e.interests):
             sims = adapter.queries(np.asarray(e.interests, np.float32)) @ vectors.T
         else:
             sims = np.zeros((0, len(table.ids)), np.float32)
         exclude = [lookup[i] for i in e.seen if i in lookup]
-        ranked = rank_interests(sims, np.asarray(e.strengths, np.float64), prior_scores, k,
-                                exclude)
+        ranked = rank_interests(sims, np.asarray(e.strengths, np.float64), base, k, exclude)
         hit, gain = hit_ndcg([table.ids[r] for r, _, _ in ranked], e.positive, k)
         hits += hit
         ndcg += gain
