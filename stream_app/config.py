@@ -123,6 +123,13 @@ class Settings:
     trainer_sequence_decay: float = _setting(
         0.8, "Weight of each older recent item against the next newer one in a version's "
         "sequence query (0-1].")
+    trainer_revert_windows: int = _setting(
+        2, "Held-out windows a fine-tuned current version must have been judged on, since "
+        "its promotion, before the trainer may revert to the plain encoder (when the "
+        "encoder ranks them better, pooled).")
+    trainer_threads: int = _setting(
+        1, "torch threads of the training process; 1 makes a round reproducible (threaded "
+        "CPU sums are not) and leaves the other cores to the stream.")
     trainer_negatives: int = _setting(
         256, "Popularity-sampled negatives per training step (besides in-batch and skips).")
     model_poll_interval_s: float = _setting(
@@ -157,7 +164,8 @@ class Settings:
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
                     "trainer_residual_lr", "trainer_temperature", "trainer_negatives",
-                    "trainer_skip_weight", "trainer_sequence_decay",
+                    "trainer_skip_weight", "trainer_sequence_decay", "trainer_threads",
+                    "trainer_revert_windows",
                     "model_poll_interval_s", "model_keep_versions")
         for name in positive:
             if not getattr(self, name) > 0:

@@ -27,8 +27,9 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
 from stream_app.model.interest import CHOICES, UserState
-from stream_app.model.objective import Example, ItemTable, train_and_judge, warm_up
-from stream_app.model.rounds import RoundPolicy, promotion, should_revert, split_holdout
+from stream_app.model.objective import (Example, ItemTable, train_and_judge,
+                                       training_process)
+from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
 from stream_app.pipeline import Outputs, Processor, Snapshot
 from stream_app.store import Store
 from stream_app.versions import Registry
@@ -56,7 +57,8 @@ class Trainer:
         self.pending: list[Example] = []
         self.pending_since: float | None = None
         self.buffer: deque[Example] = deque(maxlen=settings.trainer_buffer_size)
-        self.current = Adapter.base(registry.base_version)
+        self.current = self.lineage = Adapter.base(registry.base_version)
+        self._standing = Standing()  # the current version against the encoder
         self._negatives: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
         self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
@@ -70,8 +72,9 @@ class Trainer:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:  # spawned: never fork a process that runs threads
-            self._executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context(
-                "spawn"))
+            self._executor = ProcessPoolExecutor(
+                1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=training_process, initargs=(self.s.trainer_threads,))
         return self._executor
 
     def close(self) -> None:
@@ -81,9 +84,9 @@ class Trainer:
             self._executor = None
 
     async def start(self) -> None:
-        self._pool().submit(warm_up)
+        self._pool().submit(time.time)  # starts the training process ahead of a round
         await self.catalog.load()
-        self.current = await self.registry.load(await self.registry.current())
+        self.current = self.lineage = await self.registry.load(await self.registry.current())
 
     # --- examples ---------------------------------------------------------------
     async def observe(self, records: Sequence[Record]) -> Outputs:
@@ -247,7 +250,11 @@ class Trainer:
 
     async def round(self) -> dict[str, Any] | None:
         """Train a candidate on earlier examples, judge it against the current version on
-        the newest window, save it, promote it unless it is worse. The announcement."""
+        the newest window, save it, promote it unless it is worse. The announcement.
+
+        Candidates train from ``lineage``: the latest promoted version, which stays the
+        starting point while a revert has the workers on the plain encoder, so what the
+        versions learned is not thrown away with it."""
         async with self._lock:
             if not self.pending:
                 return None
@@ -259,6 +266,7 @@ class Trainer:
         current_version = await self.registry.current()
         if current_version != self.current.version:  # an operator promoted or rolled back
             self.current = await self.registry.load(current_version)
+            self.lineage, self._standing = self.current, Standing()
         train, held = split_holdout(examples, self.s.trainer_holdout_fraction, lambda e: e.ts)
         cutoff = max(e.ts for e in examples)
         ids = list(self.catalog.index.ids)
@@ -269,14 +277,14 @@ class Trainer:
         data = list(self.buffer) + [replace(e, seen=frozenset()) for e in train]
         # in a process of its own: a round holds no GIL the consuming event loop needs
         candidate, fitted, held_out = await asyncio.get_running_loop().run_in_executor(
-            self._pool(), train_and_judge, self.current, data, held, table,
+            self._pool(), train_and_judge, self.lineage, self.current, data, held, table,
             self.s.fit_params(), version)
         theirs, ours, text_only = held_out["candidate"], held_out["current"], held_out["base"]
         promoted, reason = promotion(theirs, ours, text_only)
         self.buffer.extend(replace(e, seen=frozenset()) for e in examples)
         self._forget_snapshots()
         announcement = {
-            "type": "trained", "version": version, "parent": self.current.version,
+            "type": "trained", "version": version, "parent": self.lineage.version,
             "base_version": candidate.base_version, "created_at": time.time(),
             "promoted": promoted, "reason": reason,
             "window": {"from_ts": min(e.ts for e in examples), "to_ts": cutoff,
@@ -290,12 +298,17 @@ class Trainer:
         await self.registry.save(candidate, announcement)
         if promoted:
             await self.registry.promote(version, reason="trainer: " + reason)
-            self.current = candidate
-        elif not self.current.is_base and should_revert(ours, text_only):
-            base = Adapter.base(self.registry.base_version)
-            await self.registry.promote(base.version, reason="trainer: the current version "
-                                        "scored below the plain encoder on held-out")
-            announcement["reverted_to"], self.current = base.version, base
+            self.current = self.lineage = candidate
+            self._standing = Standing()
+        else:
+            self._standing.add(ours, text_only)
+            if (not self.current.is_base
+                    and self._standing.should_revert(self.s.trainer_revert_windows)):
+                base = Adapter.base(self.registry.base_version)
+                await self.registry.promote(base.version, reason="trainer: the current version "
+                                            "scored below the plain encoder on held-out")
+                announcement["reverted_to"], self.current = base.version, base
+                self._standing = Standing()
         await self.registry.prune(self.s.model_keep_versions)
         announcement["round_seconds"] = round(time.perf_counter() - started, 2)
         log("model_trained", version=version, promoted=promoted,

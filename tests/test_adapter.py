@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stream_app.model.adapter import Adapter, normalize_rows
-from stream_app.model.rounds import RoundPolicy, promotion, should_revert, split_holdout
+from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
 
 
 def _adapter(d: int = 4) -> Adapter:
@@ -94,6 +94,22 @@ def test_promotion_needs_a_candidate_not_worse_than_current_nor_the_encoder():
         False, "held-out NDCG@10 worse than the plain encoder's")
     assert promotion(held(0.0, n=0), held(0.0, n=0), held(0.0, n=0)) == (
         False, "no held-out examples")
-    assert should_revert(held(0.02), held(0.03)) is True  # the encoder alone does better
-    assert should_revert(held(0.03), held(0.03)) is False
-    assert should_revert(held(0.0, n=0), held(0.0, n=0)) is False
+
+
+def test_a_revert_needs_the_encoder_ahead_over_the_pooled_windows():
+    def standing(*windows: tuple[float, float, int]) -> Standing:
+        out = Standing()
+        for current, base, n in windows:  # NDCG@10 of the current version, the encoder's
+            out.add({"ndcg@10": current, "n": n}, {"ndcg@10": base, "n": n})
+        return out
+
+    lost = (0.02, 0.03, 100)  # the encoder alone does better
+    assert standing(lost, lost).should_revert(2) is True
+    assert standing(lost).should_revert(2) is False  # one window is not enough evidence
+    assert standing(lost).should_revert(1) is True
+    assert standing(lost, (0.06, 0.03, 100)).should_revert(2) is False  # ahead when pooled
+    # pooled by examples: a small window the current wins by far does not outweigh
+    assert standing((0.02, 0.03, 400), (0.06, 0.03, 10)).should_revert(2) is True
+    assert standing((0.03, 0.03, 100), (0.03, 0.03, 100)).should_revert(2) is False  # a tie
+    assert standing((0.0, 0.0, 0), (0.0, 0.0, 0)).should_revert(2) is False
+    assert Standing().should_revert(0) is False

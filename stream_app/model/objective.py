@@ -287,12 +287,13 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
             "ndcg@10": round(ndcg / n, 4) if n else 0.0, "n": n}
 
 
-def train_and_judge(current: Adapter, data: Sequence[Example], held: Sequence[Example],
-                    table: ItemTable, params: FitParams, version: str
+def train_and_judge(start: Adapter, current: Adapter, data: Sequence[Example],
+                    held: Sequence[Example], table: ItemTable, params: FitParams, version: str
                     ) -> tuple[Adapter, dict[str, float], dict[str, dict[str, float]]]:
     """A round's work in one call (so it can run in another process): the candidate,
-    its training metrics, and candidate, current and plain encoder scored on ``held``."""
-    candidate, fitted = fit(current, data, table, params, version)
+    trained from ``start``, its training metrics, and candidate, current and plain
+    encoder scored on ``held``."""
+    candidate, fitted = fit(start, data, table, params, version)
     w = params.popularity_weight
     scores = {"candidate": score(candidate, held, table, w),
               "current": score(current, held, table, w),
@@ -300,6 +301,9 @@ def train_and_judge(current: Adapter, data: Sequence[Example], held: Sequence[Ex
     return candidate, fitted, scores
 
 
-def warm_up() -> None:
-    """Import torch ahead of the first round (seconds a round need not wait)."""
-    import torch  # noqa: F401
+def training_process(threads: int) -> None:
+    """Set up a training process: torch imported ahead of the first round (seconds a
+    round need not wait) and its thread count fixed, so a round is reproducible."""
+    import torch
+
+    torch.set_num_threads(threads)

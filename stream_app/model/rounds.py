@@ -44,7 +44,24 @@ def promotion(candidate: Mapping[str, float], current: Mapping[str, float],
     return True, "held-out NDCG@10 not worse than the current version's nor the encoder's"
 
 
-def should_revert(current: Mapping[str, float], base: Mapping[str, float]) -> bool:
-    """A fine-tuned version that now ranks the newest window worse than the plain encoder
-    is replaced by the encoder (until a candidate beats both again)."""
-    return current["n"] > 0 and current["ndcg@10"] < base["ndcg@10"]
+@dataclass
+class Standing:
+    """The current version against the plain encoder, pooled over the held-out windows
+    judged since it was promoted (not the one that promoted it: it was chosen for
+    winning there). One 400-choice window of a few bursty users is too noisy a reason
+    to throw away what the versions learned."""
+
+    windows: int = 0
+    n: int = 0
+    current: float = 0.0  # NDCG@10 summed over the examples
+    base: float = 0.0
+
+    def add(self, current: Mapping[str, float], base: Mapping[str, float]) -> None:
+        self.windows += 1
+        self.n += int(current["n"])
+        self.current += current["ndcg@10"] * current["n"]
+        self.base += base["ndcg@10"] * base["n"]
+
+    def should_revert(self, needed: int) -> bool:
+        """At least ``needed`` windows, and the encoder ahead over them."""
+        return self.windows >= needed and self.n > 0 and self.current < self.base
