@@ -86,7 +86,7 @@ class Trainer:
     async def start(self) -> None:
         self._pool().submit(time.time)  # starts the training process ahead of a round
         await self.catalog.load()
-        self.current = self.lineage = await self.registry.load(await self.registry.current())
+        self._serve(await self.registry.load(await self.registry.current()))
 
     # --- examples ---------------------------------------------------------------
     async def observe(self, records: Sequence[Record]) -> Outputs:
@@ -248,6 +248,13 @@ class Trainer:
         waited = time.monotonic() - self.pending_since if self.pending_since else 0.0
         return self.policy.due(len(self.pending), waited)
 
+    def _serve(self, adapter: Adapter, train_from: bool = True) -> None:
+        """``adapter`` is now the current version: its standing starts anew, and unless
+        it is a revert to the encoder, candidates train from it from now on."""
+        self.current, self._standing = adapter, Standing()
+        if train_from:
+            self.lineage = adapter
+
     async def round(self) -> dict[str, Any] | None:
         """Train a candidate on earlier examples, judge it against the current version on
         the newest window, save it, promote it unless it is worse. The announcement.
@@ -265,8 +272,7 @@ class Trainer:
         started = time.perf_counter()
         current_version = await self.registry.current()
         if current_version != self.current.version:  # an operator promoted or rolled back
-            self.current = await self.registry.load(current_version)
-            self.lineage, self._standing = self.current, Standing()
+            self._serve(await self.registry.load(current_version))
         train, held = split_holdout(examples, self.s.trainer_holdout_fraction, lambda e: e.ts)
         cutoff = max(e.ts for e in examples)
         ids = list(self.catalog.index.ids)
@@ -298,8 +304,7 @@ class Trainer:
         await self.registry.save(candidate, announcement)
         if promoted:
             await self.registry.promote(version, reason="trainer: " + reason)
-            self.current = self.lineage = candidate
-            self._standing = Standing()
+            self._serve(candidate)
         else:
             self._standing.add(ours, text_only)
             if (not self.current.is_base
@@ -307,8 +312,8 @@ class Trainer:
                 base = Adapter.base(self.registry.base_version)
                 await self.registry.promote(base.version, reason="trainer: the current version "
                                             "scored below the plain encoder on held-out")
-                announcement["reverted_to"], self.current = base.version, base
-                self._standing = Standing()
+                announcement["reverted_to"] = base.version
+                self._serve(base, train_from=False)
         await self.registry.prune(self.s.model_keep_versions)
         announcement["round_seconds"] = round(time.perf_counter() - started, 2)
         log("model_trained", version=version, promoted=promoted,
