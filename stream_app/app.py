@@ -156,9 +156,11 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
 
     @app.timer(s.popularity_refresh_s)
     async def refresh_popularity() -> None:
+        """The deployment-wide popularity and the co-visits other workers counted."""
         await runtime.ready()
         try:
             await runtime.catalog.refresh_popularity()
+            await runtime.catalog.refresh_covisits()
         except TRANSIENT as exc:
             log("popularity_refresh_failed", error=repr(exc))
 

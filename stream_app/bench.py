@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from stream_app.catalog_files import read_catalog
@@ -55,11 +57,15 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
     figures["catalog_item_events_per_s"] = round(done / (time.perf_counter() - t0), 1)
 
     received: dict[str, float] = {}
+    versions: dict[str, str] = {}
+    if args.trained:
+        figures["model_version"] = await _promote_trained(s, random.Random(2))
 
     async def reader() -> None:
         async for _, value in consume(s.kafka_bootstrap_servers, s.topic_recommendations):
             if isinstance(value, dict):
                 received.setdefault(value["event_id"], time.perf_counter())
+                versions[value["event_id"]] = value.get("model_version", "")
 
     task = asyncio.create_task(reader())
     try:
@@ -75,6 +81,8 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
                     "ts": 1.8e9 + n}
 
         await _flood(s, [item_event(n, "warm") for n in range(200)], received, "warm-up")
+        if args.trained:  # measured once the worker ranks with it
+            await _until_version(s, item_event, received, versions, figures["model_version"])
         figures["item_activity_events_per_s"] = await _flood(
             s, [item_event(n, "item") for n in range(args.events)], received, "item events")
         figures["text_activity_events_per_s"] = await _flood(
@@ -84,6 +92,45 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
     finally:
         task.cancel()
     return figures
+
+
+async def _promote_trained(s: Settings, rng: random.Random) -> str:
+    """A sequence model trained briefly on random walks over the loaded catalog, saved and
+    promoted: the bench then measures the per-event cost of a trained version (the
+    sequence model's query and matrix product on top of the plain encoder's work)."""
+    from stream_app.encoder import default_model_path, model_version
+    from stream_app.model.adapter import Adapter, Blend
+    from stream_app.model.sequence import Window, fit_sequence
+    from stream_app.store import Store, connect
+    from stream_app.versions import Registry
+
+    base = model_version(Path(s.model_path) if s.model_path else default_model_path())
+    client = connect(s.redis_url, s.redis_cluster)
+    try:
+        ids, vectors = await Store(client, s.key_prefix).load_catalog(base)
+        windows = [Window(tuple(rng.randrange(len(ids)) for _ in range(s.recent_items + 1)))
+                   for _ in range(64)]
+        params = dataclasses.replace(s.sequence_params(), epochs=2.0)
+        weights, _ = fit_sequence(None, windows, ids, vectors, params)
+        registry = Registry(client, s.key_prefix, base)
+        adapter = Adapter(await registry.next_version(), base, weights,
+                          Blend(1.0, 1.0, s.popularity_weight, s.covisit_weight))
+        await registry.save(adapter, {"created_at": time.time(), "reason": "bench"})
+        await registry.promote(adapter.version, reason="bench --trained")
+        return adapter.version
+    finally:
+        await client.aclose()
+
+
+async def _until_version(s: Settings, make: Any, received: dict[str, float],
+                         versions: dict[str, str], version: str) -> None:
+    for attempt in range(60):
+        event = make(attempt, "swap")
+        await _flood(s, [event], received, "model swap")
+        if versions.get(event["event_id"]) == version:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the worker never ranked with {version}")
 
 
 async def _flood(s: Settings, events: list[dict[str, Any]], received: dict[str, float],

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterable
+import uuid
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from stream_app.index import CatalogIndex
 from stream_app.model.adapter import Adapter
+from stream_app.model.covisit import CoVisits
 from stream_app.model.popularity import Popularity
 from stream_app.store import Store
 
@@ -26,7 +28,8 @@ class Catalog:
     """Loads the text vectors of the catalog, then tails the change log."""
 
     def __init__(self, store: Store, base_version: str, dim: int,
-                 popularity_half_life: float) -> None:
+                 popularity_half_life: float, covisits: CoVisits | None = None,
+                 covisit_log_max: int = 100_000) -> None:
         self.store = store
         self.base_version = base_version
         self.index = CatalogIndex(dim)
@@ -34,8 +37,18 @@ class Catalog:
         self.ranking = self.index
         self.titles: dict[str, str] = {}
         self.popularity = Popularity(popularity_half_life)
+        self.covisits = covisits if covisits is not None else CoVisits()
+        self.covisit_log_max = covisit_log_max
+        self.covisit_position = "0-0"
+        self.source = uuid.uuid4().hex  # this process's entries in the co-visit log
         self.position = "0-0"
         self._changes: list[tuple[str, list[str]]] | None = None  # recorded during a swap
+
+    @classmethod
+    def for_settings(cls, store: Store, base_version: str, dim: int, s: Any) -> "Catalog":
+        """A catalog as ``s`` (``Settings``) configures it: the one place that wires it."""
+        return cls(store, base_version, dim, s.popularity_half_life_s,
+                   CoVisits(s.covisit_history, s.covisit_keep), s.covisit_log_max)
 
     async def load(self) -> None:
         """Full load; changes after the head we read first are re-applied by ``sync``."""
@@ -44,6 +57,7 @@ class Catalog:
         self.upsert(zip(ids, vecs))
         await self._load_titles(ids)
         await self.refresh_popularity()
+        await self.refresh_covisits()
         self.position = position
 
     def upsert(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
@@ -99,6 +113,26 @@ class Catalog:
     async def refresh_popularity(self) -> None:
         """The deployment-wide counts (every worker adds its own events to them)."""
         self.popularity.replace(await self.store.popularity())
+
+    async def count_covisits(self, choices: Sequence[tuple[Sequence[str], str]],
+                             share: bool = True) -> None:
+        """Count these choices here at once, and (``share``) for every other worker."""
+        self.covisits.add(choices)
+        if share:
+            await self.store.add_covisits(self.source, choices, self.covisit_log_max)
+
+    async def refresh_covisits(self) -> int:
+        """Apply the co-visits other workers logged since the last call; returns how many."""
+        applied = 0
+        while True:
+            position, entries = await self.store.covisits_since(self.covisit_position)
+            self.covisit_position = position
+            for source, choices in entries:
+                if source != self.source:
+                    self.covisits.add(choices)
+                    applied += len(choices)
+            if not entries:
+                return applied
 
     async def _load_titles(self, ids: list[str]) -> None:
         meta = await self.store.item_meta(ids)

@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--users", type=int, default=500)
     bench.add_argument("--catalog", help="catalog file (default: the bundled sample)")
     bench.add_argument("--json", help="also write the figures here")
+    bench.add_argument("--trained", action="store_true",
+                       help="rank with a trained version (sequence model) instead of the "
+                       "plain encoder: its per-event cost")
     bench.set_defaults(fn=cmd_bench)
 
     ev = sub.add_parser("eval", help="the replay protocol in-process, with baselines and "

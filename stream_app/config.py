@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from stream_app.model.interest import InterestParams
-from stream_app.model.objective import FitParams
+from stream_app.model.scoring import Defaults
+from stream_app.model.sequence import SequenceParams
 
 ENV_PREFIX = "STREAM_APP_"
 
@@ -70,13 +71,24 @@ class Settings:
     open_threshold: float = _setting(
         0.6, "Cosine below which an event opens a new interest instead of joining one.")
     recent_items: int = _setting(
-        10, "Latest chosen items kept per user: the sequence fine-tuned versions also rank by.")
+        50, "Latest chosen items kept per user: the sequence the trained model reads.")
     popularity_weight: float = _setting(
         0.5, "Weight of the prior log(1 + decayed item popularity) in every score.")
+    covisit_weight: float = _setting(
+        1.0, "Weight of the co-visit score (items chosen together with the user's latest "
+        "ones, counted at once) in versions that fitted none (the plain encoder).")
+    covisit_history: int = _setting(
+        20, "Latest chosen items of a user that a choice is counted together with, and that "
+        "the co-visit score reads.")
+    covisit_keep: int = _setting(100, "Items per user that get a co-visit score (its best).")
+    covisit_log_max: int = _setting(
+        100000, "Co-visit log entries (one per micro-batch) kept in Redis for workers that "
+        "start later; a new worker counts what the log still holds.")
     popularity_half_life_s: float = _setting(
         60 * 86400.0, "Half-life of item popularity, event-time seconds.")
     popularity_refresh_s: float = _setting(
-        1.0, "How often a worker reloads the deployment-wide popularity from Redis.")
+        1.0, "How often a worker reloads the deployment-wide popularity from Redis and "
+        "counts the co-visits other workers logged.")
     weight_view: float = _setting(0.5, "Weight of a `view` event.")
     weight_click: float = _setting(1.0, "Weight of a `click` event.")
     weight_like: float = _setting(2.0, "Weight of a `like` event.")
@@ -112,17 +124,32 @@ class Settings:
         0.2, "Newest share of a round's examples held out to score candidate vs current.")
     trainer_buffer_size: int = _setting(
         20000, "Earlier examples replayed in every round (oldest dropped first).")
-    trainer_epochs: int = _setting(2, "Passes over a round's training examples.")
-    trainer_lr: float = _setting(3e-3, "Learning rate of the query and item maps and the scale.")
-    trainer_residual_lr: float = _setting(3e-3, "Learning rate of the per-item residuals.")
-    trainer_residual_l2: float = _setting(
-        0.1, "L2 pull of the per-item residuals towards zero (the item's text alone).")
-    trainer_temperature: float = _setting(0.2, "Softmax temperature of the objective.")
+    trainer_epochs: float = _setting(
+        10.0, "Passes per round over the buffered choice sequences (recent data is replayed "
+        "in every round).")
+    trainer_lr: float = _setting(1e-3, "Learning rate (Adam) of the sequence model.")
+    trainer_step_size: int = _setting(
+        128, "Windows of users' choice sequences per training step.")
     trainer_skip_weight: float = _setting(
-        0.2, "How much a skip or dislike counts as a negative of the next choice (0-1].")
-    trainer_sequence_decay: float = _setting(
-        0.8, "Weight of each older recent item against the next newer one in a version's "
-        "sequence query (0-1].")
+        0.2, "How much a skip or dislike counts as a hard negative of the next choice (0-1].")
+    trainer_full_softmax_items: int = _setting(
+        5000, "Catalogs up to this size train with a softmax over every item; larger ones "
+        "with a sampled softmax (log-Q corrected).")
+    trainer_negatives: int = _setting(
+        1024, "Uniformly sampled negatives per training step in the sampled softmax.")
+    sequence_dim: int = _setting(64, "Width of the sequence model (item and query vectors).")
+    sequence_blocks: int = _setting(2, "Causal self-attention blocks of the sequence model.")
+    sequence_heads: int = _setting(1, "Attention heads per block (must divide the width).")
+    sequence_dropout: float = _setting(0.2, "Dropout of the sequence model while training.")
+    sequence_item_text: bool = _setting(
+        True, "Items enter the sequence model through their projected text vector (new "
+        "items are scored from it); off: ID embeddings only (an ablation).")
+    sequence_item_ids: bool = _setting(
+        True, "Items also get a learned ID embedding, zero until a round trains on them; "
+        "off: text only (an ablation).")
+    trainer_promotion_tolerance: float = _setting(
+        0.1, "A candidate is promoted unless its held-out NDCG@10 is below the plain "
+        "encoder's, or below the current version's by more than this share.")
     trainer_revert_windows: int = _setting(
         2, "Held-out windows a fine-tuned current version must have been judged on, since "
         "its promotion, before the trainer may revert to the plain encoder (when the "
@@ -130,8 +157,9 @@ class Settings:
     trainer_threads: int = _setting(
         1, "torch threads of the training process; 1 makes a round reproducible (threaded "
         "CPU sums are not) and leaves the other cores to the stream.")
-    trainer_negatives: int = _setting(
-        256, "Popularity-sampled negatives per training step (besides in-batch and skips).")
+    trainer_nice: int = _setting(
+        10, "How much lower the training process's CPU priority is than the trainer's "
+        "(Unix nice increment; 0 keeps it): rounds take the CPU the workers leave.")
     model_poll_interval_s: float = _setting(
         2.0, "How often a worker checks which model version is current, seconds.")
     model_keep_versions: int = _setting(
@@ -163,20 +191,30 @@ class Settings:
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
-                    "trainer_residual_lr", "trainer_temperature", "trainer_negatives",
-                    "trainer_skip_weight", "trainer_sequence_decay", "trainer_threads",
-                    "trainer_revert_windows",
+                    "trainer_negatives", "trainer_step_size", "trainer_full_softmax_items",
+                    "trainer_skip_weight", "trainer_threads", "trainer_revert_windows",
+                    "sequence_dim", "sequence_blocks", "sequence_heads", "covisit_keep",
+                    "covisit_log_max",
                     "model_poll_interval_s", "model_keep_versions")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
         for name in ("max_interests", "short_term_weight", "popularity_weight",
-                     "trainer_buffer_size", "trainer_residual_l2", "recent_items"):
+                     "trainer_buffer_size", "sequence_dropout", "recent_items",
+                     "covisit_weight", "covisit_history", "trainer_nice",
+                     "trainer_promotion_tolerance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
-        for name in ("trainer_skip_weight", "trainer_sequence_decay"):
-            if getattr(self, name) > 1:
-                raise ValueError(f"{env_name(_field(name))} must be in (0, 1]")
+        if self.trainer_skip_weight > 1:
+            raise ValueError(f"{env_name(_field('trainer_skip_weight'))} must be in (0, 1]")
+        if not self.sequence_dropout < 1:
+            raise ValueError(f"{env_name(_field('sequence_dropout'))} must be in [0, 1)")
+        if not (self.sequence_item_text or self.sequence_item_ids):
+            raise ValueError(f"{env_name(_field('sequence_item_text'))} and "
+                             f"{env_name(_field('sequence_item_ids'))} cannot both be off")
+        if self.sequence_dim % self.sequence_heads:
+            raise ValueError(f"{env_name(_field('sequence_heads'))} must divide "
+                             f"{env_name(_field('sequence_dim'))}")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
 
@@ -185,6 +223,10 @@ class Settings:
                               self.short_term_weight, self.open_threshold, self.dedupe_window,
                               self.recent_items)
 
+    def defaults(self) -> Defaults:
+        """The weights of a score's parts for versions that fitted none."""
+        return Defaults(self.popularity_weight, self.covisit_weight)
+
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -192,15 +234,14 @@ class Settings:
         return [self.topic_items, self.topic_activity, self.topic_feedback,
                 self.topic_recommendations, self.topic_dead_letters, self.topic_model_updates]
 
-    def fit_params(self) -> FitParams:
-        return FitParams(epochs=self.trainer_epochs, lr=self.trainer_lr,
-                         residual_lr=self.trainer_residual_lr,
-                         residual_l2=self.trainer_residual_l2,
-                         temperature=self.trainer_temperature,
-                         skip_weight=self.trainer_skip_weight,
-                         sampled_negatives=self.trainer_negatives,
-                         sequence_decay=self.trainer_sequence_decay,
-                         popularity_weight=self.popularity_weight)
+    def sequence_params(self, seed: int = 0) -> SequenceParams:
+        return SequenceParams(
+            length=max(1, self.recent_items), dim=self.sequence_dim,
+            blocks=self.sequence_blocks, heads=self.sequence_heads,
+            dropout=self.sequence_dropout, lr=self.trainer_lr, epochs=self.trainer_epochs,
+            batch_size=self.trainer_step_size, full_softmax_items=self.trainer_full_softmax_items,
+            negatives=self.trainer_negatives, skip_weight=self.trainer_skip_weight, seed=seed,
+            use_text=self.sequence_item_text, use_ids=self.sequence_item_ids)
 
     def event_weights(self) -> dict[str, float]:
         """Weights by activity type; `rate` is scaled by the rating at apply time."""

@@ -41,9 +41,11 @@ class CatalogIndex:
         return None if row is None else self._matrix[row]
 
     def with_matrix(self, matrix: np.ndarray) -> "CatalogIndex":
-        """Same ids in the same rows, other vectors (a model version's view of the catalog)."""
-        other = CatalogIndex(self.dim)
-        other._matrix = np.array(matrix, dtype=np.float32).reshape(self._size, self.dim)
+        """Same ids in the same rows, other vectors (a model version's view of the catalog,
+        of the version's own width)."""
+        matrix = np.array(matrix, dtype=np.float32)
+        other = CatalogIndex(matrix.shape[1] if matrix.ndim == 2 else self.dim)
+        other._matrix = matrix.reshape(self._size, other.dim)
         other._ids = list(self._ids)
         other._rows = dict(self._rows)
         other._size = self._size

@@ -23,9 +23,9 @@ from stream_app.contract import (ActivityEvent, ContractError, ItemEvent, Record
 from stream_app.encoder import CachedEncoder, Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.model.interest import UserState, apply_event, event_weight
+from stream_app.model.interest import CHOICES, UserState, apply_event, event_weight
 from stream_app.model.popularity import NOT_POPULAR
-from stream_app.model.ranking import rank_interests
+from stream_app.model.scoring import parts, rank_parts
 from stream_app.store import Store, UserRecord, UserWrite, text_key
 
 
@@ -171,8 +171,8 @@ class Processor:
         out = Outputs()
         snapshots, popular = await self.apply_activity(records, out)
         self._rank(snapshots, out)
-        # counted after ranking: no event is ranked with popularity it caused
-        await self.count_popularity(popular)
+        # counted after ranking: no event is ranked with popularity or co-visits it caused
+        await self.count(popular, snapshots)
         return out
 
     async def apply_activity(self, records: Sequence[Record], out: Outputs
@@ -188,9 +188,13 @@ class Processor:
         pending = await self._with_vectors(events, out)
         return await self._apply(pending, out)
 
-    async def count_popularity(self, popular: list[tuple[str, float, float]]) -> None:
+    async def count(self, popular: list[tuple[str, float, float]],
+                    snapshots: Sequence[Snapshot], share: bool = True) -> None:
+        """Popularity increments and the co-visits of the choices among ``snapshots``
+        (``share``: logged for the other workers too; the trainer keeps its own)."""
         await self.store.add_popularity(popular, self.s.popularity_half_life_s)
         self.catalog.popularity.add(popular)
+        await self.catalog.count_covisits(choices(snapshots), share)
 
     async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
                             out: Outputs) -> list[_Pending]:
@@ -266,23 +270,16 @@ class Processor:
         return snaps, write, applied
 
     def _rank(self, snapshots: list[Snapshot], out: Outputs) -> None:
-        """One matrix product for every interest of every event in the batch.
+        """One matrix product per part of the score for the whole batch (``scoring``).
 
         No await in here: one model version and one catalog state rank the whole batch.
         """
         now = time.time()
-        index = self.catalog.index
         at = max((s.pending.event.ts for s in snapshots), default=0.0)
-        states = [s.state for s in snapshots]
-        base = self._base_scores(states, at)
-        sims = self._similarities(states)
-        row = 0
-        for n, s in enumerate(snapshots):
+        lists = self._ranked([s.state for s in snapshots], [s.exclude for s in snapshots],
+                             [s.pending.event.ts for s in snapshots], at, self.s.top_k)
+        for s, items in zip(snapshots, lists):
             ev = s.pending.event
-            m = len(s.state.interests)
-            items = (self._blend(s.state, s.exclude, ev.ts, sims[row:row + m], base[n],
-                                 self.s.top_k) if len(index) else [])
-            row += m
             out.recommendations.append(
                 (ev.user_id, recommendation(ev, items, self.model_version, now)))
             self.metrics.lag_seconds.observe(max(0.0, now - s.pending.record.timestamp))
@@ -290,50 +287,55 @@ class Processor:
 
     def recommend(self, record: UserRecord, k: int) -> list[tuple[str, float, str]]:
         """A fresh ranking for one user (HTTP), as of the user's last event."""
-        if not len(self.catalog.index):
-            return []
         at = record.state.last_ts or time.time()
-        base = self._base_scores([record.state], at)
-        sims = self._similarities([record.state])
         exclude = record.seen if self.s.exclude_seen else frozenset()
-        return self._blend(record.state, exclude, at, sims, base[0], k)
+        return self._ranked([record.state], [exclude], [at], at, k)[0]
 
-    def _base_scores(self, states: Sequence[UserState], at: float) -> np.ndarray:
-        """(users, items): what every item scores before any interest of the user, the
-        popularity prior at ``at`` plus, with a version that reads sequences, the
-        similarity to the user's latest chosen items."""
+    def _ranked(self, states: Sequence[UserState], excludes: Sequence[frozenset[str]],
+                times: Sequence[float], at: float, k: int
+                ) -> list[list[tuple[str, float, str]]]:
+        """Each state's top k as (item id, score, reason): interests' strengths as of each
+        of ``times``, the popularity prior as of ``at``, the version in use."""
         index = self.catalog.index
-        prior = self.s.popularity_weight * self.catalog.popularity.prior(index.ids, at)
-        sequences = self.catalog.adapter.sequence_queries(
-            [s.recent_item_ids() for s in states], index.vector)
-        if sequences is None:
-            return np.broadcast_to(prior, (len(states), len(prior)))
-        return prior[None, :] + sequences @ self.catalog.ranking.matrix.T
+        if not len(index):
+            return [[] for _ in states]
+        adapter = self.catalog.adapter
+        histories = [[index.row(i) for i in st.recent_item_ids() if i in index]
+                     for st in states]
+        directions = [np.stack([i.direction() for i in st.interests]) if st.interests
+                      else np.zeros((0, index.dim), np.float32) for st in states]
+        covisit = self.catalog.covisits.scores([st.recent_item_ids() for st in states],
+                                               index.ids)
+        p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
+                  self.catalog.popularity.prior(index.ids, at), directions, histories, covisit)
+        strengths = [st.strengths(t, self.params) for st, t in zip(states, times)]
+        rows = [[index.row(i) for i in ex if i in index] for ex in excludes]
+        lists = rank_parts(p, adapter.blend, self.s.defaults(), strengths, rows, k)
+        out = []
+        for st, strength, history, ranked in zip(states, strengths, histories, lists):
+            order = {n: r for r, n in enumerate(np.argsort(-strength, kind="stable"))}
+            after = index.ids[history[-1]] if history and not adapter.is_base else None
+            # a version that gives interests no weight ranks by sequence and prior alone
+            out.append([(index.ids[row], score,
+                         self._reason(st.interests, interest if adapter.blend.interest > 0
+                                      else -1, order, after))
+                        for row, score, interest in ranked])
+        return out
 
-    def _similarities(self, states: Sequence[UserState]) -> np.ndarray:
-        """Cosine of every interest of these states with every item, in the ranking space
-        of the model version in use: one matrix product."""
-        ranking = self.catalog.ranking
-        directions = [i.direction() for state in states for i in state.interests]
-        if not directions or not len(ranking):
-            return np.zeros((len(directions), len(ranking)), np.float32)
-        return self.catalog.adapter.queries(np.stack(directions)) @ ranking.matrix.T
-
-    def _blend(self, state: UserState, exclude: frozenset[str], at: float, sims: np.ndarray,
-               base: np.ndarray, k: int) -> list[tuple[str, float, str]]:
-        """Each interest fills its share of the list; ``base`` (``_base_scores``) alone
-        when there is none."""
-        index = self.catalog.index
-        strengths = state.strengths(at, self.params)
-        rows = [index.row(i) for i in exclude if i in index]
-        order = {n: r for r, n in enumerate(np.argsort(-strengths, kind="stable"))}
-        return [(index.ids[row], score, self._reason(state.interests, interest, order))
-                for row, score, interest in rank_interests(sims, strengths, base, k, rows)]
-
-    def _reason(self, interests: tuple, interest: int, order: dict[int, int]) -> str:
+    def _reason(self, interests: tuple, interest: int, order: dict[int, int],
+                after: str | None) -> str:
         if interest < 0:
+            if after is not None:
+                return f'picked next after "{self.catalog.titles.get(after, after)}"'
             return "trending"
         source = interests[interest].source
         label = (f'you said "{source[5:65]}"' if source.startswith("text:")
                  else f'"{self.catalog.titles.get(source, source)}"')
         return f"interest {order[interest] + 1} of {len(interests)}: {label}"
+
+
+def choices(snapshots: Sequence[Snapshot]) -> list[tuple[tuple[str, ...], str]]:
+    """(the items chosen before, the item chosen) of every newly applied choice."""
+    return [(snap.before.recent_item_ids(), snap.pending.event.item_id) for snap in snapshots
+            if snap.applied and snap.pending.event.item_id is not None
+            and snap.pending.event.type in CHOICES]

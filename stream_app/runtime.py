@@ -76,8 +76,8 @@ class Runtime(ProcessRuntime):
         client = connect(self.settings.redis_url, self.settings.redis_cluster)
         self.store = Store(client, self.settings.key_prefix)
         self.registry = Registry(client, self.settings.key_prefix, self.encoder.version)
-        self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim,
-                               self.settings.popularity_half_life_s)
+        self.catalog = Catalog.for_settings(self.store, self.encoder.version, self.encoder.dim,
+                                            self.settings)
         await self.catalog.load()
         await self._follow()  # rank with the promoted version from the first event
         self.processor = Processor(self.settings, self.store, self.encoder, self.catalog,

@@ -9,6 +9,7 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
   P:items:log          stream of catalog changes {id, op}; workers tail it
   P:textvec:<model>    hash sha1(text) -> float32 bytes (item text cache)
   PS:popularity        hash item_id -> "count,ts": decayed interaction count
+  PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen, earlier...]]}
   P:stats              hash of deployment-wide counters
 """
 
@@ -239,6 +240,28 @@ class Store:
         if vecs:
             await self.r.hset(f"{self.prefix}:textvec:{model_version}",
                               mapping={k: v.astype(np.float32).tobytes() for k, v in vecs.items()})
+
+    # --- co-visits -----------------------------------------------------------
+    async def add_covisits(self, source: str, choices: Sequence[tuple[Sequence[str], str]],
+                           maxlen: int) -> None:
+        """One log entry for a batch's choices (what each user chose, what they chose
+        before); every worker tails the log (``covisits_since``)."""
+        if not choices:
+            return
+        packed = json.dumps([[chosen, *previous] for previous, chosen in choices])
+        await self.r.xadd(f"{self.scoped}:covisit:log", {"by": source, "c": packed},
+                          maxlen=maxlen, approximate=True)
+
+    async def covisits_since(self, since: str, count: int = 1000
+                             ) -> tuple[str, list[tuple[str, list[tuple[list[str], str]]]]]:
+        """Log entries after ``since``: (new position, [(source, choices)])."""
+        res = await self.r.xread({f"{self.scoped}:covisit:log": since}, count=count)
+        if not res:
+            return since, []
+        entries = res[0][1]
+        out = [(fields[b"by"].decode(), [(row[1:], row[0]) for row in json.loads(fields[b"c"])])
+               for _, fields in entries]
+        return entries[-1][0].decode(), out
 
     # --- popularity -------------------------------------------------------
     async def add_popularity(self, increments: Sequence[tuple[str, float, float]],

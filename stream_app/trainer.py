@@ -27,10 +27,10 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
 from stream_app.model.interest import CHOICES, UserState
-from stream_app.model.objective import (Example, ItemTable, train_and_judge,
+from stream_app.model.objective import (Example, ItemTable, sequences, train_and_judge,
                                        training_process)
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
-from stream_app.pipeline import Outputs, Processor, Snapshot
+from stream_app.pipeline import Outputs, Processor, Snapshot, choices
 from stream_app.store import Store
 from stream_app.versions import Registry
 
@@ -56,6 +56,7 @@ class Trainer:
         self.policy = RoundPolicy(settings.trainer_batch_size, settings.trainer_max_wait_s)
         self.pending: list[Example] = []
         self.pending_since: float | None = None
+        # compact copies (no interests, no seen set): what the sequence model trains on
         self.buffer: deque[Example] = deque(maxlen=settings.trainer_buffer_size)
         self.current = self.lineage = Adapter.base(registry.base_version)
         self._standing = Standing()  # the current version against the encoder
@@ -74,7 +75,7 @@ class Trainer:
         if self._executor is None:  # spawned: never fork a process that runs threads
             self._executor = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=training_process, initargs=(self.s.trainer_threads,))
+                initializer=training_process, initargs=(self.s.trainer_threads, self.s.trainer_nice))
         return self._executor
 
     def close(self) -> None:
@@ -104,7 +105,7 @@ class Trainer:
         snapshots, popular = await self.processor.apply_activity(activity, out)
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
                            default=0.0))
-        await self.processor.count_popularity(popular)  # after: as a worker ranks
+        await self.processor.count(popular, (), share=False)  # after: as a worker ranks
         by_user: dict[str, list[Snapshot]] = {}
         for snap in snapshots:
             ev = snap.pending.event
@@ -118,6 +119,8 @@ class Trainer:
                           snap.exclude - {ev.item_id})
         chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
         await self._feedback_choices(chosen, by_user)
+        # counted after the examples took theirs: as a worker ranks a batch, then counts
+        await self.catalog.count_covisits(choices(snapshots), share=False)
         out.counts["feedback_choices"] += len(chosen)
         out.counts["examples"] = len(self.pending)
         return out
@@ -172,10 +175,14 @@ class Trainer:
         negatives = tuple(item for item, at in waiting if at <= ts)
         if negatives:
             self._negatives[user_id] = [(item, at) for item, at in waiting if at > ts]
+        recent = state.recent_item_ids()
+        ids = self.catalog.index.ids
+        covisit = self.catalog.covisits.scores([recent], ids)[0]
+        top = np.flatnonzero(covisit)
         self.pending.append(Example(ts, user_id, interests,
                                     state.strengths(ts, self.processor.params).astype(np.float32),
-                                    item_id, negatives, seen, self._snapshot_id,
-                                    state.recent_item_ids()))
+                                    item_id, negatives, seen, self._snapshot_id, recent,
+                                    (tuple(ids[n] for n in top), covisit[top])))
         self._since_snapshot += 1
         self.metrics.trainer_examples.inc()
         if self.pending_since is None:
@@ -214,9 +221,9 @@ class Trainer:
         return history, rows
 
     def _forget_snapshots(self) -> None:
-        """Drop snapshots no buffered or pending example uses any more."""
-        oldest = min((e.snapshot for e in [*self.buffer, *self.pending]),
-                     default=self._snapshot_id)
+        """Drop snapshots no pending example uses any more (buffered examples train the
+        sequence model, which reads no prior; only held-out judging does)."""
+        oldest = min((e.snapshot for e in self.pending), default=self._snapshot_id)
         for sid in [sid for sid in self._snapshots if sid < min(oldest, self._snapshot_id)]:
             del self._snapshots[sid]
 
@@ -278,16 +285,18 @@ class Trainer:
         ids = list(self.catalog.index.ids)
         table = ItemTable(ids, self.catalog.index.matrix.copy(),
                           self.catalog.popularity.prior(ids, cutoff),
-                          *self._history(ids, [*self.buffer, *examples]))
+                          *self._history(ids, held))
         version = await self.registry.next_version()
-        data = list(self.buffer) + [replace(e, seen=frozenset()) for e in train]
+        replayed = len(self.buffer)
+        seqs, negatives = sequences([*self.buffer, *train], table)
         # in a process of its own: a round holds no GIL the consuming event loop needs
         candidate, fitted, held_out = await asyncio.get_running_loop().run_in_executor(
-            self._pool(), train_and_judge, self.lineage, self.current, data, held, table,
-            self.s.fit_params(), version)
+            self._pool(), train_and_judge, self.lineage, self.current, seqs, negatives, held,
+            table, self.s.sequence_params(), self.s.defaults(), version)
         theirs, ours, text_only = held_out["candidate"], held_out["current"], held_out["base"]
-        promoted, reason = promotion(theirs, ours, text_only)
-        self.buffer.extend(replace(e, seen=frozenset()) for e in examples)
+        promoted, reason = promotion(theirs, ours, text_only,
+                                     self.s.trainer_promotion_tolerance)
+        self.buffer.extend(_compact(e) for e in examples)
         self._forget_snapshots()
         announcement = {
             "type": "trained", "version": version, "parent": self.lineage.version,
@@ -296,7 +305,7 @@ class Trainer:
             "window": {"from_ts": min(e.ts for e in examples), "to_ts": cutoff,
                        "heldout_from_ts": held[0].ts if held else None},
             "examples": {"train": len(train), "heldout": len(held),
-                         "replayed": len(data) - len(train)},
+                         "replayed": replayed},
             "training": fitted,
             "heldout": {"candidate": theirs, "current": ours, "base": text_only},
             "reverted_to": None,
@@ -321,6 +330,16 @@ class Trainer:
             candidate_ndcg=theirs["ndcg@10"], current_ndcg=ours["ndcg@10"],
             loss=fitted["loss"], seconds=announcement["round_seconds"])
         return announcement
+
+
+_NO_INTERESTS = np.zeros((0, 0), np.float16)
+_NO_STRENGTHS = np.zeros(0, np.float32)
+
+
+def _compact(e: Example) -> Example:
+    """What the buffer keeps of an example: the choice and the items before it."""
+    return replace(e, interests=_NO_INTERESTS, strengths=_NO_STRENGTHS, seen=frozenset(),
+                   snapshot=-1, covisit=((), _NO_STRENGTHS))
 
 
 def _trim(users: OrderedDict) -> None:

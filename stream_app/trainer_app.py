@@ -43,8 +43,8 @@ class TrainerRuntime(ProcessRuntime):
         s = self.settings
         client = connect(s.redis_url, s.redis_cluster)
         store = Store(client, s.key_prefix, scope=":trainer")
-        catalog = Catalog(store, self.encoder.version, self.encoder.dim,
-                          s.popularity_half_life_s)
+        catalog = Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
+                                        s)
         self.trainer = Trainer(s, store, self.encoder, catalog,
                                Registry(client, s.key_prefix, self.encoder.version), self.metrics)
         await self.trainer.start()

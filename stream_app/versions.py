@@ -44,7 +44,8 @@ class Registry:
         await self.r.set(self._blob + adapter.version, adapter.to_bytes())
         await self.r.hset(self._meta, adapter.version, json.dumps(
             {**meta, "version": adapter.version, "base_version": adapter.base_version,
-             "residual_items": len(adapter.residual_ids)}))
+             "id_items": len(adapter.sequence.item_ids) if adapter.sequence else 0,
+             "blend": adapter.meta()["blend"]}))
 
     async def current(self) -> str:
         raw = await self.r.get(self._current)

@@ -94,3 +94,17 @@ def sample_catalog() -> list[dict]:
 
     return list(read_jsonl(Path(__file__).parent.parent / "stream_app" / "data" /
                            "sample_catalog.jsonl"))
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for the test: small model fits are reproducible and fast (threads
+    only add contention at this size), and leave the other cores to the rest."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -1,66 +1,131 @@
-"""Model versions as data: the identity base, the maps and residuals, the checkpoint bytes."""
+"""Model versions as data: the plain encoder, a trained sequence model, the checkpoint bytes,
+and the round rules (when a round starts, what it holds out, what it promotes)."""
 
 from __future__ import annotations
 
+import io
+import pickle
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from stream_app.model.adapter import Adapter, normalize_rows
+from stream_app.config import Settings
+from stream_app.model.adapter import Adapter, Blend
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
+from stream_app.model.sequence import Window, fit_sequence
+
+N, D = 12, 4
+IDS = [f"i{n}" for n in range(N)]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible fits
+HISTORIES = [[0, 1, 2], [5], [], list(range(N)) * 2]  # the last longer than the model reads
 
 
-def _adapter(d: int = 4) -> Adapter:
-    rng = np.random.default_rng(1)
-    return Adapter("enc+ft00001", "enc", query=rng.normal(size=(d, d)).astype(np.float32),
-                   item=rng.normal(size=(d, d)).astype(np.float32), residual_ids=("b",),
-                   residual=np.full((1, d), 0.5, np.float32))
+def _text(seed: int = 0) -> np.ndarray:
+    text = np.random.default_rng(seed).normal(size=(N, D))
+    return (text / np.linalg.norm(text, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _trained(version: str = "enc+ft00001") -> Adapter:
+    """A small sequence model trained a little on a chain through the first ten items."""
+    params = replace(Settings().sequence_params(), length=4, dim=8, blocks=1, heads=2,
+                     dropout=0.0, lr=1e-2, epochs=5.0, batch_size=4)
+    windows = [Window(tuple(range(s, s + 4))) for s in range(7)]
+    weights, _ = fit_sequence(None, windows, IDS[:10], _text()[:10], params)
+    return Adapter(version, "enc", weights, Blend(1.0, 0.5, 0.25, None))
 
 
 def test_base_version_ranks_with_the_text_vectors_as_they_are():
     base = Adapter.base("enc")
-    text = normalize_rows(np.arange(8, dtype=np.float32).reshape(2, 4) + 1)
+    text = _text()
     assert base.is_base and base.version == base.base_version == "enc"
-    np.testing.assert_array_equal(base.item_vectors(["a", "b"], text), text)
-    np.testing.assert_array_equal(base.queries(text), text)
+    assert base.sequence is None and base.scorer is None
+    np.testing.assert_array_equal(base.item_vectors(IDS, text), text)
+    assert base.sequence_queries(HISTORIES, text) is None
+    assert base.blend == Blend(1.0, 1.0, None, None)  # the settings' weights for the rest
+    assert base.meta() == {"version": "enc", "base_version": "enc",
+                           "blend": {"sequence": 1.0, "interest": 1.0, "popularity": None,
+                                     "covisit": None},
+                           "sequence": None, "id_items": 0}
+    back = Adapter.from_bytes(base.to_bytes())
+    assert back.is_base and (back.version, back.base_version) == ("enc", "enc")
 
 
-def test_items_without_residual_start_from_their_mapped_text():
-    a = _adapter()
-    text = normalize_rows(np.eye(4, dtype=np.float32)[:2] + 0.1)
-    vecs = a.item_vectors(["a", "b"], text)
-    np.testing.assert_allclose(vecs[0], normalize_rows(text[:1] @ a.item.T)[0], atol=1e-6)
-    np.testing.assert_allclose(vecs[1], normalize_rows(text[1:] @ a.item.T + 0.5)[0],
+def test_a_trained_version_scores_with_its_own_item_vectors_and_queries():
+    a = _trained()
+    text = _text()
+    assert not a.is_base
+    items = a.item_vectors(IDS, text)
+    assert items.shape == (N, 8) and np.isfinite(items).all()
+    project = a.sequence.arrays["proj.weight"]
+    # items 10 and 11 were not in the round's catalog: their text alone
+    assert set(a.sequence.item_ids) == set(IDS[:10])
+    np.testing.assert_allclose(items[10:], text[10:] @ project.T, rtol=1e-5, atol=1e-6)
+    queries = a.sequence_queries(HISTORIES, items)
+    assert queries.shape == (len(HISTORIES), 8)
+    np.testing.assert_array_equal(queries[2], np.zeros(8))  # no history: no query
+    # only the latest ``length`` items are read
+    np.testing.assert_allclose(queries[3], a.sequence_queries([HISTORIES[3][-4:]], items)[0],
                                atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(a.queries(text), normalize_rows(text @ a.query.T), atol=1e-6)
-
-
-def test_sequence_query_weighs_newer_items_more_and_adds_their_context():
-    text = {"a": np.array([1, 0, 0, 0], np.float32), "b": np.array([0, 1, 0, 0], np.float32)}
-    assert Adapter.base("enc").sequence_queries([["a"]], text.get) is None
-    a = replace(_adapter(), context_ids=("b",), context=np.array([[0, 0, 1, 0]], np.float32),
-                sequence_scale=2.0, sequence_decay=0.5)
-    q = a.sequence_queries([["b", "a"], ["a", "gone"], []], text.get)
-    np.testing.assert_allclose(q[0], 2.0 * normalize_rows(np.array([[1, 0.5, 0.5, 0]]))[0],
-                               atol=1e-6)  # "a" newest (weight 1), "b" + its context (0.5)
-    np.testing.assert_allclose(q[1], [2.0, 0, 0, 0], atol=1e-6)  # a deleted item is left out
-    np.testing.assert_array_equal(q[2], np.zeros(4))
+    assert a.meta()["sequence"] == {"length": 4, "dim": 8, "blocks": 1, "heads": 2,
+                                    "use_text": True, "use_ids": True}
+    assert a.meta()["id_items"] == 10
+    b = a.with_blend(Blend(1.0, 0.0, 2.0, 4.0))
+    assert b.blend == Blend(1.0, 0.0, 2.0, 4.0) and b.sequence is a.sequence
+    assert b.scorer is a.scorer  # built once, shared
+    assert a.renamed("enc+ft9").version == "enc+ft9"
 
 
 def test_checkpoint_round_trips_through_bytes():
-    a = replace(_adapter(), context_ids=("a", "b"), context=np.ones((2, 4), np.float32),
-                sequence_scale=3.0, sequence_decay=0.7)
+    a = _trained()
     b = Adapter.from_bytes(a.to_bytes())
-    assert (b.context_ids, b.sequence_scale, b.sequence_decay) == (("a", "b"), 3.0, 0.7)
-    np.testing.assert_allclose(b.context, a.context, atol=1e-3)
-    assert (b.version, b.base_version, b.residual_ids) == (a.version, a.base_version, ("b",))
-    np.testing.assert_array_equal(b.query, a.query)
-    np.testing.assert_array_equal(b.item, a.item)
-    np.testing.assert_allclose(b.residual, a.residual, atol=1e-3)  # stored as float16
-    base = Adapter.from_bytes(Adapter.base("enc").to_bytes())
-    assert base.is_base and base.version == "enc"
+    assert (b.version, b.base_version, b.blend) == (a.version, a.base_version, a.blend)
+    assert b.sequence.item_ids == a.sequence.item_ids
+    assert b.sequence.shape() == a.sequence.shape()
+    assert set(b.sequence.arrays) == set(a.sequence.arrays)
+    for name, array in a.sequence.arrays.items():
+        np.testing.assert_array_equal(b.sequence.arrays[name], array)  # float32: exact
+    np.testing.assert_allclose(b.sequence.id_rows, a.sequence.id_rows, rtol=1e-3,
+                               atol=1e-4)  # stored as float16
+    text = _text()
+    items = a.item_vectors(IDS, text)
+    np.testing.assert_allclose(b.item_vectors(IDS, text), items, rtol=1e-3, atol=1e-3)
+    np.testing.assert_array_equal(b.sequence_queries(HISTORIES, items),
+                                  a.sequence_queries(HISTORIES, items))
+    # what the training process receives: the weights, not the built scorer
+    assert a.scorer is not None
+    c = pickle.loads(pickle.dumps(a))
+    assert c._scorer == [] and c.blend == a.blend and c.version == a.version
+    np.testing.assert_array_equal(c.sequence_queries(HISTORIES, items),
+                                  a.sequence_queries(HISTORIES, items))
+
+
+@pytest.mark.parametrize("where", ["array", "id_rows"])
+def test_a_checkpoint_with_non_finite_weights_is_refused(where):
+    a = _trained()
+    w = a.sequence
+    if where == "array":
+        arrays = dict(w.arrays)
+        arrays["proj.weight"] = arrays["proj.weight"].copy()
+        arrays["proj.weight"][0, 0] = np.nan
+        w = replace(w, arrays=arrays)
+    else:
+        rows = w.id_rows.copy()
+        rows[1, 2] = np.inf
+        w = replace(w, id_rows=rows)
+    blob = Adapter(a.version, a.base_version, w, a.blend).to_bytes()
+    with pytest.raises(ValueError, match="non-finite"):
+        Adapter.from_bytes(blob)
+
+
+def test_a_checkpoint_with_an_unknown_array_is_refused():
+    blob = _trained().to_bytes()
+    with np.load(io.BytesIO(blob)) as z:
+        arrays = {name: z[name] for name in z.files}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays, stray=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="unknown array 'stray'"):
+        Adapter.from_bytes(buf.getvalue())
 
 
 @pytest.mark.parametrize("pending,waited,due", [

@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 
 from stream_app.config import ENV_PREFIX, Settings, env_name, settings_table
+from stream_app.model.scoring import Defaults
+from stream_app.model.sequence import SequenceParams
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 UNPREFIXED = {"kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "redis_url": "REDIS_URL",
@@ -100,10 +102,21 @@ def test_bool_coercion(raw, expected):
     ("STREAM_APP_TRAINER_BATCH_SIZE", "0"),
     ("STREAM_APP_TRAINER_HOLDOUT_FRACTION", "1.0"),
     ("STREAM_APP_TRAINER_HOLDOUT_FRACTION", "0"),
-    ("STREAM_APP_TRAINER_RESIDUAL_L2", "-1"),
     ("STREAM_APP_TRAINER_SKIP_WEIGHT", "1.5"),
     ("STREAM_APP_TRAINER_SKIP_WEIGHT", "0"),
-    ("STREAM_APP_TRAINER_SEQUENCE_DECAY", "1.2"),
+    ("STREAM_APP_TRAINER_EPOCHS", "0"),
+    ("STREAM_APP_TRAINER_STEP_SIZE", "0"),
+    ("STREAM_APP_TRAINER_NEGATIVES", "0"),
+    ("STREAM_APP_TRAINER_FULL_SOFTMAX_ITEMS", "0"),
+    ("STREAM_APP_SEQUENCE_DIM", "0"),
+    ("STREAM_APP_SEQUENCE_BLOCKS", "0"),
+    ("STREAM_APP_SEQUENCE_HEADS", "3"),  # must divide the width (64)
+    ("STREAM_APP_SEQUENCE_DROPOUT", "1"),
+    ("STREAM_APP_SEQUENCE_DROPOUT", "-0.1"),
+    ("STREAM_APP_COVISIT_WEIGHT", "-1"),
+    ("STREAM_APP_COVISIT_HISTORY", "-1"),
+    ("STREAM_APP_COVISIT_KEEP", "0"),
+    ("STREAM_APP_COVISIT_LOG_MAX", "0"),
     ("STREAM_APP_RECENT_ITEMS", "-1"),
     ("STREAM_APP_MODEL_POLL_INTERVAL_S", "0"),
 ])
@@ -111,6 +124,15 @@ def test_bad_values_raise_value_error_naming_the_var(var, raw):
     with pytest.raises(ValueError) as info:
         Settings.from_env({var: raw})
     assert var in str(info.value)
+
+
+def test_the_sequence_model_needs_its_items_represented_somehow():
+    with pytest.raises(ValueError, match="STREAM_APP_SEQUENCE_ITEM_TEXT"):
+        Settings.from_env({"STREAM_APP_SEQUENCE_ITEM_TEXT": "false",
+                           "STREAM_APP_SEQUENCE_ITEM_IDS": "false"})
+    for var in ("STREAM_APP_SEQUENCE_ITEM_TEXT", "STREAM_APP_SEQUENCE_ITEM_IDS"):
+        Settings.from_env({var: "false"})  # either one alone is an ablation
+    Settings.from_env({"STREAM_APP_SEQUENCE_HEADS": "4", "STREAM_APP_SEQUENCE_DIM": "32"})
 
 
 def test_unrelated_env_vars_are_ignored():
@@ -169,12 +191,52 @@ def test_every_field_has_a_doc():
 
 
 def test_trainer_settings_reach_the_objective():
-    s = Settings.from_env({"STREAM_APP_TRAINER_EPOCHS": "3", "STREAM_APP_TRAINER_LR": "0.01",
-                           "STREAM_APP_TRAINER_TEMPERATURE": "0.5",
+    s = Settings.from_env({"STREAM_APP_TRAINER_EPOCHS": "2.5", "STREAM_APP_TRAINER_LR": "0.01",
+                           "STREAM_APP_TRAINER_STEP_SIZE": "64",
+                           "STREAM_APP_TRAINER_FULL_SOFTMAX_ITEMS": "500",
+                           "STREAM_APP_TRAINER_NEGATIVES": "100",
+                           "STREAM_APP_TRAINER_SKIP_WEIGHT": "0.5",
+                           "STREAM_APP_SEQUENCE_DIM": "32", "STREAM_APP_SEQUENCE_BLOCKS": "3",
+                           "STREAM_APP_SEQUENCE_HEADS": "4",
+                           "STREAM_APP_SEQUENCE_DROPOUT": "0.1",
+                           "STREAM_APP_SEQUENCE_ITEM_IDS": "false",
                            "STREAM_APP_POPULARITY_WEIGHT": "0.25",
-                           "STREAM_APP_TRAINER_SEQUENCE_DECAY": "0.5",
+                           "STREAM_APP_COVISIT_WEIGHT": "2",
                            "STREAM_APP_RECENT_ITEMS": "4"})
-    p = s.fit_params()
-    assert p.sequence_decay == 0.5 and s.interest_params().recent_items == 4
-    assert (p.epochs, p.lr, p.temperature, p.popularity_weight) == (3, 0.01, 0.5, 0.25)
-    assert p.residual_l2 == s.trainer_residual_l2 and p.sampled_negatives == s.trainer_negatives
+    p = s.sequence_params(seed=7)
+    assert s.trainer_epochs == 2.5 and type(s.trainer_epochs) is float
+    assert (p.length, p.dim, p.blocks, p.heads, p.dropout) == (4, 32, 3, 4, 0.1)
+    assert (p.lr, p.epochs, p.batch_size, p.full_softmax_items, p.negatives, p.skip_weight) \
+        == (0.01, 2.5, 64, 500, 100, 0.5)
+    assert (p.seed, p.use_text, p.use_ids) == (7, True, False)
+    assert s.interest_params().recent_items == 4  # the model reads what users keep
+    assert s.defaults() == Defaults(popularity=0.25, covisit=2.0)
+
+
+def test_the_model_has_one_source_of_defaults():
+    """Every field of the model's parameters comes from a setting: SequenceParams and
+    Defaults hold no defaults of their own (but the two ablation switches)."""
+    s = Settings()
+    p = s.sequence_params()
+    mirror = {"length": s.recent_items, "dim": s.sequence_dim, "blocks": s.sequence_blocks,
+              "heads": s.sequence_heads, "dropout": s.sequence_dropout, "lr": s.trainer_lr,
+              "epochs": s.trainer_epochs, "batch_size": s.trainer_step_size,
+              "full_softmax_items": s.trainer_full_softmax_items,
+              "negatives": s.trainer_negatives, "skip_weight": s.trainer_skip_weight,
+              "seed": 0, "use_text": s.sequence_item_text, "use_ids": s.sequence_item_ids}
+    assert dataclasses.asdict(p) == mirror
+    assert s.recent_items == 50 and s.trainer_epochs == 10.0
+    required = [f.name for f in dataclasses.fields(SequenceParams)
+                if f.default is dataclasses.MISSING]
+    assert set(mirror) - set(required) == {"use_text", "use_ids"}
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Defaults))
+    assert dataclasses.asdict(s.defaults()) == {"popularity": s.popularity_weight,
+                                                "covisit": s.covisit_weight}
+    assert Settings(recent_items=0).sequence_params().length == 1  # reads at least one
+
+
+def test_removed_settings_are_gone():
+    for name in ("trainer_residual_lr", "trainer_residual_l2", "trainer_temperature",
+                 "trainer_sequence_decay"):
+        assert name not in FIELDS
+    assert not hasattr(Settings(), "fit_params")

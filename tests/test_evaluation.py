@@ -8,10 +8,12 @@ import math
 import pytest
 
 from stream_app.config import Settings
+from stream_app.evaluation.commands import split_variants
 from stream_app.evaluation.datasets import load_movielens
 from stream_app.evaluation.drift import simulate
 from stream_app.evaluation.feedback import FeedbackSimulator
-from stream_app.evaluation.offline import evaluate, to_records
+from stream_app.evaluation.offline import (METRIC_COLUMNS, RANKERS, evaluate, markdown_table,
+                                           to_records)
 from stream_app.evaluation.protocol import hit_ndcg, judge
 from tests.test_store import FakeEncoder
 
@@ -115,11 +117,39 @@ def test_a_tiny_evaluation_runs_and_judges_each_variant(redis_url):
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval",
                                       batch_size=16)
     rows = asyncio.run(evaluate(s, FakeEncoder(), items, events,
-                                ["default", "popularity (decayed)"], progress=False))
-    assert [r["variant"] for r in rows] == ["default", "popularity (decayed)"]
+                                ["default", "ablation: no co-visits"], progress=False))
+    assert [r["variant"] for r in rows] == ["default", "ablation: no co-visits"]
     for r in rows:
         assert r["prequential"]["n"] == 50 and r["leave_one_out"]["n"] == 10
+        assert r["new_users"]["n"] == 40 and r["new_items"]["n"] > 0
         assert r["dead_letters"] == 0 and r["events_per_s"] > 0
+
+
+def test_ranker_variants_are_replayed_and_judged_without_redis():
+    items, events = _tiny(10, 6)
+    names = list(RANKERS)
+    rows = asyncio.run(evaluate(Settings.from_env({}), FakeEncoder(), items, events, names,
+                                progress=False))
+    assert [r["variant"] for r in rows] == names
+    for r in rows:
+        assert set(r) == {"variant", "prequential", "leave_one_out", "new_items", "new_users",
+                          "missing", "events_per_s", "dead_letters"}
+        assert r["prequential"]["n"] == 50 and r["leave_one_out"]["n"] == 10
+        assert r["new_users"]["n"] == 40  # each user's 2nd..5th rating
+        assert r["missing"] == 0 and r["dead_letters"] == 0 and r["events_per_s"] > 0
+    table = markdown_table(rows, METRIC_COLUMNS).splitlines()
+    assert "new items HR@10" in table[0] and "new users HR@10" in table[0]
+    assert len(table) == 2 + len(names)
+
+
+def test_variant_names_may_hold_commas():
+    known = ["default", "static: one vector, no decay", *RANKERS]
+    assert split_variants("item-kNN (co-occurrence, last 20)", known) == [
+        "item-kNN (co-occurrence, last 20)"]
+    assert split_variants("default,static: one vector, no decay,popularity (decayed, ranker)",
+                          known) == ["default", "static: one vector, no decay",
+                                     "popularity (decayed, ranker)"]
+    assert split_variants("default, nope,x", known) == ["default", "nope", "x"]
 
 
 def test_simulated_feedback_waits_for_both_the_list_and_the_next_choice():

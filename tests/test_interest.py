@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from stream_app.config import Settings
 from stream_app.contract import ActivityEvent
-from stream_app.model.interest import (NO_DECAY, Interest, InterestParams, UserState,
+from stream_app.model.interest import (NO_DECAY, Interest, UserState,
                                        apply_event, decay_factor, event_weight)
 
 HL = 3600.0  # one hour half-life
@@ -58,7 +59,8 @@ def test_event_weight_rate_scaled_around_neutral():
 
 # --- apply_event: one interest -----------------------------------------------------
 
-P = InterestParams(max_interests=3, long_half_life_s=HL, short_half_life_s=HL / 4,
+DEFAULTS = Settings().interest_params()
+P = replace(DEFAULTS, max_interests=3, long_half_life_s=HL, short_half_life_s=HL / 4,
                    short_term_weight=2.0, open_threshold=0.5, dedupe_window=3)
 A, B, C, D = (vec(*row) for row in np.eye(4))
 
@@ -125,7 +127,7 @@ def test_negative_event_weakens_what_it_resembles_and_drops_what_it_cancels():
 
 
 def test_no_interests_kept_when_max_is_zero():
-    s = apply(UserState(), ev(0, T0), A, 1.0, p=InterestParams(max_interests=0))
+    s = apply(UserState(), ev(0, T0), A, 1.0, p=replace(DEFAULTS, max_interests=0))
     assert s.interests == () and s.n_events == 1
 
 
@@ -162,14 +164,14 @@ def test_offsets_and_recent_ids_are_bounded():
 
 
 def test_dedupe_window_zero_remembers_nothing():
-    s = apply(UserState(), ev(0, T0), A, 1.0, p=InterestParams(dedupe_window=0))
+    s = apply(UserState(), ev(0, T0), A, 1.0, p=replace(DEFAULTS, dedupe_window=0))
     assert s.recent_ids == ()
 
 
 def test_latest_chosen_items_are_kept_in_event_time_order():
     """Choices only (not skips), a late event where its time puts it, a re-chosen item
     moves up, the oldest falls out."""
-    p = InterestParams(recent_items=3)
+    p = replace(DEFAULTS, recent_items=3)
     s = UserState()
     steps = [("a", 0, "click", ("a",)), ("b", 2, "rate", ("a", "b")),
              ("x", 3, "skip", ("a", "b")), ("c", 1, "view", ("a", "c", "b")),
@@ -180,5 +182,5 @@ def test_latest_chosen_items_are_kept_in_event_time_order():
         s = apply_event(s, e, A, event_weight(e, WEIGHTS, 3.0), item, p)
         assert s.recent_item_ids() == expected, item
     assert [t for _, t in s.recent_items] == [T0 + 2, T0 + 4, T0 + 5]
-    off = apply_event(UserState(), ev(0, T0), A, 1.0, "m", InterestParams(recent_items=0))
+    off = apply_event(UserState(), ev(0, T0), A, 1.0, "m", replace(DEFAULTS, recent_items=0))
     assert off.recent_items == ()

@@ -1,109 +1,319 @@
-"""The training objective on a problem the text alone cannot solve."""
+"""The sequence model and a round's work, on problems the text alone cannot solve.
+
+Pure: no Kafka, no Redis. A synthetic world of 60 items with random unit text vectors
+(d=8) where whoever chose item i chooses ``follows[i]`` next: only a model that reads
+the user's latest items can learn that.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
+import pytest
 
-from stream_app.model.adapter import Adapter, normalize_rows
-from stream_app.model.objective import Example, FitParams, ItemTable, fit, score
+from stream_app.config import Settings
+from stream_app.model.adapter import Adapter
+from stream_app.model.objective import (
+    MAX_HARD,
+    Example,
+    ItemTable,
+    blend_for,
+    score,
+    sequences,
+    train_and_judge,
+)
+from stream_app.model.scoring import Defaults
+from stream_app.model.sequence import (
+    SequenceParams,
+    SequenceScorer,
+    Window,
+    fit_sequence,
+    windows_of,
+)
 
-N, D = 60, 8
+N, D, LENGTH = 60, 8, 8
+IDS = [f"i{n}" for n in range(N)]
+NO_WEIGHTS = Defaults(popularity=0.0, covisit=0.0)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible fits
 
 
-def _world(seed: int = 0) -> tuple[ItemTable, np.ndarray]:
+def params(**changes) -> SequenceParams:
+    """A small model; everything else as the settings have it."""
+    small = replace(Settings().sequence_params(), length=LENGTH, dim=16, blocks=1, heads=1,
+                    dropout=0.0, lr=1e-2, epochs=20.0, batch_size=32)
+    return replace(small, **changes)
+
+
+def world(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(N, D) unit text vectors and the successor map."""
     rng = np.random.default_rng(seed)
-    text = normalize_rows(rng.normal(size=(N, D)))
-    return ItemTable([f"i{n}" for n in range(N)], text, np.zeros(N, np.float32)), \
+    text = rng.normal(size=(N, D))
+    return (text / np.linalg.norm(text, axis=1, keepdims=True)).astype(np.float32), \
         rng.permutation(N)
 
 
-def _examples(table: ItemTable, follows: np.ndarray, n: int, seed: int,
-              skips: np.ndarray | None = None) -> list[Example]:
-    """Whoever liked item i chooses item follows[i] next (and skipped skips[i] first)."""
+def chains(follows: np.ndarray, users: int, seed: int, longest: int = 12) -> list[list[int]]:
+    """Each user starts at a random item and follows the map for 2..longest items."""
     rng = np.random.default_rng(seed)
     out = []
-    for k in range(n):
-        i = int(rng.integers(N))
-        neg = (f"i{skips[i]}",) if skips is not None else ()
-        out.append(Example(float(k), f"u{k}", table.text[i:i + 1].astype(np.float16),
-                           np.ones(1, np.float32), f"i{follows[i]}", neg, frozenset({f"i{i}"})))
+    for _ in range(users):
+        seq = [int(rng.integers(N))]
+        for _ in range(int(rng.integers(2, longest + 1)) - 1):
+            seq.append(int(follows[seq[-1]]))
+        out.append(seq)
     return out
 
 
-PARAMS = FitParams(epochs=8, batch_size=64, lr=0.02, residual_lr=0.05, temperature=0.1,
-                   sampled_negatives=16, popularity_weight=0.0)
+def hit_rate(adapter: Adapter, text: np.ndarray, held: list[list[int]], k: int = 10) -> float:
+    """Share of held-out sequences whose last item is in the top k after the rest."""
+    items = adapter.item_vectors(IDS, text)
+    queries = adapter.sequence_queries([seq[:-1] for seq in held], items)
+    top = np.argsort(-(queries @ items.T), axis=1)[:, :k]
+    return float(np.mean([seq[-1] in row for seq, row in zip(held, top)]))
 
 
-def test_fitting_learns_what_users_choose_for_their_interests():
-    table, follows = _world()
+def test_the_sequence_model_learns_what_follows_the_last_item():
+    text, follows = world()
+    train = chains(follows, 300, seed=1)
+    windows = windows_of(train, [[] for _ in train], LENGTH)
+    weights, stats = fit_sequence(None, windows, IDS, text, params())
+    untrained, nothing = fit_sequence(None, [], IDS, text, params())
+    assert stats["windows"] == len(windows) and stats["steps"] > 0
+    assert stats["positions"] > 0 and np.isfinite(stats["loss"])
+    assert nothing["steps"] == nothing["positions"] == 0 and untrained.item_ids == ()
+    assert set(weights.item_ids) == set(IDS)  # the full softmax trains every ID row
+    held = chains(follows, 300, seed=2)  # some longer than the model reads: the tail counts
+    trained = Adapter("enc+ft00001", "enc", weights)
+    before = hit_rate(Adapter("enc+ft0", "enc", untrained), text, held)
+    after = hit_rate(trained, text, held)
+    assert before < 0.3 and after > 0.8, (before, after)
+    # the adapter's queries are the scorer's
+    items = trained.item_vectors(IDS, text)
+    np.testing.assert_array_equal(trained.sequence_queries([held[0][:-1]], items),
+                                  SequenceScorer(weights).queries([held[0][:-1]], items))
+
+
+@pytest.mark.parametrize("changes", [
+    {"full_softmax_items": 30, "negatives": 20},  # a "large" catalog: the sampled softmax
+    {"use_text": False},  # ablation: ID embeddings only
+    {"use_ids": False},  # ablation: projected text only
+], ids=["sampled-softmax", "ids-only", "text-only"])
+def test_every_way_of_training_learns_the_successors(changes):
+    text, follows = world()
+    train = chains(follows, 300, seed=1)
+    weights, stats = fit_sequence(None, windows_of(train, [[] for _ in train], LENGTH), IDS,
+                                  text, params(**changes))
+    assert stats["steps"] > 0 and np.isfinite(stats["loss"])
+    assert hit_rate(Adapter("enc+ft1", "enc", weights), text, chains(follows, 300, 2)) > 0.8
+    fresh = np.ones((1, D), np.float32) / np.sqrt(D)
+    new = SequenceScorer(weights).item_vectors(["new"], fresh)[0]
+    if changes.get("use_text") is False:
+        assert not new.any()  # no ID row and no text to go by
+    else:
+        np.testing.assert_allclose(new, fresh[0] @ weights.arrays["proj.weight"].T, atol=1e-6)
+    if changes.get("use_ids") is False:
+        assert weights.item_ids == () and weights.id_rows.shape == (0, 16)
+    back = Adapter.from_bytes(Adapter("enc+ft1", "enc", weights).to_bytes()).sequence
+    assert (back.use_text, back.use_ids) == (weights.use_text, weights.use_ids)
+
+
+def test_skips_push_an_item_down():
+    """After item a, half the users choose b and half c: nothing tells them apart but the
+    skips of c that b's choosers made before choosing b."""
+    text, follows = world(1)
+    other = np.roll(follows, 1)  # a second successor, never the first
+    starts = np.repeat(np.arange(N), 10)
+    seqs = [[int(a), int(follows[a] if k % 2 else other[a])] for k, a in enumerate(starts)]
+    skips = [[int(other[a])] if k % 2 else [] for k, a in enumerate(starts)]
+    p = params(epochs=30.0, skip_weight=1.0)
+    plain, _ = fit_sequence(None, windows_of(seqs, [[] for _ in seqs], LENGTH), IDS, text, p)
+    heard, _ = fit_sequence(None, windows_of(seqs, skips, LENGTH), IDS, text, p)
+
+    def margin(weights) -> float:
+        """Mean score of b minus score of c after a."""
+        scorer = SequenceScorer(weights)
+        items = scorer.item_vectors(IDS, text)
+        scores = scorer.queries([[a] for a in range(N)], items) @ items.T
+        return float(np.mean([scores[a, follows[a]] - scores[a, other[a]] for a in range(N)]))
+
+    assert margin(heard) > margin(plain) + 0.15 and margin(heard) > 0.1, \
+        (margin(plain), margin(heard))
+
+
+def test_an_item_no_round_trained_on_is_scored_from_its_text():
+    text, follows = world()
+    train = chains(follows, 100, seed=1)
+    weights, _ = fit_sequence(None, windows_of(train, [[] for _ in train], LENGTH), IDS, text,
+                              params(epochs=2.0))
+    fresh = np.random.default_rng(9).normal(size=(1, D)).astype(np.float32)
+    scorer = SequenceScorer(weights)
+    vecs = scorer.item_vectors([*IDS, "new"], np.vstack([text, fresh]))
+    assert "new" not in weights.item_ids
+    project = weights.arrays["proj.weight"]  # (dim, D)
+    np.testing.assert_allclose(vecs[-1], fresh[0] @ project.T, rtol=1e-5, atol=1e-6)
+    assert np.linalg.norm(vecs[-1]) > 0.1
+    row = weights.item_ids.index("i3")  # a trained item: its text plus its ID row
+    np.testing.assert_allclose(vecs[3], text[3] @ project.T + weights.id_rows[row], rtol=1e-5,
+                               atol=1e-6)
+    # it can be recommended: a finite score after any history
+    scores = scorer.queries([[0, 1]], vecs) @ vecs.T
+    assert np.isfinite(scores).all()
+
+
+def test_a_fit_goes_on_from_its_start_when_the_shape_still_fits():
+    text, follows = world()
+    train = chains(follows, 50, seed=1)
+    start, _ = fit_sequence(None, windows_of(train, [[] for _ in train], LENGTH), IDS, text,
+                            params(epochs=1.0))
+    same, stats = fit_sequence(start, [], IDS, text, params())  # nothing to train on
+    assert stats["steps"] == 0 and same.item_ids == start.item_ids
+    for name, array in start.arrays.items():
+        np.testing.assert_array_equal(same.arrays[name], array)
+    np.testing.assert_array_equal(same.id_rows, start.id_rows)
+    # ID rows follow the items, not the rows: a reordered catalog keeps each item's row
+    order = IDS[::-1]
+    moved, _ = fit_sequence(start, [], order, text[::-1].copy(), params())
+    assert set(moved.item_ids) == set(start.item_ids)
+    for item in ("i0", "i7", "i59"):
+        np.testing.assert_array_equal(moved.id_rows[moved.item_ids.index(item)],
+                                      start.id_rows[start.item_ids.index(item)])
+    wider, _ = fit_sequence(start, [], IDS, text, params(dim=32))  # another shape: fresh
+    assert wider.dim == 32 and wider.item_ids == ()
+
+
+def test_windows_cut_each_sequence_so_every_transition_is_trained_once():
+    rng = np.random.default_rng(4)
+    seqs = [list(rng.integers(100, size=n)) for n in (0, 1, 2, 5, 9, 10, 17, 20, 40)]
+    negs = [[1000 + n] for n in range(len(seqs))]
+    windows = windows_of(seqs, negs, LENGTH)
+    assert all(2 <= len(w.rows) <= LENGTH + 1 for w in windows)
+    by_seq: dict[int, list[Window]] = {}
+    at = 0
+    for n, seq in enumerate(seqs):  # a sequence's windows come together, the newest first
+        count = max(0, -(-(len(seq) - 1) // LENGTH))
+        by_seq[n] = windows[at:at + count]
+        at += count
+    assert at == len(windows)
+    for n, seq in enumerate(seqs):
+        mine = by_seq[n]
+        trained = [pos for start, w in zip(_starts(seq, mine), mine)
+                   for pos in range(start, start + len(w.rows) - 1)]  # pos -> pos + 1
+        assert sorted(trained) == list(range(len(seq) - 1)), n  # each transition once
+        for newer, older in pairwise(mine):
+            assert older.rows[-1] == newer.rows[0]  # consecutive windows share one item
+        if mine:
+            assert mine[0].rows[-1] == seq[-1] and mine[0].negatives == (1000 + n,)
+            assert all(w.negatives == () for w in mine[1:])  # skips: before the last only
+    assert windows_of([[1, 2, 3]], [[]], 8) == [Window((1, 2, 3), ())]
+    assert windows_of([[7]], [[5]], 8) == [] and windows_of([], [], 8) == []
+    assert windows_of([list(range(20))], [[]], 8) == [
+        Window(tuple(range(11, 20))), Window(tuple(range(3, 12))), Window((0, 1, 2, 3))]
+
+
+def _starts(seq: list[int], windows: list[Window]) -> list[int]:
+    """Where each window begins in ``seq`` (windows are cut from the end backwards)."""
+    out, end = [], len(seq)
+    for w in windows:
+        start = end - len(w.rows)
+        assert list(seq[start:end]) == list(w.rows)
+        out.append(start)
+        end = start + 1
+    return out
+
+
+def _example(ts: float, user: str, positive: str, recent: tuple[str, ...] = (),
+             negatives: tuple[str, ...] = (), interests: np.ndarray | None = None,
+             seen: frozenset[str] = frozenset()) -> Example:
+    interests = np.zeros((0, D), np.float16) if interests is None else interests
+    return Example(ts, user, interests, np.ones(len(interests), np.float32), positive,
+                   negatives, seen, recent=recent)
+
+
+def test_sequences_are_each_users_choices_in_event_time_order():
+    text, _ = world()
+    table = ItemTable(IDS, text, np.zeros(N, np.float32))
+    examples = [
+        _example(5.0, "u", "i3", recent=("i1", "i2"), negatives=("i9",)),
+        _example(1.0, "u", "i2", recent=("i0", "i1")),  # u's first: its items come first
+        _example(2.0, "v", "gone", recent=("i5",)),  # an item the table lacks: left out
+        _example(9.0, "u", "i4", recent=("i1", "i2", "i3"),
+                 negatives=tuple(f"i{n}" for n in range(10, 40)) + ("gone",)),
+        _example(3.0, "v", "i6", recent=("i5", "gone")),
+        _example(4.0, "w", "i7"),
+    ]
+    seqs, negatives = sequences(examples, table)
+    assert seqs == [[0, 1, 2, 3, 4], [5, 6], [7]]  # users in order of their first choice
+    # the skips before each user's latest choice: the newest MAX_HARD of them, those the
+    # table holds ("gone", the newest, takes its place among the 20 and is then left out)
+    assert MAX_HARD == 20
+    assert negatives == [list(range(21, 40)), [], []]
+    assert sequences([], table) == ([], [])
+
+
+def test_item_table_gives_each_example_its_own_prior_and_co_visits():
+    text, _ = world()
+    history = np.stack([np.full(N, 1.0, np.float32), np.full(N, 2.0, np.float32)])
+    table = ItemTable(IDS, text, np.zeros(N, np.float32), history, {7: 0, 8: 1})
+    examples = [replace(_example(1.0, "u", "i1"), snapshot=8,
+                        covisit=(("i3", "gone", "i5"), np.array([0.5, 0.9, 0.25], np.float32))),
+                replace(_example(2.0, "u", "i2"), snapshot=-1)]
+    priors = table.priors(examples)
+    np.testing.assert_array_equal(priors[0], history[1])
+    np.testing.assert_array_equal(priors[1], table.prior)  # no snapshot: the cutoff's
+    covisits = table.covisits(examples)
+    assert covisits.shape == (2, N) and covisits[1].sum() == 0
+    assert (covisits[0, 3], covisits[0, 5]) == (0.5, 0.25) and covisits[0].sum() == 0.75
+    assert table.rows(["i2", "gone"]) == [2, -1] and table.text_of("gone") is None
+
+
+def _examples(follows: np.ndarray, text: np.ndarray, users: range, seed: int,
+              t0: float) -> list[Example]:
+    """Every choice of each user's chain after the first, with the items before it, the
+    user's interest pointing at the last item's text (which does not predict the next)."""
+    out = []
+    for u, seq in zip(users, chains(follows, len(users), seed, longest=6)):
+        for pos in range(1, len(seq)):
+            last = text[seq[pos - 1]][None].astype(np.float16)
+            out.append(_example(t0 + 100.0 * u + pos, f"u{u}", IDS[seq[pos]],
+                                recent=tuple(IDS[i] for i in seq[:pos]), interests=last,
+                                seen=frozenset(IDS[i] for i in seq[:pos])))
+    return out
+
+
+def test_a_round_trains_a_candidate_that_beats_the_encoder_on_held_out_choices():
+    text, follows = world()
+    table = ItemTable(IDS, text, np.zeros(N, np.float32))
+    train = _examples(follows, text, range(300), seed=1, t0=0.0)
+    held = _examples(follows, text, range(300, 400), seed=2, t0=0.0)
+    seqs, negatives = sequences(train, table)
     base = Adapter.base("enc")
-    trained, metrics = fit(base, _examples(table, follows, 3000, 1), table, PARAMS, "enc+ft1")
-    held = _examples(table, follows, 500, 2)
-    before, after = score(base, held, table, 0.0), score(trained, held, table, 0.0)
-    assert metrics["examples"] == 3000 and metrics["steps"] > 0
-    assert trained.version == "enc+ft1" and trained.base_version == "enc"
-    assert before["hr@10"] < 0.3 < 0.8 < after["hr@10"]
-    assert after["ndcg@10"] > 2 * before["ndcg@10"]
+    candidate, fitted, scores = train_and_judge(base, base, seqs, negatives, held, table,
+                                                params(), NO_WEIGHTS, "enc+ft00001")
+    assert (candidate.version, candidate.base_version) == ("enc+ft00001", "enc")
+    assert not candidate.is_base and fitted["steps"] > 0
+    assert fitted["blend"] == vars(candidate.blend)
+    assert scores["current"] == scores["base"]  # the current version is the encoder here
+    judged = len(held) - len(held) // 2  # the newer half; the older one fits the blend
+    assert scores["candidate"]["n"] == scores["base"]["n"] == judged
+    assert scores["base"]["hr@10"] < 0.3 and scores["candidate"]["hr@10"] > 0.8, scores
+    assert scores["candidate"]["ndcg@10"] > scores["base"]["ndcg@10"] + 0.4
+    assert candidate.blend.sequence == 1.0  # the other weights are fitted against it
+    # a version scored again ranks the same: score() is deterministic
+    assert score(candidate, held[len(held) // 2:], table, NO_WEIGHTS) == scores["candidate"]
 
 
-def test_skips_are_pushed_down_as_hard_negatives():
-    """Users choose the text's nearest neighbour and skip the second nearest: only the
-    skips say that the second one is unwanted."""
-    table, _ = _world()
-    order = np.argsort(-(table.text @ table.text.T), axis=1)  # column 0: the item itself
-    nearest, second = order[:, 1], order[:, 2]
+def test_blend_for_leaves_the_encoder_and_an_empty_window_alone():
+    text, follows = world()
+    table = ItemTable(IDS, text, np.zeros(N, np.float32))
+    held = _examples(follows, text, range(20), seed=2, t0=0.0)
     base = Adapter.base("enc")
-    few = replace(PARAMS, batch_size=4, sampled_negatives=1, epochs=2)  # rarely sampled
-    plain, _ = fit(base, _examples(table, nearest, 2000, 1), table, few, "a")
-    hard, _ = fit(base, _examples(table, nearest, 2000, 1, skips=second), table, few, "b")
-    held = _examples(table, nearest, 300, 2)
-
-    def mean_rank_of_skipped(a: Adapter) -> float:
-        """Items ranked above the one these users skip (higher: the skip was heard)."""
-        vecs = a.item_vectors(table.ids, table.text)
-        ranks = []
-        for e in held:
-            skipped = second[int(next(iter(e.seen))[1:])]
-            q = a.queries(np.asarray(e.interests, np.float32))[0]
-            ranks.append(int((vecs @ q > vecs[skipped] @ q).sum()))
-        return float(np.mean(ranks))
-
-    assert mean_rank_of_skipped(hard) > mean_rank_of_skipped(plain) + 2
-    assert score(hard, held, table, 0.0)["hr@10"] > 0.9  # the choice itself still on top
-
-
-def test_context_embeddings_learn_what_follows_an_item():
-    """Users with no interest state choose follows[last item]: only the sequence term,
-    through the per-item context embeddings, can learn it."""
-    table, follows = _world()
-    rng = np.random.default_rng(3)
-
-    def examples(n: int) -> list[Example]:
-        out = []
-        for k in range(n):
-            i = int(rng.integers(N))
-            out.append(Example(float(k), f"u{k}", np.zeros((0, D), np.float16),
-                               np.zeros(0, np.float32), f"i{follows[i]}", (),
-                               frozenset({f"i{i}"}), recent=(f"i{i}",)))
-        return out
-
-    base = Adapter.base("enc")
-    trained, metrics = fit(base, examples(3000), table, PARAMS, "enc+ft3")
-    held = examples(300)
-    assert metrics["examples"] == 3000
-    assert trained.sequence_scale > 0 and len(trained.context_ids) > N // 2
-    assert score(base, held, table, 0.0)["hr@10"] < 0.3 < 0.8 < score(trained, held, table,
-                                                                       0.0)["hr@10"]
-
-
-def test_nothing_usable_leaves_the_model_as_it_was():
-    table, _ = _world()
-    unknown = [Example(1.0, "u", table.text[:1].astype(np.float16), np.ones(1, np.float32),
-                       "not-in-catalog")]
-    trained, metrics = fit(Adapter.base("enc"), unknown, table, PARAMS, "enc+ft2")
-    assert metrics["examples"] == 0 and metrics["steps"] == 0
-    np.testing.assert_array_equal(trained.query, np.eye(D, dtype=np.float32))
-    np.testing.assert_array_equal(trained.item, np.eye(D, dtype=np.float32))
-    assert trained.residual_ids == ()
+    assert blend_for(base, held, table) is base
+    weights, _ = fit_sequence(None, [Window((0, 1))], IDS, text, params(epochs=1.0))
+    trained = Adapter("enc+ft1", "enc", weights)
+    assert blend_for(trained, [], table) is trained
+    unknown = [_example(1.0, "u", "gone", recent=("i1",))]
+    assert blend_for(trained, unknown, table) is trained
+    assert score(trained, unknown, table, NO_WEIGHTS) == {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0}

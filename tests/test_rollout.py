@@ -5,6 +5,7 @@ operator's promote and rollback reach the worker."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from stream_app.embedded import free_port
 from stream_app.kafka_io import Producer
 from stream_app.loading import load_catalog
 from stream_app.model.adapter import Adapter
+from stream_app.model.sequence import fit_sequence, windows_of
 from stream_app.processes import WorkerProcess
-from stream_app.store import connect
+from stream_app.store import Store, connect
 from stream_app.versions import Registry
 from tests.conftest import make_settings
 from tests.harness import http, running
@@ -64,13 +66,18 @@ def test_a_promotion_mid_stream_loses_and_doubles_nothing(stack, sample_catalog)
         client = connect(s.redis_url)
         registry = Registry(client, s.key_prefix, base)
         version = await registry.next_version()
-        dim = 384
-        await registry.save(Adapter(version, base, query=np.eye(dim, dtype=np.float32),
-                                    item=(np.eye(dim) + 0.05 * rng.normal(size=(dim, dim)))
-                                    .astype(np.float32),
-                                    context_ids=tuple(ids[:5]),  # ranks by recent items too
-                                    context=0.1 * np.ones((5, dim), np.float32),
-                                    sequence_scale=1.0, sequence_decay=0.8),
+        # a real (small) sequence model over the catalog's text vectors: it ranks by each
+        # user's recent items, so the swap changes what every later event gets
+        store = Store(client, s.key_prefix)
+        known, vectors = await store.load_catalog(base)
+        assert sorted(known) == sorted(ids)
+        order = rng.permutation(len(known))
+        seqs = [[int(i), int(order[i])] for i in rng.integers(len(known), size=300)]
+        params = dataclasses.replace(s.sequence_params(), length=8, dim=16, blocks=1, heads=1,
+                                     epochs=2.0, batch_size=32)
+        weights, _ = fit_sequence(None, windows_of(seqs, [[] for _ in seqs], 8), known,
+                                  np.asarray(vectors, np.float32), params)
+        await registry.save(Adapter(version, base, weights),
                             {"created_at": time.time()})
         async with Producer(s.kafka_bootstrap_servers) as producer:
             for n, event in enumerate(events):

@@ -14,7 +14,7 @@ from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.metrics import Metrics
 from stream_app.model.interest import Interest, UserState
-from stream_app.pipeline import Processor
+from stream_app.pipeline import Processor, choices
 from stream_app.store import Store, UserWrite, connect
 
 pytestmark = pytest.mark.integration
@@ -166,3 +166,134 @@ def test_item_text_is_encoded_once(redis_url, prefix):
         await store.r.aclose()
         return calls
     assert run(go()) == 1
+
+
+def test_processor_and_catalog_are_built_from_settings(redis_url, prefix):
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url,
+                                             popularity_half_life_s=3600.0)
+
+    async def go():
+        store = Store(connect(redis_url), prefix)
+        enc = FakeEncoder()
+        catalog = Catalog.for_settings(store, enc.version, enc.dim, settings)
+        assert (catalog.base_version, catalog.index.dim) == (enc.version, enc.dim)
+        assert catalog.popularity.half_life == 3600.0
+        assert catalog.covisit_log_max == settings.covisit_log_max
+        assert len(catalog.covisits) == 0 and catalog.adapter.is_base
+        proc = Processor(settings, store, enc, catalog, Metrics())
+        assert proc.catalog is catalog
+        await catalog.load()  # an empty deployment loads too
+        await store.r.aclose()
+    run(go())
+
+
+def test_catalog_counts_co_visits_as_the_settings_say(redis_url, prefix):
+    settings = Settings.from_env({}).replace(covisit_history=3, covisit_keep=7,
+                                             covisit_log_max=50)
+    catalog = Catalog.for_settings(None, "enc", 8, settings)
+    assert (catalog.covisits.history, catalog.covisits.keep) == (3, 7)
+
+
+def test_catalogs_on_one_prefix_share_co_visits_and_count_their_own_once(redis_url, prefix):
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+    ids = ["x", "y", "z"]
+    histories = [["x"], ["y"], ["x", "y"], ["z"]]
+
+    async def go():
+        stores = [Store(connect(redis_url), prefix) for _ in range(3)]
+        a, b = (Catalog.for_settings(st, "enc", 8, settings) for st in stores[:2])
+        assert a.source != b.source
+        await a.count_covisits([((), "x"), (("x",), "y")])
+        await a.count_covisits([(("x", "y"), "z")])
+        assert len(a.covisits) == 3  # counted here at once
+        assert await b.refresh_covisits() == 3
+        assert await a.refresh_covisits() == 0  # its own entries: counted when made
+        np.testing.assert_array_equal(a.covisits.counts[:3], [1, 1, 1])
+        np.testing.assert_array_equal(b.covisits.scores(histories, ids),
+                                      a.covisits.scores(histories, ids))
+        assert a.covisits.scores([["x"]], ["y"])[0, 0] == pytest.approx(1.0)
+
+        await b.count_covisits([(("z",), "x")])  # the other way round
+        assert await a.refresh_covisits() == 1
+        assert await b.refresh_covisits() == 0 and await a.refresh_covisits() == 0
+        np.testing.assert_array_equal(a.covisits.counts[:3], [2, 1, 1])
+        np.testing.assert_array_equal(b.covisits.scores(histories, ids),
+                                      a.covisits.scores(histories, ids))
+
+        await a.count_covisits([(("y",), "z")], share=False)  # the trainer's: kept to itself
+        assert await b.refresh_covisits() == 0
+        assert a.covisits.counts[2] == 2 and b.covisits.counts[2] == 1
+        await a.count_covisits([])  # nothing chosen: nothing logged
+        assert await b.refresh_covisits() == 0
+
+        # more entries than one read returns: all applied, in order
+        for n in range(1005):
+            await b.count_covisits([(("x",), f"n{n % 5}")])
+        assert await a.refresh_covisits() == 1005
+        np.testing.assert_array_equal(
+            a.covisits.scores([["x"]], [f"n{k}" for k in range(5)]),
+            b.covisits.scores([["x"]], [f"n{k}" for k in range(5)]))
+
+        # a catalog that starts later counts what the log holds (as loading does)
+        c = Catalog.for_settings(stores[2], "enc", 8, settings)
+        await c.load()
+        everyone = ids + [f"n{k}" for k in range(5)]
+        np.testing.assert_array_equal(c.covisits.scores(histories, everyone),
+                                      b.covisits.scores(histories, everyone))
+        for st in stores:
+            await st.r.aclose()
+    run(go())
+
+
+def test_a_worker_counts_each_batchs_choices_after_ranking_and_shares_them(redis_url, prefix):
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        stores = [Store(connect(redis_url), prefix) for _ in range(2)]
+        enc = FakeEncoder()
+        procs = [Processor(settings, st, enc, Catalog.for_settings(st, enc.version, enc.dim,
+                                                                   settings), Metrics())
+                 for st in stores]
+        items = [Record("items", 0, n, 1.0, None,
+                        f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
+                 for n in range(6)]
+        await procs[0].process_items(items)
+        await procs[1].catalog.load()
+        first = await procs[0].process_activity(_records("act", "u", ["i0"], start=0))
+        assert first.recommendations and len(procs[0].catalog.covisits) == 1
+        skip = Record("act", 0, 1, 1001.0, b"u",
+                      b'{"user_id": "u", "type": "skip", "item_id": "i5", "ts": 1001.5}')
+        await procs[0].process_activity([skip])  # not a choice: not counted
+        assert procs[0].catalog.covisits.counts[:1].tolist() == [1]
+        assert "i5" not in procs[0].catalog.covisits.rows
+        out = await procs[0].process_activity(_records("act", "u", ["i1", "i2"], start=2))
+        assert len(out.recommendations) == 2
+        # i1 after i0, then i2 after both: counted, and logged for the other worker
+        cv = procs[0].catalog.covisits
+        assert cv.scores([["i0"]], ["i1", "i2", "i3"]).tolist() == [[1.0, 1.0, 0.0]]
+        assert await procs[1].catalog.refresh_covisits() == 3
+        np.testing.assert_array_equal(procs[1].catalog.covisits.scores([["i0"], ["i2"]],
+                                                                         procs[1].catalog.index.ids),
+                                      cv.scores([["i0"], ["i2"]], procs[0].catalog.index.ids))
+        # the popularity of the same events was counted too (Processor.count)
+        assert set(await stores[1].popularity()) == {"i0", "i1", "i2"}
+        for st in stores:
+            await st.r.aclose()
+    run(go())
+
+
+def test_choices_are_the_applied_choice_events_with_what_came_before():
+    class Event:
+        def __init__(self, item_id, type_):
+            self.item_id, self.type = item_id, type_
+
+    class Snap:
+        def __init__(self, before, item_id, type_, applied=True):
+            self.before = UserState(recent_items=tuple((i, 0.0) for i in before))
+            self.pending = type("P", (), {"event": Event(item_id, type_)})()
+            self.applied = applied
+
+    snaps = [Snap(("a",), "b", "click"), Snap(("a", "b"), "c", "purchase"),
+             Snap(("a",), "z", "skip"), Snap(("a",), None, "search"),
+             Snap(("a",), "y", "click", applied=False)]
+    assert choices(snaps) == [(("a",), "b"), (("a", "b"), "c")]

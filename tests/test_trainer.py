@@ -16,14 +16,15 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.evaluation.offline import to_records
 from stream_app.metrics import Metrics
-from stream_app.model.adapter import Adapter
+from stream_app.model.adapter import Adapter, Blend
+from stream_app.model.sequence import fit_sequence, windows_of
 from stream_app.pipeline import Processor
 from stream_app.store import Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry, follow
 from tests.test_store import FakeEncoder
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 N_ITEMS = 40
 T0 = 1_700_000_000.0
@@ -33,8 +34,11 @@ def _settings(redis_url: str, **overrides: Any) -> Settings:
     return Settings.from_env({}).replace(
         redis_url=redis_url, key_prefix=f"satest-trainer-{uuid.uuid4().hex[:8]}",
         topic_partitions=2, trainer_batch_size=10**6, trainer_max_wait_s=math.inf,
-        trainer_epochs=8, trainer_lr=0.02, trainer_residual_lr=0.05, trainer_temperature=0.1,
-        trainer_negatives=16, popularity_weight=0.0, **overrides)
+        # a small sequence model, trained enough to learn the 40 successors in one round
+        trainer_epochs=20.0, trainer_lr=1e-2, trainer_step_size=32, sequence_dim=16,
+        sequence_blocks=1, sequence_heads=1, sequence_dropout=0.0, recent_items=8,
+        # the plain encoder ranks by interests alone (co-visits would learn the pairs too)
+        popularity_weight=0.0, covisit_weight=0.0, **overrides)
 
 
 class World:
@@ -45,7 +49,9 @@ class World:
         self.client = connect(s.redis_url)
         self.encoder = FakeEncoder()
         self.store = Store(self.client, s.key_prefix)
-        self.catalog = Catalog(self.store, self.encoder.version, self.encoder.dim, math.inf)
+        self.catalog = Catalog.for_settings(self.store, self.encoder.version,
+                                            self.encoder.dim, s.replace(
+                                                popularity_half_life_s=math.inf))
         self.processor = Processor(s, self.store, self.encoder, self.catalog, Metrics())
         self.registry = Registry(self.client, s.key_prefix, self.encoder.version)
         self.offsets: dict[str, dict[int, int]] = {}
@@ -70,7 +76,8 @@ class World:
         s = s or self.s
         store = Store(self.client, s.key_prefix, scope=":trainer")
         trainer = Trainer(s, store, self.encoder,
-                          Catalog(store, self.encoder.version, self.encoder.dim, math.inf),
+                          Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
+                                               s.replace(popularity_half_life_s=math.inf)),
                           self.registry, Metrics())
         await trainer.start()
         self.trainers.append(trainer)
@@ -78,6 +85,20 @@ class World:
 
     def vector(self, item_id: str) -> np.ndarray:
         return self.catalog.index.vector(item_id)
+
+    def adapter(self, version: str, seed: int, base: str | None = None,
+                blend: Blend | None = None, extra: tuple[str, ...] = ()) -> Adapter:
+        """A small sequence model trained a little on random successors of this world's
+        items (and ``extra`` items, text from the encoder): a real version, not a good one."""
+        ids = [*self.catalog.index.ids, *extra]
+        text = np.vstack([self.catalog.index.matrix, self.encoder.encode(list(extra))]) \
+            if extra else self.catalog.index.matrix.copy()
+        rng = np.random.default_rng(seed)
+        follows = rng.permutation(len(ids))
+        seqs = [[int(i), int(follows[i])] for i in rng.integers(len(ids), size=200)]
+        weights, _ = fit_sequence(None, windows_of(seqs, [[] for _ in seqs], 8), ids, text,
+                                  self.s.replace(trainer_epochs=3.0).sequence_params(seed))
+        return Adapter(version, base or self.encoder.version, weights, blend or Blend())
 
 
 FOLLOWS = np.random.default_rng(7).permutation(N_ITEMS)  # who clicked i next clicks FOLLOWS[i]
@@ -136,6 +157,10 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
             assert [e.positive for e in trainer.pending] == ["i1", "i2", "i3"]
             assert len(trainer.pending[2].interests) == 2  # i1 and i2, before i3
             assert trainer.pending[2].recent == ("i1", "i2")
+            # each example holds the co-visit scores as a worker had them before the choice
+            assert second.covisit[0] == ()  # only i1 had been chosen: nothing together yet
+            items, values = trainer.pending[2].covisit  # i1 then i2: each scores the other
+            assert dict(zip(items, values.tolist())) == pytest.approx({"i1": 1.0, "i2": 1.0})
 
     run(go())
 
@@ -189,7 +214,7 @@ def test_a_worse_candidate_is_not_promoted(redis_url):
             assert first["promoted"]
             # a trainer whose learning rates wreck the model: its candidate must be refused
             wrecked = await w.trainer(s.replace(trainer_batch_size=2000, trainer_lr=50.0,
-                                                trainer_residual_lr=50.0, trainer_epochs=3))
+                                                trainer_epochs=3.0))
             assert wrecked.current.version == first["version"]  # starts from the promoted one
             await wrecked.observe(w.records(s.topic_activity, pairs(range(1000, 2000), 2)))
             second = await wrecked.round()
@@ -211,13 +236,10 @@ def test_promote_and_rollback_move_every_follower(redis_url):
     async def go() -> None:
         async with World(s) as w:
             base = w.encoder.version
-            rng = np.random.default_rng(0)
             made = []
-            for _ in range(2):
+            for seed in range(2):
                 version = await w.registry.next_version()
-                await w.registry.save(Adapter(version, base, query=rng.normal(
-                    size=(8, 8)).astype(np.float32), item=np.eye(8, dtype=np.float32)),
-                    {"created_at": len(made)})
+                await w.registry.save(w.adapter(version, seed), {"created_at": len(made)})
                 made.append(version)
             assert await w.registry.current() == base  # saved is not promoted
             await w.registry.promote(made[0], reason="test")
@@ -236,8 +258,7 @@ def test_promote_and_rollback_move_every_follower(redis_url):
             assert await w.registry.history() == [made[0], made[1], made[0], base]
             with pytest.raises(LookupError):
                 await w.registry.promote(f"{base}+ft99999", reason="test")
-            foreign = Adapter("other-model+ft1", "other-model", query=np.eye(8, dtype=np.float32),
-                              item=np.eye(8, dtype=np.float32))
+            foreign = w.adapter("other-model+ft1", 5, base="other-model")
             await w.registry.save(foreign, {"created_at": 3})
             await w.registry.promote(foreign.version, reason="test")
             with pytest.raises(ValueError, match="trained on other-model"):
@@ -255,10 +276,7 @@ def test_versions_beyond_the_kept_number_are_pruned_but_never_the_current(redis_
             versions = []
             for n in range(5):
                 version = await w.registry.next_version()
-                await w.registry.save(Adapter(version, w.encoder.version,
-                                              query=np.eye(8, dtype=np.float32),
-                                              item=np.eye(8, dtype=np.float32)),
-                                      {"created_at": n})
+                await w.registry.save(w.adapter(version, n), {"created_at": n})
                 versions.append(version)
             await w.registry.promote(versions[0], reason="test")
             assert set(await w.registry.prune(2)) == set(versions[1:3])
@@ -274,12 +292,9 @@ def test_catalog_changes_during_a_swap_land_in_the_new_vectors_too(redis_url):
 
     async def go() -> None:
         async with World(s) as w:
-            rng = np.random.default_rng(3)
-            adapter = Adapter(f"{w.encoder.version}+ft1", w.encoder.version,
-                              query=np.eye(8, dtype=np.float32),
-                              item=rng.normal(size=(8, 8)).astype(np.float32),
-                              residual_ids=("i2", "new-b"),
-                              residual=rng.normal(size=(2, 8)).astype(np.float32))
+            # ID rows for i2 and for new-b, an item the catalog gets only during the swap
+            adapter = w.adapter(f"{w.encoder.version}+ft1", 3, extra=("new-b",))
+            assert {"i2", "new-b"} <= set(adapter.sequence.item_ids)
             swap = asyncio.create_task(w.catalog.use(adapter))
             await asyncio.sleep(0)  # the swap is computing its vectors in a thread now
             assert w.catalog._changes is not None
@@ -307,14 +322,13 @@ def test_a_current_version_below_the_plain_encoder_over_two_windows_is_reverted(
     async def go() -> None:
         async with World(s) as w:
             base = w.encoder.version
-            rng = np.random.default_rng(11)
-            bad = Adapter(f"{base}+ft00099", base, query=rng.normal(size=(8, 8)).astype(
-                np.float32), item=rng.normal(size=(8, 8)).astype(np.float32), scale=5.0)
+            # sure of successors no user follows, and deaf to the users' interests
+            bad = w.adapter(f"{base}+ft00099", 11, blend=Blend(8.0, 0.0, 0.0, 0.0))
             await w.registry.save(bad, {"created_at": 0})
             await w.registry.promote(bad.version, reason="test: a bad version")
             # a trainer whose own candidates are wrecked too: nothing beats the encoder
             trainer = await w.trainer(s.replace(trainer_batch_size=400, trainer_lr=50.0,
-                                                trainer_residual_lr=50.0, trainer_epochs=1))
+                                                trainer_epochs=1.0))
             for window in range(3):  # users who click the nearest item by text
                 events = []
                 for u in range(200 * window, 200 * (window + 1)):
@@ -361,6 +375,9 @@ def test_a_round_is_reproducible_in_a_training_process_of_fixed_threads(redis_ur
             return await w.registry.load(announcement["version"])
 
     first, second = run(one_round()), run(one_round())
-    for name in ("query", "item", "residual", "context"):
-        assert np.array_equal(getattr(first, name), getattr(second, name)), name
-    assert first.scale == second.scale and first.sequence_scale == second.sequence_scale
+    assert first.sequence.item_ids == second.sequence.item_ids
+    assert set(first.sequence.arrays) == set(second.sequence.arrays)
+    for name, array in first.sequence.arrays.items():
+        assert np.array_equal(array, second.sequence.arrays[name]), name
+    assert np.array_equal(first.sequence.id_rows, second.sequence.id_rows)
+    assert first.blend == second.blend

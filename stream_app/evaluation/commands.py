@@ -14,11 +14,13 @@ from stream_app.demo import bundled
 from stream_app.embedded import EmbeddedRedis, redis_reachable
 from stream_app.evaluation.datasets import load_movielens
 from stream_app.evaluation.drift import drift_check
-from stream_app.evaluation.offline import METRIC_COLUMNS, VARIANTS, evaluate, markdown_table
+from stream_app.evaluation.offline import (METRIC_COLUMNS, RANKERS, VARIANTS, evaluate,
+                                           markdown_table)
 from stream_app.evaluation.replay import replay
 from stream_app.processes import local_system
 
 DRIFT_VARIANTS = ["default", "static: one vector, no decay", "ablation: no decay"]
+DEFAULT_RANKERS = ["item-kNN (co-occurrence, last 20)"]
 
 
 def _encoder(s: Settings) -> Any:
@@ -55,10 +57,12 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
 
 def _eval_dataset(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
     data = load_movielens(args.dataset, args.users)
-    variants = args.variants.split(",") if args.variants else list(VARIANTS)
-    unknown = [v for v in variants if v not in VARIANTS]
+    known = [*VARIANTS, *RANKERS]
+    variants = (split_variants(args.variants, known) if args.variants
+                else [*VARIANTS, *DEFAULT_RANKERS])
+    unknown = [v for v in variants if v not in known]
     if unknown:
-        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+        raise SystemExit(f"unknown variants {unknown}; known: {known}")
     print(f"{data.name}: {len(data.items)} items, {len(data.events)} ratings, "
           f"{len({e['user_id'] for e in data.events})} users", flush=True)
     rows = asyncio.run(evaluate(s, encoder, data.items, data.events, variants))
@@ -67,6 +71,21 @@ def _eval_dataset(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
     _write(Path(args.out), f"eval-{data.name}", {"dataset": data.name, "rows": rows},
            f"# eval {data.name}\n\nfull ranking, seen items excluded; leave-one-out on each "
            f"user's last rating, prequential on every rating\n\n{table}")
+
+
+def split_variants(text: str, known: Sequence[str]) -> list[str]:
+    """Comma-separated names; a known name that holds commas ("a, b") stays whole."""
+    parts = text.split(",")
+    out: list[str] = []
+    start = 0
+    while start < len(parts):
+        for end in range(len(parts), start, -1):  # the longest known name first
+            name = ",".join(parts[start:end]).strip()
+            if name in known or end == start + 1:
+                break
+        out.append(name)
+        start = end
+    return out
 
 
 def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:

@@ -2,7 +2,8 @@
 
 Same code path as a worker (parse -> state update in Redis -> rank), no Kafka:
 records are built with the partition/offset a topic would give them and fed in
-event-time order, in micro-batches of ``batch_size``.
+event-time order, in micro-batches of ``batch_size``. Baselines in ``RANKERS`` are
+rankers of their own (``baselines``), replayed event by event and judged the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.encoder import Encoder
+from stream_app.evaluation.baselines import DecayedPopularity, ItemKNN, Ranker, replay_ranker
 from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.protocol import judge
 from stream_app.metrics import Metrics
@@ -31,19 +33,32 @@ from stream_app.versions import Registry, follow
 
 INF = math.inf
 
-# Baselines and ablations, as settings over the default model (same harness, same data).
+# The model and its ablations, as settings over the defaults (same harness, same data);
+# the baselines that are models of their own are RANKERS below.
+FINE_TUNED_NAME = "fine-tuned (trainer + simulated feedback)"
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "popularity (decayed)": {"max_interests": 0},
     "static: one vector, no decay": {"max_interests": 1, "open_threshold": -1.0,
                                      "long_half_life_s": INF, "short_term_weight": 0.0,
-                                     "popularity_weight": 0.0},
+                                     "popularity_weight": 0.0, "covisit_weight": 0.0},
+    "ablation: no co-visits": {"covisit_weight": 0.0},
     "ablation: no decay": {"long_half_life_s": INF, "short_term_weight": 0.0},
     "ablation: single interest": {"max_interests": 1, "open_threshold": -1.0},
     "ablation: no popularity prior": {"popularity_weight": 0.0},
-    "fine-tuned (trainer + simulated feedback)": {},
+    FINE_TUNED_NAME: {},
+    "fine-tuned, ablation: ID only (no text)": {"sequence_item_text": False},
+    "fine-tuned, ablation: text only (no ID)": {"sequence_item_ids": False},
 }
-FINE_TUNED = frozenset({"fine-tuned (trainer + simulated feedback)"})
+FINE_TUNED = frozenset({FINE_TUNED_NAME, "fine-tuned, ablation: ID only (no text)",
+                        "fine-tuned, ablation: text only (no ID)"})
+
+# Baselines that are rankers of their own (no Redis, no encoder): catalog items -> Ranker.
+RANKERS: dict[str, Callable[[Sequence[dict]], Ranker]] = {
+    "item-kNN (co-occurrence, last 20)":
+        lambda items: ItemKNN([str(i["item_id"]) for i in items], history=20),
+    "popularity (decayed, ranker)":
+        lambda items: DecayedPopularity([str(i["item_id"]) for i in items]),
+}
 
 
 @dataclass
@@ -81,7 +96,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}")
     client = connect(s.redis_url, s.redis_cluster)
     store = Store(client, s.key_prefix)
-    catalog = Catalog(store, encoder.version, encoder.dim, s.popularity_half_life_s)
+    catalog = Catalog.for_settings(store, encoder.version, encoder.dim, s)
     processor = Processor(s, store, encoder, catalog, Metrics())
     registry = Registry(client, s.key_prefix, encoder.version)
     try:
@@ -131,7 +146,7 @@ async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registr
     s = s.replace(trainer_max_wait_s=INF)
     store = Store(client, s.key_prefix, scope=":trainer")
     trainer = Trainer(s, store, encoder,
-                      Catalog(store, encoder.version, encoder.dim, s.popularity_half_life_s),
+                      Catalog.for_settings(store, encoder.version, encoder.dim, s),
                       registry, Metrics())
     await trainer.start()
     return trainer
@@ -143,13 +158,36 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
     """Each variant over the same data; the prequential and leave-one-out scores."""
     rows = []
     for name in variants:
-        run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
-                                      events, name, progress, fine_tune=name in FINE_TUNED)
+        if name in RANKERS:
+            run = run_ranker(RANKERS[name](items), events, name, progress)
+        else:
+            run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
+                                          events, name, progress,
+                                          fine_tune=name in FINE_TUNED)
         rows.append({"variant": name, **judge(events, run.recs).as_dict(),
                      "events_per_s": round(len(events) / run.seconds, 1),
                      "dead_letters": run.dead_letters,
-                     **({"training": training_summary(run.rounds)} if run.rounds else {})})
+                     **({"training": training_summary(run.rounds),
+                        "training_rounds": [round_row(r) for r in run.rounds]}
+                       if run.rounds else {})})
     return rows
+
+
+def run_ranker(ranker: Ranker, events: Sequence[dict], label: str = "",
+               progress: bool = True) -> Replayed:
+    """Every event through a ranker, in stream order (``replay_ranker``), timed."""
+    started = time.perf_counter()
+    with tqdm(events, desc=label or "events", unit="event", disable=not progress) as bar:
+        recs = replay_ranker(ranker, bar)
+    return Replayed(recs, time.perf_counter() - started, 0)
+
+
+def round_row(r: dict[str, Any]) -> dict[str, Any]:
+    """One round in a report: its decision, blend and held-out NDCG@10s."""
+    return {"version": r["version"], "promoted": r["promoted"],
+            "reverted_to": r.get("reverted_to"), "seconds": r["round_seconds"],
+            "blend": r["training"].get("blend"), "loss": r["training"].get("loss"),
+            **{f"ndcg_{k}": v["ndcg@10"] for k, v in r["heldout"].items()}}
 
 
 def training_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -157,11 +195,18 @@ def training_summary(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not rounds:
         return {"rounds": 0}
     promoted = [r for r in rounds if r["promoted"]]
+    seconds = sum(r["round_seconds"] for r in rounds)
+    examples = sum(r["examples"]["train"] + r["examples"]["heldout"] for r in rounds)
     return {"rounds": len(rounds), "promoted": len(promoted),
             "refused": len(rounds) - len(promoted),
             "reverted_to_encoder": sum(1 for r in rounds if r.get("reverted_to")),
-            "round_seconds_mean": round(sum(r["round_seconds"] for r in rounds) / len(rounds), 2),
+            "round_seconds_mean": round(seconds / len(rounds), 2),
+            "examples_per_s": round(examples / seconds, 1) if seconds else None,
+            "positions_per_s": round(sum(r["training"].get("positions", 0) for r in rounds)
+                                     / max(1e-9, sum(r["training"]["seconds"]
+                                                     for r in rounds)), 1),
             "last_version": promoted[-1]["version"] if promoted else None,
+            "last_blend": rounds[-1]["training"].get("blend"),
             "last_heldout": rounds[-1]["heldout"]}
 
 
@@ -179,5 +224,7 @@ METRIC_COLUMNS: list[tuple[str, Callable[[dict], Any]]] = [
     ("LOO NDCG@10", lambda r: r["leave_one_out"]["ndcg@10"]),
     ("preq HR@10", lambda r: r["prequential"]["hr@10"]),
     ("preq NDCG@10", lambda r: r["prequential"]["ndcg@10"]),
+    ("new items HR@10", lambda r: r["new_items"]["hr@10"]),
+    ("new users HR@10", lambda r: r["new_users"]["hr@10"]),
     ("events/s", lambda r: r["events_per_s"]),
 ]

@@ -1,21 +1,19 @@
-"""A fine-tuned model version: what the trainer learns on top of the frozen text encoder.
+"""A trained model version: what the trainer learns on top of the frozen text encoder.
 
-The transformer itself is never changed, so the text vectors ("base space") are the
-same for every version, and so is every user's interest state (decayed sums of base
-vectors). A version only changes how those are compared:
+The transformer encoder itself is never changed, so the text vectors ("base space")
+are the same for every version, and so is every user's interest state (decayed sums
+of base vectors). A version adds a sequence model (``sequence.py``: what users pick
+next, from their latest chosen items) and the weights that combine the three parts
+of every score (``scoring.py``):
 
-  query    = scale * normalize(Q @ interest_direction)
-  item     = normalize(P @ text_vector + residual[item_id])
-  sequence = sequence_scale * normalize(sum_a decay^a * (text_vector + context[item_id]))
+  score(item) = sequence_weight * query . item_vector        (the sequence model)
+              + interest_weight * cos(interest, text_vector)  (drift, free text, reasons)
+              + covisit_weight * co-visit score               (counted at every event)
+              + popularity_weight * log(1 + decayed popularity)
 
-Q and P are d x d maps (identity at the start), the residuals are per-item
-corrections learned from feedback (zero at the start, so a new item starts from its
-text), and ``scale`` weighs similarity against the popularity prior the ranking adds.
-``sequence`` reads the user's latest chosen items (newest first, a = 0, 1, ...):
-its per-item ``context`` embeddings learn which items lead to which (what people
-pick next), which text similarity alone cannot know; every score adds its cosine
-with the item. The base version is the identity: no Q, no P, no residuals, scale 1,
-and no sequence term.
+The weights are fitted on held-out choices, not set by hand. The base version is the
+encoder as it is: no sequence model, interest weight 1 and the settings' co-visit and
+popularity weights (None in its blend).
 """
 
 from __future__ import annotations
@@ -23,35 +21,33 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from stream_app.model.sequence import SequenceScorer, SequenceWeights
 
-def normalize_rows(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=-1, keepdims=True)
-    return (m / np.maximum(norms, 1e-12)).astype(np.float32)
+
+@dataclass(frozen=True)
+class Blend:
+    """The weights of a score's parts (None: the settings' weight)."""
+
+    sequence: float = 1.0
+    interest: float = 1.0
+    popularity: float | None = None
+    covisit: float | None = None
 
 
 @dataclass(frozen=True)
 class Adapter:
     version: str
-    base_version: str  # the encoder whose vectors this version maps
-    query: np.ndarray | None = None  # (d, d); None: the identity (base model)
-    item: np.ndarray | None = None  # (d, d)
-    residual_ids: tuple[str, ...] = ()
-    residual: np.ndarray | None = None  # (len(residual_ids), d)
-    scale: float = 1.0
-    context_ids: tuple[str, ...] = ()
-    context: np.ndarray | None = None  # (len(context_ids), d)
-    sequence_scale: float = 0.0  # 0: no sequence term
-    sequence_decay: float = 1.0
-    _rows: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
-    _context_rows: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    base_version: str  # the encoder whose vectors this version reads
+    sequence: SequenceWeights | None = None  # None: the base model
+    blend: Blend = Blend()
+    _scorer: list = field(default_factory=list, compare=False, repr=False)  # built lazily
 
-    def __post_init__(self) -> None:
-        self._rows.update((item_id, n) for n, item_id in enumerate(self.residual_ids))
-        self._context_rows.update((item_id, n) for n, item_id in enumerate(self.context_ids))
+    def __reduce__(self):  # pickled (to the training process) without the built scorer
+        return (Adapter, (self.version, self.base_version, self.sequence, self.blend))
 
     @classmethod
     def base(cls, base_version: str) -> "Adapter":
@@ -60,77 +56,73 @@ class Adapter:
 
     @property
     def is_base(self) -> bool:
-        return self.query is None
+        return self.sequence is None
+
+    def with_blend(self, blend: Blend) -> "Adapter":
+        return Adapter(self.version, self.base_version, self.sequence, blend, self._scorer)
+
+    def renamed(self, version: str) -> "Adapter":
+        return Adapter(version, self.base_version, self.sequence, self.blend, self._scorer)
+
+    @property
+    def scorer(self) -> SequenceScorer | None:
+        if self.sequence is None:
+            return None
+        if not self._scorer:
+            self._scorer.append(SequenceScorer(self.sequence))
+        return self._scorer[0]
 
     def item_vectors(self, item_ids: Sequence[str], text_vectors: np.ndarray) -> np.ndarray:
-        """Ranking vectors of these items from their text vectors (rows in the same order)."""
-        if self.is_base:
+        """The sequence model's vectors of these items (rows in the same order); the text
+        vectors themselves for the base model."""
+        if self.scorer is None:
             return np.asarray(text_vectors, dtype=np.float32)
-        out = np.asarray(text_vectors, dtype=np.float32) @ self.item.T
-        for n, item_id in enumerate(item_ids):
-            row = self._rows.get(item_id)
-            if row is not None:
-                out[n] += self.residual[row]
-        return normalize_rows(out)
+        return self.scorer.item_vectors(item_ids, text_vectors)
 
-    def queries(self, directions: np.ndarray) -> np.ndarray:
-        """Ranking vectors of interest directions (base space)."""
-        if self.is_base or len(directions) == 0:
-            return np.asarray(directions, dtype=np.float32)
-        return self.scale * normalize_rows(np.asarray(directions, dtype=np.float32) @ self.query.T)
-
-    def sequence_queries(self, histories: Sequence[Sequence[str]],
-                         text_of: Callable[[str], np.ndarray | None]) -> np.ndarray | None:
-        """Ranking vectors of recent-item sequences (oldest first), one row per sequence;
-        None when this version has no sequence term. Items without a text vector are
-        left out (deleted from the catalog since)."""
-        if self.sequence_scale <= 0 or self.query is None:
+    def sequence_queries(self, histories: Sequence[Sequence[int]], items: np.ndarray
+                         ) -> np.ndarray | None:
+        """(len(histories), dim) queries after each history of rows into ``items`` (this
+        version's item vectors), oldest first; None for the base model."""
+        if self.scorer is None:
             return None
-        out = np.zeros((len(histories), self.query.shape[0]), np.float32)
-        for n, items in enumerate(histories):
-            for age, item_id in enumerate(reversed(items)):
-                vec = text_of(item_id)
-                if vec is None:
-                    continue
-                row = self._context_rows.get(item_id)
-                out[n] += self.sequence_decay ** age * (vec if row is None
-                                                        else vec + self.context[row])
-        return self.sequence_scale * normalize_rows(out)
+        return self.scorer.queries(histories, items)
+
+    def meta(self) -> dict[str, Any]:
+        return {"version": self.version, "base_version": self.base_version,
+                "blend": vars(self.blend),
+                "sequence": self.sequence.shape() if self.sequence else None,
+                "id_items": len(self.sequence.item_ids) if self.sequence else 0}
 
     def to_bytes(self) -> bytes:
         """One self-describing blob (npz): written in one SET, so a version appears whole."""
         buf = io.BytesIO()
-        d = 0 if self.query is None else self.query.shape[0]
-        np.savez(buf, meta=np.frombuffer(json.dumps(
-                     {"version": self.version, "base_version": self.base_version,
-                      "scale": self.scale, "sequence_scale": self.sequence_scale,
-                      "sequence_decay": self.sequence_decay}).encode(),
-                     dtype=np.uint8),
-                 query=self.query if self.query is not None else np.zeros((0, 0), np.float32),
-                 item=self.item if self.item is not None else np.zeros((0, 0), np.float32),
-                 residual_ids=np.array(self.residual_ids, dtype=str),
-                 residual=(self.residual if self.residual is not None
-                           else np.zeros((0, d), np.float32)).astype(np.float16),
-                 context_ids=np.array(self.context_ids, dtype=str),
-                 context=(self.context if self.context is not None
-                          else np.zeros((0, d), np.float32)).astype(np.float16))
+        arrays: dict[str, np.ndarray] = {}
+        if self.sequence is not None:
+            arrays = {f"w.{k}": v.astype(np.float32) for k, v in self.sequence.arrays.items()}
+            arrays["id_items"] = np.array(self.sequence.item_ids, dtype=str)
+            arrays["id_rows"] = self.sequence.id_rows.astype(np.float16)
+        meta = json.dumps(self.meta()).encode()
+        np.savez(buf, meta=np.frombuffer(meta, dtype=np.uint8), **arrays)
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "Adapter":
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
-            query = z["query"].astype(np.float32)
-            if query.size == 0:
+            shape = meta.get("sequence")
+            if not shape:
                 return cls.base(meta["base_version"])
-            return cls(version=meta["version"], base_version=meta["base_version"],
-                       query=query, item=z["item"].astype(np.float32),
-                       residual_ids=tuple(str(i) for i in z["residual_ids"]),
-                       residual=z["residual"].astype(np.float32),
-                       scale=float(meta.get("scale", 1.0)),
-                       context_ids=tuple(str(i) for i in z["context_ids"])
-                       if "context_ids" in z.files else (),
-                       context=z["context"].astype(np.float32) if "context" in z.files
-                       else None,
-                       sequence_scale=float(meta.get("sequence_scale", 0.0)),
-                       sequence_decay=float(meta.get("sequence_decay", 1.0)))
+            for name in z.files:
+                if not name.startswith(("w.", "id_", "meta")):
+                    raise ValueError(f"unknown array {name!r} in version {meta['version']}")
+            arrays = {name[2:]: z[name].astype(np.float32) for name in z.files
+                      if name.startswith("w.")}
+            id_rows = z["id_rows"].astype(np.float32)
+            weights = SequenceWeights(arrays, tuple(str(i) for i in z["id_items"]),
+                                      id_rows.reshape(-1, shape["dim"]), **shape)
+            if not all(np.isfinite(v).all() for v in [*arrays.values(), weights.id_rows]):
+                raise ValueError(f"version {meta['version']} holds non-finite weights")
+            b = meta.get("blend", {})
+            return cls(meta["version"], meta["base_version"], weights,
+                       Blend(b.get("sequence", 1.0), b.get("interest", 1.0),
+                             b.get("popularity"), b.get("covisit")))

@@ -40,13 +40,15 @@ def decay_factor(dt: float, half_life: float) -> float:
 
 @dataclass(frozen=True)
 class InterestParams:
-    max_interests: int = 4
-    long_half_life_s: float = 21 * 86400.0
-    short_half_life_s: float = 6 * 3600.0
-    short_term_weight: float = 1.0  # how much the session counts against the long term
-    open_threshold: float = 0.5  # cosine below which an event opens a new interest
-    dedupe_window: int = 256
-    recent_items: int = 10  # latest chosen items kept in the state
+    """The interest model's parameters (no defaults here: ``Settings`` holds them)."""
+
+    max_interests: int
+    long_half_life_s: float
+    short_half_life_s: float
+    short_term_weight: float  # how much the session counts against the long term
+    open_threshold: float  # cosine below which an event opens a new interest
+    dedupe_window: int
+    recent_items: int  # latest chosen items kept in the state
 
 
 def event_weight(event: ActivityEvent, weights: dict[str, float], rating_neutral: float) -> float:

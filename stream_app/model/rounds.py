@@ -31,13 +31,15 @@ def split_holdout(examples: Sequence[T], fraction: float,
 
 
 def promotion(candidate: Mapping[str, float], current: Mapping[str, float],
-              base: Mapping[str, float]) -> tuple[bool, str]:
+              base: Mapping[str, float], tolerance: float = 0.0) -> tuple[bool, str]:
     """(promote?, why) from held-out scores: a candidate is promoted when its NDCG@10 is
-    not below the current version's nor the plain encoder's, so a chain of small steps
-    cannot drift below where it began."""
+    not below the plain encoder's, so a chain of small steps cannot drift below where it
+    began, nor below the current version's by more than the share ``tolerance`` (a
+    candidate has learned from newer choices: one small window's noise should not keep
+    the workers on an older version)."""
     if candidate["n"] == 0:
         return False, "no held-out examples"
-    if candidate["ndcg@10"] < current["ndcg@10"]:
+    if candidate["ndcg@10"] < current["ndcg@10"] * (1.0 - tolerance):
         return False, "held-out NDCG@10 worse than the current version's"
     if candidate["ndcg@10"] < base["ndcg@10"]:
         return False, "held-out NDCG@10 worse than the plain encoder's"

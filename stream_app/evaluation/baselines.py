@@ -1,0 +1,141 @@
+"""Baselines as rankers: learn from one event, rank the whole catalog for a user.
+
+A ranker sees events in stream order (``learn_one``) and is asked for a user's top-k
+right after each one (``rank``), which is what ``replay_ranker`` records: the same
+meaning as the pipeline's recommendations, judged with ``protocol.judge``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from stream_app.model.covisit import CoVisits
+
+
+
+class Ranker(Protocol):
+    def learn_one(self, event: Mapping[str, Any]) -> None: ...
+
+    def rank(self, user_id: str, k: int) -> list[str]: ...
+
+
+def replay_ranker(ranker: Ranker, events: Iterable[Mapping[str, Any]],
+                  k: int = 10) -> dict[str, list[str]]:
+    """event_id -> the ranker's top-k for that event's user, right after learning it."""
+    recs: dict[str, list[str]] = {}
+    for event in events:
+        ranker.learn_one(event)
+        recs[str(event["event_id"])] = ranker.rank(str(event["user_id"]), k)
+    return recs
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first; ties go to the lower index."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    kth = -np.partition(-scores, k - 1)[k - 1]  # the k-th highest
+    above = np.flatnonzero(scores > kth)
+    part = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+    return part[np.lexsort((part, -scores[part]))]
+
+
+class _Catalog:
+    """Item ids <-> rows, and each user's seen rows (events on unknown items are ignored)."""
+
+    def __init__(self, items: Sequence[str]) -> None:
+        self.ids = [str(i) for i in dict.fromkeys(items)]
+        self.row = {item: n for n, item in enumerate(self.ids)}
+        self.seen: dict[str, set[int]] = {}
+
+    def see(self, event: Mapping[str, Any]) -> tuple[str, int | None]:
+        user, row = str(event["user_id"]), self.row.get(str(event["item_id"]))
+        if row is not None:
+            self.seen.setdefault(user, set()).add(row)
+        return user, row
+
+    def unseen_top(self, user: str, scores: np.ndarray, k: int,
+                   fill: np.ndarray | None = None) -> list[str]:
+        """Top-k unseen by ``scores`` (> 0 only when ``fill`` is given), then by ``fill``."""
+        seen = np.fromiter(self.seen.get(user, ()), dtype=np.int64)
+        scores = scores.astype(np.float64)
+        scores[seen] = -np.inf
+        top = _top(scores, k)
+        top = top[scores[top] > (0.0 if fill is not None else -np.inf)]
+        if fill is not None and len(top) < k:
+            rest = fill.astype(np.float64)
+            rest[seen] = -np.inf
+            rest[top] = -np.inf
+            more = _top(rest, k - len(top))
+            top = np.concatenate([top, more[rest[more] > -np.inf]])
+        return [self.ids[n] for n in top]
+
+
+class ItemKNN:
+    """Item-item cosine on co-occurrence, counted online: the co-visit part of the model's
+    score (``model.covisit``) alone, over the whole catalog.
+
+    When a user picks j, c[i, j] (and c[j, i]) += 1 for each i among that user's
+    previous ``history`` distinct items; sim(i, j) = c[i, j] / sqrt(n[i] n[j]) with n
+    the item counts. A candidate's score: its summed similarity to the user's last
+    ``history`` items. Fewer than k candidates with a positive score: the rest by n.
+    """
+
+    def __init__(self, items: Sequence[str], history: int = 20) -> None:
+        self.catalog = _Catalog(items)
+        self.covisits = CoVisits(history, keep=len(self.catalog.ids))
+        self.history = history
+        self.counts = np.zeros(len(self.catalog.ids), dtype=np.float64)
+        self.recent: dict[str, deque[str]] = {}
+
+    def learn_one(self, event: Mapping[str, Any]) -> None:
+        user, j = self.catalog.see(event)
+        if j is None:
+            return
+        item = self.catalog.ids[j]
+        recent = self.recent.setdefault(user, deque(maxlen=self.history))
+        self.covisits.add([(tuple(recent), item)])
+        if item in recent:
+            recent.remove(item)
+        recent.append(item)
+        self.counts[j] += 1.0
+
+    def scores(self, user_id: str) -> np.ndarray:
+        """Each catalog item's summed similarity to the user's last ``history`` items."""
+        recent = self.recent.get(user_id)
+        if not recent:
+            return np.zeros_like(self.counts)
+        return self.covisits.scores([tuple(recent)], self.catalog.ids)[0].astype(np.float64)
+
+    def rank(self, user_id: str, k: int) -> list[str]:
+        return self.catalog.unseen_top(user_id, self.scores(user_id), k, fill=self.counts)
+
+
+class DecayedPopularity:
+    """Counts decayed exponentially in event time (half-life ``half_life_s``)."""
+
+    def __init__(self, items: Sequence[str], half_life_s: float = 60 * 86400) -> None:
+        self.catalog = _Catalog(items)
+        self.rate = math.log(2) / half_life_s
+        self.scores = np.zeros(len(self.catalog.ids), dtype=np.float64)
+        self.origin: float | None = None  # scores are in units of weight at this time
+
+    def learn_one(self, event: Mapping[str, Any]) -> None:
+        _, row = self.catalog.see(event)
+        if row is None:
+            return
+        ts = float(event.get("ts", 0.0))
+        if self.origin is None:
+            self.origin = ts
+        exponent = self.rate * (ts - self.origin)
+        if exponent > 50.0:  # move the origin forward before weights overflow
+            self.scores *= math.exp(-exponent)
+            self.origin, exponent = ts, 0.0
+        self.scores[row] += math.exp(exponent)
+
+    def rank(self, user_id: str, k: int) -> list[str]:
+        return self.catalog.unseen_top(user_id, self.scores, k)

@@ -1,0 +1,116 @@
+"""The one scoring function: serving, the HTTP API and the trainer's held-out judging all
+rank through ``parts`` and ``rank_parts``.
+
+A score has four parts (``adapter.py``): the sequence model's logit, each interest's
+cosine with the item's text vector, the co-visit score and the popularity prior. ``parts`` computes them
+for a batch (one matrix product each); ``rank_parts`` weighs them with a version's
+``Blend`` and fills each list, every interest taking its share by strength
+(``ranking.rank_interests``) so a list follows all of a user's current interests and
+says which one each item comes from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from stream_app.model.adapter import Adapter, Blend
+from stream_app.model.ranking import rank_interests
+
+
+@dataclass
+class Parts:
+    """The unweighted parts of a batch's scores over N items."""
+
+    sequence: np.ndarray | None  # (b, N) sequence logits; None: no sequence model
+    prior: np.ndarray  # (b, N) or (N,): log(1 + decayed popularity)
+    sims: np.ndarray  # (sum of interests, N): cosine of each interest with each item
+    counts: Sequence[int]  # interests per row, in order
+    covisit: np.ndarray  # (b, N) co-visit scores
+
+
+def parts(adapter: Adapter, text: np.ndarray, ranking: np.ndarray, prior: np.ndarray,
+          interests: Sequence[np.ndarray], histories: Sequence[Sequence[int]],
+          covisit: np.ndarray) -> Parts:
+    """``text`` (N, d) text vectors, ``ranking`` (N, e) the version's item vectors (rows
+    aligned), ``interests`` each row's (m, d) unit directions, ``histories`` each row's
+    latest chosen items as rows, oldest first, ``covisit`` (b, N) co-visit scores."""
+    counts = [len(i) for i in interests]
+    n_items = len(text)
+    if sum(counts) and n_items:
+        sims = np.concatenate([np.asarray(i, np.float32) for i in interests if len(i)]) @ text.T
+    else:
+        sims = np.zeros((sum(counts), n_items), np.float32)
+    queries = adapter.sequence_queries(histories, ranking) if n_items else None
+    sequence = None if queries is None else queries @ ranking.T
+    return Parts(sequence, np.asarray(prior, np.float32), sims, counts,
+                 np.asarray(covisit, np.float32))
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The settings' weights, for a blend that fitted none (the plain encoder's)."""
+
+    popularity: float
+    covisit: float
+
+
+def rank_parts(p: Parts, blend: Blend, defaults: Defaults,
+               strengths: Sequence[np.ndarray], excludes: Sequence[Sequence[int]], k: int
+               ) -> list[list[tuple[int, float, int]]]:
+    """Each row's top k as (item row, score, interest index or -1), best first."""
+    w_pop = defaults.popularity if blend.popularity is None else blend.popularity
+    w_cov = defaults.covisit if blend.covisit is None else blend.covisit
+    out = []
+    at = 0
+    for n, m in enumerate(p.counts):
+        prior = p.prior[n] if p.prior.ndim == 2 else p.prior
+        base = w_pop * prior + w_cov * p.covisit[n]
+        if p.sequence is not None:
+            base = base + blend.sequence * p.sequence[n]
+        sims = blend.interest * p.sims[at:at + m]
+        at += m
+        out.append(rank_interests(sims, np.asarray(strengths[n], np.float64), base, k,
+                                  excludes[n]))
+    return out
+
+
+BLEND_GRID = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequence[int]],
+              positives: Sequence[int], k: int = 10, sweeps: int = 2) -> Blend:
+    """The interest, co-visit and popularity weights (sequence weight 1) that rank these
+    held-out choices best by NDCG@k: each weight in turn over a grid, ``sweeps`` times;
+    ties keep the weight it had."""
+    weights = {"interest": 1.0, "covisit": 1.0, "popularity": 1.0}
+    unused = Defaults(0.0, 0.0)
+
+    def gain(w: dict[str, float]) -> float:
+        return ndcg(rank_parts(p, Blend(1.0, **w), unused, strengths, excludes, k),
+                    positives, k)
+
+    best = gain(weights)
+    for _ in range(sweeps):
+        for name in weights:
+            for value in BLEND_GRID:
+                trial = {**weights, name: value}
+                score = gain(trial)
+                if score > best + 1e-12:
+                    weights, best = trial, score
+    return Blend(1.0, **weights)
+
+
+def ndcg(lists: Sequence[Sequence[tuple[int, float, int]]], positives: Sequence[int],
+         k: int = 10) -> float:
+    """Mean NDCG@k of ranked rows against one relevant row each."""
+    if not lists:
+        return 0.0
+    total = 0.0
+    for ranked, target in zip(lists, positives):
+        rows = [r for r, _, _ in ranked[:k]]
+        if target in rows:
+            total += 1.0 / np.log2(rows.index(target) + 2)
+    return total / len(lists)
