@@ -75,7 +75,8 @@ class Trainer:
         if self._executor is None:  # spawned: never fork a process that runs threads
             self._executor = ProcessPoolExecutor(
                 1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=training_process, initargs=(self.s.trainer_threads, self.s.trainer_nice))
+                initializer=training_process,
+                initargs=(self.s.trainer_threads, self.s.trainer_nice))
         return self._executor
 
     def close(self) -> None:

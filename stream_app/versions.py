@@ -43,9 +43,7 @@ class Registry:
     async def save(self, adapter: Adapter, meta: dict[str, Any]) -> None:
         await self.r.set(self._blob + adapter.version, adapter.to_bytes())
         await self.r.hset(self._meta, adapter.version, json.dumps(
-            {**meta, "version": adapter.version, "base_version": adapter.base_version,
-             "id_items": len(adapter.sequence.item_ids) if adapter.sequence else 0,
-             "blend": adapter.meta()["blend"]}))
+            {**meta, **adapter.meta()}))
 
     async def current(self) -> str:
         raw = await self.r.get(self._current)

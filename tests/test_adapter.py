@@ -73,7 +73,6 @@ def test_a_trained_version_scores_with_its_own_item_vectors_and_queries():
     b = a.with_blend(Blend(1.0, 0.0, 2.0, 4.0))
     assert b.blend == Blend(1.0, 0.0, 2.0, 4.0) and b.sequence is a.sequence
     assert b.scorer is a.scorer  # built once, shared
-    assert a.renamed("enc+ft9").version == "enc+ft9"
 
 
 def test_checkpoint_round_trips_through_bytes():

@@ -61,9 +61,6 @@ class Adapter:
     def with_blend(self, blend: Blend) -> "Adapter":
         return Adapter(self.version, self.base_version, self.sequence, blend, self._scorer)
 
-    def renamed(self, version: str) -> "Adapter":
-        return Adapter(version, self.base_version, self.sequence, self.blend, self._scorer)
-
     @property
     def scorer(self) -> SequenceScorer | None:
         if self.sequence is None:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from stream_app.model.adapter import Adapter
-from stream_app.model.scoring import Defaults, Parts, fit_blend, ndcg, parts, rank_parts
+from stream_app.model.scoring import Defaults, Parts, fit_blend, judged, parts, rank_parts
 from stream_app.model.sequence import SequenceParams, fit_sequence, windows_of
 
 MAX_HARD = 20  # the most recent skips and dislikes of an example that are trained on
@@ -102,13 +102,18 @@ def sequences(examples: Sequence[Example], table: ItemTable
     return seqs, negatives
 
 
-def _parts(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
-           ranking: np.ndarray) -> Parts:
+def _ranked_inputs(adapter: Adapter, examples: Sequence[Example], table: ItemTable
+                   ) -> tuple[Parts, list[np.ndarray], list[list[int]], list[int]]:
+    """What ranking ``examples`` as a worker did takes: the score's parts, strengths,
+    excluded rows, and each example's chosen row (examples with a known choice)."""
     lookup = table.lookup
+    ranking = adapter.item_vectors(table.ids, table.text)
     histories = [[lookup[i] for i in e.recent if i in lookup] for e in examples]
-    return parts(adapter, table.text, ranking, table.priors(examples),
-                 [np.asarray(e.interests, np.float32) for e in examples], histories,
-                 table.covisits(examples))
+    p = parts(adapter, table.text, ranking, table.priors(examples),
+              [np.asarray(e.interests, np.float32) for e in examples], histories,
+              table.covisits(examples))
+    excluded = [[lookup[i] for i in e.seen if i in lookup] for e in examples]
+    return p, [e.strengths for e in examples], excluded, [lookup[e.positive] for e in examples]
 
 
 def _judged(examples: Sequence[Example], table: ItemTable) -> list[Example]:
@@ -122,18 +127,10 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
     examples = _judged(examples, table)
     if not examples:
         return {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0}
-    ranking = adapter.item_vectors(table.ids, table.text)
-    lists = rank_parts(_parts(adapter, examples, table, ranking), adapter.blend,
-                       defaults, [e.strengths for e in examples],
-                       [_excluded(e, table) for e in examples], k)
-    positives = [table.lookup[e.positive] for e in examples]
-    hits = sum(1 for ranked, t in zip(lists, positives) if t in [r for r, _, _ in ranked[:k]])
-    return {"hr@10": round(hits / len(examples), 4),
-            "ndcg@10": round(ndcg(lists, positives, k), 4), "n": len(examples)}
-
-
-def _excluded(e: Example, table: ItemTable) -> list[int]:
-    return [table.lookup[i] for i in e.seen if i in table.lookup]
+    p, strengths, excluded, positives = _ranked_inputs(adapter, examples, table)
+    hr, gain = judged(rank_parts(p, adapter.blend, defaults, strengths, excluded, k),
+                      positives, k)
+    return {"hr@10": round(hr, 4), "ndcg@10": round(gain, 4), "n": len(examples)}
 
 
 def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable) -> Adapter:
@@ -141,11 +138,7 @@ def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable) -
     examples = _judged(examples, table)
     if not examples or adapter.is_base:
         return adapter
-    ranking = adapter.item_vectors(table.ids, table.text)
-    blend = fit_blend(_parts(adapter, examples, table, ranking),
-                      [e.strengths for e in examples], [_excluded(e, table) for e in examples],
-                      [table.lookup[e.positive] for e in examples])
-    return adapter.with_blend(blend)
+    return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table)))
 
 
 def train_and_judge(start: Adapter, current: Adapter, seqs: Sequence[Sequence[int]],

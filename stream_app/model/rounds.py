@@ -43,7 +43,8 @@ def promotion(candidate: Mapping[str, float], current: Mapping[str, float],
         return False, "held-out NDCG@10 worse than the current version's"
     if candidate["ndcg@10"] < base["ndcg@10"]:
         return False, "held-out NDCG@10 worse than the plain encoder's"
-    return True, "held-out NDCG@10 not worse than the current version's nor the encoder's"
+    return True, ("held-out NDCG@10 not below the encoder's, nor below the current version's "
+                  "by more than the tolerance")
 
 
 @dataclass

@@ -2,8 +2,9 @@
 rank through ``parts`` and ``rank_parts``.
 
 A score has four parts (``adapter.py``): the sequence model's logit, each interest's
-cosine with the item's text vector, the co-visit score and the popularity prior. ``parts`` computes them
-for a batch (one matrix product each); ``rank_parts`` weighs them with a version's
+cosine with the item's text vector, the co-visit score and the popularity prior.
+``parts`` computes them for a batch (one matrix product each); ``rank_parts`` weighs
+them with a version's
 ``Blend`` and fills each list, every interest taking its share by strength
 (``ranking.rank_interests``) so a list follows all of a user's current interests and
 says which one each item comes from.
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from stream_app.evaluation.protocol import hit_ndcg
 from stream_app.model.adapter import Adapter, Blend
 from stream_app.model.ranking import rank_interests
 
@@ -103,14 +105,18 @@ def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequ
     return Blend(1.0, **weights)
 
 
+def judged(lists: Sequence[Sequence[tuple[int, float, int]]], positives: Sequence[int],
+           k: int = 10) -> tuple[float, float]:
+    """Mean HR@k and NDCG@k of ranked rows against one relevant row each (the judging
+    protocol's ``hit_ndcg``)."""
+    if not lists:
+        return 0.0, 0.0
+    scored = [hit_ndcg([r for r, _, _ in ranked], target, k)
+              for ranked, target in zip(lists, positives)]
+    return (sum(h for h, _ in scored) / len(scored), sum(g for _, g in scored) / len(scored))
+
+
 def ndcg(lists: Sequence[Sequence[tuple[int, float, int]]], positives: Sequence[int],
          k: int = 10) -> float:
     """Mean NDCG@k of ranked rows against one relevant row each."""
-    if not lists:
-        return 0.0
-    total = 0.0
-    for ranked, target in zip(lists, positives):
-        rows = [r for r, _, _ in ranked[:k]]
-        if target in rows:
-            total += 1.0 / np.log2(rows.index(target) + 2)
-    return total / len(lists)
+    return judged(lists, positives, k)[1]
