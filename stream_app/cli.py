@@ -26,9 +26,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_trainer(args: argparse.Namespace) -> int:
+    from stream_app.model.objective import lower_priority
     from stream_app.trainer_app import TrainerRuntime, create_trainer_app
 
     s, encoder = _process_setup()
+    lower_priority(s.trainer_nice)  # consuming too: the workers' CPU comes first
     return _run_faust(create_trainer_app(s, TrainerRuntime(s, encoder)), s)
 
 
@@ -227,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "ablations; --drift for the synthetic drift check")
     ev.add_argument("dataset", nargs="?", help="MovieLens dir (ml-latest-small, ml-100k, ml-1m)")
     ev.add_argument("--drift", action="store_true", help="run the synthetic drift check")
-    ev.add_argument("--variants", help="comma-separated subset (default: all)")
+    ev.add_argument("--variants", help="comma-separated variants, or `all` (default: the "
+                    "model with and without the trainer, popularity, item-kNN)")
     ev.add_argument("--users", type=int, help="only the first N users")
     ev.add_argument("--out", default="reports", help="where the JSON and Markdown reports go")
     ev.set_defaults(fn=cmd_eval)
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "system (embedded default when none is configured)")
     rp.add_argument("dataset")
     rp.add_argument("--users", type=int, help="only the first N users")
+    rp.add_argument("--repeat", type=int, default=1, help="send the log N times over, each "
+                    "copy with new users, later in event time (a long soak run)")
     rp.add_argument("--rate", type=float, default=500.0,
                     help="events/s the system is fed (0: as fast as possible; then partitions "
                     "are consumed out of step in event time, which skews the shared popularity "

@@ -125,7 +125,7 @@ class Settings:
     trainer_buffer_size: int = _setting(
         20000, "Earlier examples replayed in every round (oldest dropped first).")
     trainer_epochs: float = _setting(
-        10.0, "Passes per round over the buffered choice sequences (recent data is replayed "
+        2.0, "Passes per round over the buffered choice sequences (recent data is replayed "
         "in every round).")
     trainer_lr: float = _setting(1e-3, "Learning rate (Adam) of the sequence model.")
     trainer_step_size: int = _setting(
@@ -158,8 +158,9 @@ class Settings:
         1, "torch threads of the training process; 1 makes a round reproducible (threaded "
         "CPU sums are not) and leaves the other cores to the stream.")
     trainer_nice: int = _setting(
-        10, "How much lower the training process's CPU priority is than the trainer's "
-        "(Unix nice increment; 0 keeps it): rounds take the CPU the workers leave.")
+        10, "How much lower the trainer's CPU priority is than a worker's, and its training "
+        "process's lower again (Unix nice increment, capped at the lowest; 0 keeps both): "
+        "the trainer consumes and trains with the CPU the workers leave.")
     model_poll_interval_s: float = _setting(
         2.0, "How often a worker checks which model version is current, seconds.")
     model_keep_versions: int = _setting(

@@ -52,6 +52,10 @@ class Metrics:
             "How long the records of the trainer's latest batch waited: now minus the oldest "
             "Kafka timestamp in it",
             registry=self.registry)
+        self.trainer_memory_bytes = Gauge(
+            "stream_app_trainer_memory_bytes",
+            "Resident memory of the trainer's processes (trainer: consuming; training: rounds)",
+            ["process"], registry=self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

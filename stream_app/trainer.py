@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from collections import OrderedDict, deque
 from dataclasses import replace
 from typing import Any, Sequence
@@ -64,6 +65,7 @@ class Trainer:
         self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._lock = asyncio.Lock()
         self._executor: ProcessPoolExecutor | None = None
+        self._training_pid: Future | None = None
         # the popularity prior at past moments: examples are trained with their own time's
         self._snapshots: dict[int, tuple[tuple[str, ...], np.ndarray]] = {}
         self._snapshot_id = -1
@@ -79,6 +81,14 @@ class Trainer:
                 initargs=(self.s.trainer_threads, self.s.trainer_nice))
         return self._executor
 
+    def memory(self) -> dict[str, int]:
+        """Resident bytes of this process and of the training process (where known)."""
+        out = {"trainer": resident_bytes()}
+        pid = self._training_pid
+        if pid is not None and pid.done() and not pid.exception():
+            out["training"] = resident_bytes(pid.result())
+        return {k: v for k, v in out.items() if v is not None}
+
     def close(self) -> None:
         """Stop the training process (a round in flight is abandoned)."""
         if self._executor is not None:
@@ -86,7 +96,8 @@ class Trainer:
             self._executor = None
 
     async def start(self) -> None:
-        self._pool().submit(time.time)  # starts the training process ahead of a round
+        # starts the training process ahead of a round; its pid, for its memory
+        self._training_pid = self._pool().submit(os.getpid)
         await self.catalog.load()
         self._serve(await self.registry.load(await self.registry.current()))
 
@@ -108,6 +119,7 @@ class Trainer:
                            default=0.0))
         await self.processor.count(popular, (), share=False)  # after: as a worker ranks
         by_user: dict[str, list[Snapshot]] = {}
+        new: list[Example] = []
         for snap in snapshots:
             ev = snap.pending.event
             by_user.setdefault(ev.user_id, []).append(snap)
@@ -116,10 +128,11 @@ class Trainer:
             if ev.type in NEGATIVE_FEEDBACK:
                 self._remember_negative(ev.user_id, ev.item_id, ev.ts)
             elif ev.type in CHOICES and not self._claimed(ev.user_id, ev.item_id, "activity"):
-                self._add(ev.user_id, ev.item_id, ev.ts, snap.before,
-                          snap.exclude - {ev.item_id})
+                new.append(self._example(ev.user_id, ev.item_id, ev.ts, snap.before,
+                                         snap.exclude - {ev.item_id}))
         chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
-        await self._feedback_choices(chosen, by_user)
+        new += await self._feedback_choices(chosen, by_user)
+        self._pend(new)
         # counted after the examples took theirs: as a worker ranks a batch, then counts
         await self.catalog.count_covisits(choices(snapshots), share=False)
         out.counts["feedback_choices"] += len(chosen)
@@ -148,13 +161,14 @@ class Trainer:
         return [fb for fb in events if fb.item_id in known]
 
     async def _feedback_choices(self, chosen: Sequence[FeedbackEvent],
-                                by_user: dict[str, list[Snapshot]]) -> None:
+                                by_user: dict[str, list[Snapshot]]) -> list[Example]:
         """Examples for clicks (likes, purchases, good ratings) on recommended items."""
         fresh = [fb for fb in chosen if not self._claimed(fb.user_id, fb.item_id, "feedback")]
         if not fresh:
-            return
+            return []
         absent = {fb.user_id for fb in fresh if fb.user_id not in by_user}
         stored = await self.store.read_users(list(absent)) if absent else {}
+        out = []
         for fb in fresh:
             earlier = [snap for snap in by_user.get(fb.user_id, ())
                        if snap.pending.event.ts <= fb.ts]
@@ -164,10 +178,13 @@ class Trainer:
                 first = by_user.get(fb.user_id)
                 state = first[0].before if first else stored[fb.user_id].state
                 seen = first[0].exclude if first else stored[fb.user_id].seen
-            self._add(fb.user_id, fb.item_id, fb.ts, state, seen - {fb.item_id})
+            out.append(self._example(fb.user_id, fb.item_id, fb.ts, state,
+                                     seen - {fb.item_id}))
+        return out
 
-    def _add(self, user_id: str, item_id: str, ts: float, state: UserState,
-             seen: frozenset[str]) -> None:
+    def _example(self, user_id: str, item_id: str, ts: float, state: UserState,
+                 seen: frozenset[str]) -> Example:
+        """The example of one choice (its co-visit scores come with ``_pend``)."""
         if state.interests:
             interests = np.stack([i.direction() for i in state.interests]).astype(np.float16)
         else:
@@ -176,16 +193,23 @@ class Trainer:
         negatives = tuple(item for item, at in waiting if at <= ts)
         if negatives:
             self._negatives[user_id] = [(item, at) for item, at in waiting if at > ts]
-        recent = state.recent_item_ids()
+        return Example(ts, user_id, interests,
+                       state.strengths(ts, self.processor.params).astype(np.float32),
+                       item_id, negatives, seen, self._snapshot_id, state.recent_item_ids())
+
+    def _pend(self, examples: list[Example]) -> None:
+        """``examples`` join the next round, each with the co-visit scores it was ranked
+        with (the counts before this batch's choices, as a worker ranks a batch before
+        counting it), kept sparse: the items with a score. One call for the batch."""
+        if not examples:
+            return
         ids = self.catalog.index.ids
-        covisit = self.catalog.covisits.scores([recent], ids)[0]
-        top = np.flatnonzero(covisit)
-        self.pending.append(Example(ts, user_id, interests,
-                                    state.strengths(ts, self.processor.params).astype(np.float32),
-                                    item_id, negatives, seen, self._snapshot_id, recent,
-                                    (tuple(ids[n] for n in top), covisit[top])))
-        self._since_snapshot += 1
-        self.metrics.trainer_examples.inc()
+        scores = self.catalog.covisits.scores([e.recent for e in examples], ids)
+        for e, row in zip(examples, scores):
+            top = np.flatnonzero(row)
+            self.pending.append(replace(e, covisit=(tuple(ids[k] for k in top), row[top])))
+        self._since_snapshot += len(examples)
+        self.metrics.trainer_examples.inc(len(examples))
         if self.pending_since is None:
             self.pending_since = time.monotonic()
 
@@ -341,6 +365,15 @@ def _compact(e: Example) -> Example:
     """What the buffer keeps of an example: the choice and the items before it."""
     return replace(e, interests=_NO_INTERESTS, strengths=_NO_STRENGTHS, seen=frozenset(),
                    snapshot=-1, covisit=((), _NO_STRENGTHS))
+
+
+def resident_bytes(pid: int | str = "self") -> int | None:
+    """Resident memory of a process (Linux /proc), None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _trim(users: OrderedDict) -> None:

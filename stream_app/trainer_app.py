@@ -82,8 +82,16 @@ class TrainerRuntime(ProcessRuntime):
             self.metrics.trainer_pending.set(len(self.trainer.pending))
         return announcement
 
+    def memory(self) -> dict[str, int]:
+        """Resident bytes of the trainer and its training process, also as a gauge."""
+        memory = self.trainer.memory()
+        for process, value in memory.items():
+            self.metrics.trainer_memory_bytes.labels(process).set(value)
+        return memory
+
     def stats(self) -> dict[str, Any]:
         return {"model_version": self.trainer.current.version,
+                "memory_bytes": self.memory(),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "lag_s": round(self.lag_s, 3), "pending_examples": len(self.trainer.pending),
                 "buffered_examples": len(self.trainer.buffer), "counts": dict(self.counts),
@@ -106,6 +114,7 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
     @app.timer(1.0)
     async def train() -> None:
         await runtime.ready()
+        runtime.memory()
         announcement = await runtime.train_if_due()
         if announcement is not None:
             await updates.send(key=announcement["version"].encode(), value=dumps(announcement))

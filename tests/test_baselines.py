@@ -1,13 +1,16 @@
-"""Rankers: streaming item-kNN and decayed popularity, replayed and judged like the pipeline."""
+"""Rankers: streaming item-kNN, decayed popularity and SASRec, replayed and judged like the pipeline."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
-from stream_app.evaluation.baselines import DecayedPopularity, ItemKNN, replay_ranker
+from stream_app.config import Settings
+from stream_app.evaluation.baselines import DecayedPopularity, ItemKNN, SASRec, replay_ranker
 from stream_app.evaluation.protocol import judge
+from stream_app.model.sequence import SequenceParams
 
 ITEMS = ["A", "B", "C", "D", "E"]
 
@@ -85,3 +88,29 @@ def test_unknown_items_are_ignored():
     knn.learn_one(_ev(0, "u", "Z"))
     knn.learn_one(_ev(1, "u", "A"))
     assert knn.rank("u", 10) == ["B", "C", "D", "E"]
+
+
+def _sasrec_params(epochs: float) -> SequenceParams:
+    return replace(Settings.from_env({}).sequence_params(), length=4, dim=16, epochs=epochs,
+                   dropout=0.0, lr=0.01, batch_size=16)
+
+
+def test_sasrec_streaming_knows_only_what_its_last_retraining_saw():
+    # everyone goes A -> B -> C -> D; E never follows anything
+    pairs = [(f"u{n}", i) for n in range(12) for i in "ABCD"]
+    model = SASRec(ITEMS, _sasrec_params(40), every=len(pairs))
+    for event in _stream(pairs[:-1]):
+        model.learn_one(event)
+        assert model.rank(event["user_id"], 3) == []  # not retrained yet: nothing to rank
+    model.learn_one(_stream(pairs)[-1])  # the 48th event: retrained on all of them
+    model.learn_one(_ev(99, "new", "A"))
+    assert model.rank("new", 1) == ["B"]
+    model.learn_one(_ev(100, "new", "B"))
+    assert model.rank("new", 1) == ["C"] and "A" not in model.rank("new", 4)
+
+
+def test_sasrec_trained_before_the_stream_ranks_from_the_first_event():
+    train = _stream([(f"u{n}", i) for n in range(12) for i in "ABCD"])
+    model = SASRec(ITEMS, _sasrec_params(40), train_on=train)
+    model.learn_one(_ev(0, "x", "B"))
+    assert model.rank("x", 1) == ["C"]

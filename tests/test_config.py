@@ -225,7 +225,7 @@ def test_the_model_has_one_source_of_defaults():
               "negatives": s.trainer_negatives, "skip_weight": s.trainer_skip_weight,
               "seed": 0, "use_text": s.sequence_item_text, "use_ids": s.sequence_item_ids}
     assert dataclasses.asdict(p) == mirror
-    assert s.recent_items == 50 and s.trainer_epochs == 10.0
+    assert s.recent_items == 50 and s.trainer_epochs == 2.0
     required = [f.name for f in dataclasses.fields(SequenceParams)
                 if f.default is dataclasses.MISSING]
     assert set(mirror) - set(required) == {"use_text", "use_ids"}

@@ -9,7 +9,7 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.evaluation.commands import split_variants
-from stream_app.evaluation.datasets import load_movielens
+from stream_app.evaluation.datasets import Dataset, load_movielens, repeated
 from stream_app.evaluation.drift import simulate
 from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.offline import (METRIC_COLUMNS, RANKERS, evaluate, markdown_table,
@@ -181,3 +181,15 @@ def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
     training = row["training"]
     assert training["rounds"] >= 3 and training["promoted"] + training["refused"] == \
         training["rounds"]
+
+
+def test_a_repeated_log_is_later_copies_with_new_users():
+    events = [{"event_id": "a", "user_id": "1", "item_id": "x", "ts": 100.0},
+              {"event_id": "b", "user_id": "2", "item_id": "y", "ts": 160.0}]
+    data = repeated(Dataset("d", [{"item_id": "x"}], events), 3)
+    assert data.name == "d-x3" and len(data.events) == 6
+    assert [e["user_id"] for e in data.events] == ["1~0", "2~0", "1~1", "2~1", "1~2", "2~2"]
+    ts = [e["ts"] for e in data.events]
+    assert ts == sorted(ts) and ts[2] == 100.0 + 60.0 + 86400.0  # a day after the last copy
+    assert len({e["event_id"] for e in data.events}) == 6
+    assert repeated(data, 1) is data

@@ -300,7 +300,7 @@ def test_a_round_trains_a_candidate_that_beats_the_encoder_on_held_out_choices()
     assert scores["candidate"]["n"] == scores["base"]["n"] == judged
     assert scores["base"]["hr@10"] < 0.3 and scores["candidate"]["hr@10"] > 0.8, scores
     assert scores["candidate"]["ndcg@10"] > scores["base"]["ndcg@10"] + 0.4
-    assert candidate.blend.sequence == 1.0  # the other weights are fitted against it
+    assert candidate.blend.sequence > 0  # the sequence model is what ranks these
     # a version scored again ranks the same: score() is deterministic
     assert score(candidate, held[len(held) // 2:], table, NO_WEIGHTS) == scores["candidate"]
 
@@ -310,10 +310,10 @@ def test_blend_for_leaves_the_encoder_and_an_empty_window_alone():
     table = ItemTable(IDS, text, np.zeros(N, np.float32))
     held = _examples(follows, text, range(20), seed=2, t0=0.0)
     base = Adapter.base("enc")
-    assert blend_for(base, held, table) is base
+    assert blend_for(base, held, table, NO_WEIGHTS) is base
     weights, _ = fit_sequence(None, [Window((0, 1))], IDS, text, params(epochs=1.0))
     trained = Adapter("enc+ft1", "enc", weights)
-    assert blend_for(trained, [], table) is trained
+    assert blend_for(trained, [], table, NO_WEIGHTS) is trained
     unknown = [_example(1.0, "u", "gone", recent=("i1",))]
-    assert blend_for(trained, unknown, table) is trained
+    assert blend_for(trained, unknown, table, NO_WEIGHTS) is trained
     assert score(trained, unknown, table, NO_WEIGHTS) == {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0}

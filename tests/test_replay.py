@@ -71,4 +71,8 @@ def test_replay_with_fine_tuning_feeds_back_and_the_trainer_keeps_up(
     assert training["rounds"] >= 1
     assert training["trainer_lag_s"]["samples"] >= 1
     assert training["trainer_lag_s"]["p50"] < 30  # consuming as the events come, not after
+    memory = training["trainer_memory_mb"]  # both processes, sampled from /stats
+    assert set(memory) == {"trainer", "training"}
+    assert 10 < memory["trainer"]["first"] <= memory["trainer"]["max"]
+    assert training["settled_after_last_s"] is not None  # a round came after the last event
     print("fine-tuned replay", result)

@@ -15,6 +15,7 @@ from stream_app.model.scoring import (
     BLEND_GRID,
     Defaults,
     Parts,
+    _pools,
     fit_blend,
     ndcg,
     parts,
@@ -135,11 +136,13 @@ def test_parts_are_the_sequence_logits_the_cosines_and_the_given_priors():
     assert empty.sequence is None and empty.sims.shape == (3, 0)
 
 
-@pytest.mark.parametrize("informative", ["interest", "covisit", "popularity"])
+@pytest.mark.parametrize("informative", ["sequence", "interest", "covisit", "popularity"])
 def test_the_fitted_blend_weighs_an_informative_part_and_drops_noise(informative):
     """One part points at the held-out choice (through noise); the others each at a random
-    other item, loudly: any weight on them costs, none helps."""
-    rng = np.random.default_rng({"interest": 1, "covisit": 2, "popularity": 3}[informative])
+    other item, loudly: any weight on them costs, none helps. The sequence weight is
+    fitted like the others (a useless sequence model is weighed out)."""
+    names = ("sequence", "interest", "covisit", "popularity")
+    rng = np.random.default_rng(names.index(informative) + 1)
     rows, n = 200, 50
     positives = rng.integers(n, size=rows)
 
@@ -152,16 +155,15 @@ def test_the_fitted_blend_weighs_an_informative_part_and_drops_noise(informative
             out[np.arange(rows), (positives + rng.integers(1, n, size=rows)) % n] = 10.0
         return out.astype(np.float32)
 
-    parts_ = {name: part(name) for name in ("interest", "covisit", "popularity")}
-    p = Parts(0.1 * rng.normal(size=(rows, n)).astype(np.float32), parts_["popularity"],
-              parts_["interest"], [1] * rows, parts_["covisit"])
+    parts_ = {name: part(name) for name in names}
+    p = Parts(parts_["sequence"], parts_["popularity"], parts_["interest"], [1] * rows,
+              parts_["covisit"])
     strengths = [np.ones(1)] * rows
     excludes = [[] for _ in range(rows)]
-    blend = fit_blend(p, strengths, excludes, list(positives))
+    blend = fit_blend(p, strengths, excludes, list(positives), Blend(1.0, 1.0, 1.0, 1.0))
     weights = vars(blend)
-    assert blend.sequence == 1.0
     assert weights[informative] > 0 and weights[informative] in BLEND_GRID, blend
-    assert all(weights[name] == 0.0 for name in parts_ if name != informative), blend
+    assert all(weights[name] == 0.0 for name in names if name != informative), blend
 
     def gain(b: Blend) -> float:
         return ndcg(rank_parts(p, b, NONE, strengths, excludes, 10), list(positives))
@@ -175,3 +177,31 @@ def test_ndcg_counts_one_relevant_row_by_its_rank():
     assert ndcg(lists, [1, 5, 2, 10]) == pytest.approx((1 / math.log2(3)) / 4)  # 10: 11th
     assert ndcg(lists[3:], [10], k=11) == pytest.approx(1 / math.log2(12))
     assert ndcg([], []) == 0.0
+
+
+def test_the_blend_search_pools_hold_each_parts_best_and_the_positive():
+    """Ranked by one part alone, a row's top 10 over its pool is its top 10 over the whole
+    catalog (the pool holds every part's best); the positive is in its pool; padding
+    and excluded items never come back."""
+    rng = np.random.default_rng(5)
+    rows, n = 30, 400
+    counts = list(rng.integers(1, 4, size=rows))
+    p = Parts(rng.normal(size=(rows, n)).astype(np.float32),
+              rng.random((rows, n)).astype(np.float32),
+              rng.normal(size=(sum(counts), n)).astype(np.float32), counts,
+              np.where(rng.random((rows, n)) < 0.05, rng.random((rows, n)), 0).astype(np.float32))
+    excludes = [list(rng.integers(0, n, size=20)) for _ in range(rows)]
+    positives = [int(rng.integers(n)) for _ in range(rows)]
+    positives = [x if x not in ex else (x + 1) % n for x, ex in zip(positives, excludes)]
+    sub, pads, mapped = _pools(p, excludes, positives, 15)
+    strengths = [np.ones(c) for c in counts]
+    assert sub.prior.shape[1] < n
+    for blend in (Blend(1.0, 0.0, 0.0, 0.0), Blend(0.0, 0.0, 1.0, 0.0),
+                  Blend(0.0, 0.0, 0.0, 1.0)):
+        full = rank_parts(p, blend, NONE, strengths, excludes, 10)
+        pooled = rank_parts(sub, blend, NONE, strengths, pads, 10)
+        for r in range(rows):
+            assert [round(s, 5) for _, s, _ in pooled[r]] == [round(s, 5) for _, s, _ in full[r]]
+    for r in range(rows):  # the positive's scores come along with it
+        assert sub.prior[r, mapped[r]] == p.prior[r, positives[r]]
+        assert sub.covisit[r, mapped[r]] == p.covisit[r, positives[r]]

@@ -316,7 +316,11 @@ def test_catalog_changes_during_a_swap_land_in_the_new_vectors_too(redis_url):
     run(go())
 
 
-def test_a_current_version_below_the_plain_encoder_over_two_windows_is_reverted(redis_url):
+def test_a_current_version_below_the_plain_encoder_does_not_stay_current(redis_url):
+    """A bad current version is replaced: by a candidate whose fitted blend weighs its
+    (wrecked) sequence model out, so it ranks no worse than the encoder, or, when no
+    candidate is promoted over two windows, by a revert to the encoder (the rule itself:
+    ``test_adapter``'s Standing tests)."""
     s = _settings(redis_url, trainer_revert_windows=2)
 
     async def go() -> None:
@@ -326,9 +330,10 @@ def test_a_current_version_below_the_plain_encoder_over_two_windows_is_reverted(
             bad = w.adapter(f"{base}+ft00099", 11, blend=Blend(8.0, 0.0, 0.0, 0.0))
             await w.registry.save(bad, {"created_at": 0})
             await w.registry.promote(bad.version, reason="test: a bad version")
-            # a trainer whose own candidates are wrecked too: nothing beats the encoder
+            # a trainer whose own candidates are wrecked too (learning rate 50)
             trainer = await w.trainer(s.replace(trainer_batch_size=400, trainer_lr=50.0,
                                                 trainer_epochs=1.0))
+            replaced_at = None
             for window in range(3):  # users who click the nearest item by text
                 events = []
                 for u in range(200 * window, 200 * (window + 1)):
@@ -343,20 +348,16 @@ def test_a_current_version_below_the_plain_encoder_over_two_windows_is_reverted(
                 await trainer.observe(w.records(s.topic_activity, events))
                 announcement = await trainer.round()
                 held = announcement["heldout"]
-                assert announcement["promoted"] is False
-                if window < 2:  # the bad version is current
+                if replaced_at is None:
                     assert held["current"]["ndcg@10"] < held["base"]["ndcg@10"]
-                # candidates train on from the fine-tuned version, also after the revert
-                assert announcement["parent"] == bad.version
-                if window == 0:  # one losing window: kept
-                    assert announcement["reverted_to"] is None
-                    assert await w.registry.current() == bad.version
-                if window == 1:
-                    assert announcement["reverted_to"] == base
-                    assert await w.registry.current() == base and trainer.current.is_base
-                    assert (await w.registry.history())[-1] == base
-            assert announcement["reverted_to"] is None  # the encoder is not reverted from
-            assert await w.registry.current() == base
+                if announcement["promoted"]:
+                    assert held["candidate"]["ndcg@10"] >= held["base"]["ndcg@10"]
+                    assert announcement["training"]["blend"]["sequence"] == 0.0
+                if announcement["promoted"] or announcement["reverted_to"]:
+                    replaced_at = window if replaced_at is None else replaced_at
+            assert replaced_at is not None and replaced_at <= 1
+            assert await w.registry.current() != bad.version
+            assert trainer.current.version != bad.version
 
     run(go())
 

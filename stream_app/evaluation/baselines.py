@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from stream_app.model.covisit import CoVisits
-
+from stream_app.model.sequence import (SequenceParams, SequenceScorer, SequenceWeights,
+                                       fit_sequence, windows_of)
 
 
 class Ranker(Protocol):
@@ -139,3 +141,59 @@ class DecayedPopularity:
 
     def rank(self, user_id: str, k: int) -> list[str]:
         return self.catalog.unseen_top(user_id, self.scores, k)
+
+
+class SASRec:
+    """SASRec on its own: ID embeddings only (no text), cross-entropy over the catalog;
+    the sequence model's code (``model.sequence``) outside the system.
+
+    ``every`` > 0: learned from the stream, retrained every ``every`` events, from the
+    previous weights, on every earlier event (more than the trainer keeps), with
+    ``params.epochs`` passes: what a model that learns in rounds can know at each moment.
+    ``train_on`` given: trained once, before the stream, on those events (the literature's
+    leave-one-out: all but each user's last rating, so it has seen other users' later
+    choices); its prequential figures are not a streaming result.
+    """
+
+    def __init__(self, items: Sequence[str], params: SequenceParams, every: int = 0,
+                 train_on: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.catalog = _Catalog(items)
+        self.params = replace(params, use_text=False, use_ids=True)
+        self.every = every
+        self.history: dict[str, list[int]] = {}
+        self.learned = 0
+        self.weights: SequenceWeights | None = None
+        self._scorer: SequenceScorer | None = None
+        self._items: np.ndarray | None = None
+        if train_on:
+            by_user: dict[str, list[int]] = {}
+            for event in train_on:
+                row = self.catalog.row.get(str(event["item_id"]))
+                if row is not None:
+                    by_user.setdefault(str(event["user_id"]), []).append(row)
+            self._fit(list(by_user.values()))
+
+    def _fit(self, sequences: list[list[int]]) -> None:
+        windows = windows_of(sequences, [[] for _ in sequences], self.params.length)
+        self.weights, _ = fit_sequence(self.weights, windows, self.catalog.ids,
+                                       np.zeros((len(self.catalog.ids), 1), np.float32),
+                                       replace(self.params, seed=self.params.seed + self.learned))
+        self._scorer = SequenceScorer(self.weights)
+        self._items = self._scorer.item_vectors(self.catalog.ids, np.zeros(
+            (len(self.catalog.ids), 1), np.float32))
+
+    def learn_one(self, event: Mapping[str, Any]) -> None:
+        user, row = self.catalog.see(event)
+        if row is None:
+            return
+        self.history.setdefault(user, []).append(row)
+        self.learned += 1
+        if self.every and self.learned % self.every == 0:
+            self._fit(list(self.history.values()))
+
+    def rank(self, user_id: str, k: int) -> list[str]:
+        history = self.history.get(user_id)
+        if self._scorer is None or self._items is None or not history:
+            return []
+        query = self._scorer.queries([history], self._items)[0]
+        return self.catalog.unseen_top(user_id, self._items @ query, k)

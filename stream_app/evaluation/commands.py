@@ -12,15 +12,18 @@ from stream_app.catalog_files import read_jsonl
 from stream_app.config import Settings
 from stream_app.demo import bundled
 from stream_app.embedded import EmbeddedRedis, redis_reachable
-from stream_app.evaluation.datasets import load_movielens
+from stream_app.evaluation.datasets import load_movielens, repeated
 from stream_app.evaluation.drift import drift_check
-from stream_app.evaluation.offline import (METRIC_COLUMNS, RANKERS, VARIANTS, evaluate,
-                                           markdown_table)
+from stream_app.evaluation.offline import (FINE_TUNED_NAME, METRIC_COLUMNS, RANKERS,
+                                           VARIANTS, evaluate, markdown_table)
 from stream_app.evaluation.replay import replay
 from stream_app.processes import local_system
 
 DRIFT_VARIANTS = ["default", "static: one vector, no decay", "ablation: no decay"]
-DEFAULT_RANKERS = ["item-kNN (co-occurrence, last 20)"]
+# what `eval DATASET` runs without --variants: the model with and without the trainer
+# against the two baselines (minutes); `--variants all` adds every ablation and SASRec
+HEADLINE = ["default", "popularity (decayed, ranker)", "item-kNN (co-occurrence, last 20)",
+            FINE_TUNED_NAME]
 
 
 def _encoder(s: Settings) -> Any:
@@ -58,8 +61,8 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
 def _eval_dataset(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
     data = load_movielens(args.dataset, args.users)
     known = [*VARIANTS, *RANKERS]
-    variants = (split_variants(args.variants, known) if args.variants
-                else [*VARIANTS, *DEFAULT_RANKERS])
+    variants = (known if args.variants == "all" else split_variants(args.variants, known)
+                if args.variants else HEADLINE)
     unknown = [v for v in variants if v not in known]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {known}")
@@ -104,7 +107,7 @@ def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
 
 
 def run_replay(settings: Settings, args: argparse.Namespace) -> int:
-    data = load_movielens(args.dataset, args.users)
+    data = repeated(load_movielens(args.dataset, args.users), args.repeat)
     fine_tune = args.fine_tune
     if settings.kafka_bootstrap_servers:
         result = asyncio.run(replay(settings, data.items, data.events, args.rate,

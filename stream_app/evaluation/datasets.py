@@ -43,6 +43,19 @@ def load_movielens(path: str | Path, limit_users: int | None = None) -> Dataset:
     return Dataset(root.name, items, events)
 
 
+def repeated(data: Dataset, times: int) -> Dataset:
+    """The log ``times`` times over, one copy after another in event time, each copy's
+    users new ones (``<user>~<copy>``): a longer log of the same shape (for soak runs:
+    memory and latency over a long stream); the catalog is the same."""
+    if times <= 1 or not data.events:
+        return data
+    span = data.events[-1]["ts"] - data.events[0]["ts"] + 86400.0
+    events = [{**e, "event_id": f"{e['event_id']}~{k}", "user_id": f"{e['user_id']}~{k}",
+               "ts": e["ts"] + k * span}
+              for k in range(times) for e in data.events]
+    return Dataset(f"{data.name}-x{times}", data.items, events)
+
+
 def _read_csv_items(path: Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8", newline="") as fh:
         return [movielens_item(row) for row in csv.DictReader(fh)]

@@ -13,7 +13,7 @@ import math
 import time
 import uuid
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
 from tqdm import tqdm
@@ -22,10 +22,12 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.encoder import Encoder
-from stream_app.evaluation.baselines import DecayedPopularity, ItemKNN, Ranker, replay_ranker
+from stream_app.evaluation.baselines import (DecayedPopularity, ItemKNN, Ranker, SASRec,
+                                             replay_ranker)
 from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.protocol import judge
 from stream_app.metrics import Metrics
+from stream_app.model.sequence import SequenceParams
 from stream_app.pipeline import Processor
 from stream_app.store import Store, connect
 from stream_app.trainer import Trainer
@@ -52,13 +54,39 @@ VARIANTS: dict[str, dict[str, Any]] = {
 FINE_TUNED = frozenset({FINE_TUNED_NAME, "fine-tuned, ablation: ID only (no text)",
                         "fine-tuned, ablation: text only (no ID)"})
 
-# Baselines that are rankers of their own (no Redis, no encoder): catalog items -> Ranker.
-RANKERS: dict[str, Callable[[Sequence[dict]], Ranker]] = {
+# Baselines that are rankers of their own (no Redis, no encoder):
+# (catalog items, the events, settings) -> Ranker.
+SASREC_STREAMING = "SASRec (ID only, retrained every round on all earlier events)"
+SASREC_OFFLINE = "SASRec offline (all but each user's last rating, 60 passes; sees the future)"
+RANKERS: dict[str, Callable[[Sequence[dict], Sequence[dict], Settings], Ranker]] = {
     "item-kNN (co-occurrence, last 20)":
-        lambda items: ItemKNN([str(i["item_id"]) for i in items], history=20),
+        lambda items, events, s: ItemKNN(_ids(items), history=20),
     "popularity (decayed, ranker)":
-        lambda items: DecayedPopularity([str(i["item_id"]) for i in items]),
+        lambda items, events, s: DecayedPopularity(_ids(items)),
+    SASREC_STREAMING:
+        lambda items, events, s: SASRec(_ids(items), _sasrec_params(s, items, s.trainer_epochs),
+                                        every=s.trainer_batch_size),
+    SASREC_OFFLINE:
+        lambda items, events, s: SASRec(_ids(items), _sasrec_params(s, items, 60),
+                                        train_on=all_but_last(events)),
 }
+
+
+def _ids(items: Sequence[dict]) -> list[str]:
+    return [str(i["item_id"]) for i in items]
+
+
+def _sasrec_params(s: Settings, items: Sequence[dict], epochs: float) -> SequenceParams:
+    """The trainer's model shape, a softmax over the whole catalog (the literature's
+    SASRec+), ``epochs`` passes."""
+    return replace(s.sequence_params(), epochs=epochs,
+                   full_softmax_items=max(s.trainer_full_softmax_items, len(items)))
+
+
+def all_but_last(events: Sequence[dict]) -> list[dict]:
+    """``events`` without each user's last one (what leave-one-out judges)."""
+    last = {str(e["user_id"]): n for n, e in enumerate(events)}
+    return [e for n, e in enumerate(events) if last[str(e["user_id"])] != n]
 
 
 @dataclass
@@ -159,7 +187,7 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
     rows = []
     for name in variants:
         if name in RANKERS:
-            run = run_ranker(RANKERS[name](items), events, name, progress)
+            run = run_ranker(RANKERS[name](items, events, settings), events, name, progress)
         else:
             run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
                                           events, name, progress,

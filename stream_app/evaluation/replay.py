@@ -39,7 +39,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
 
     ``fine_tune``: feedback simulated from the log goes to the feedback topic as soon as
     both the list and the user's next event are known; the trainer's announcements are
-    collected, and its lag sampled from ``trainer_url`` when given. After the last
+    collected, and its lag and memory sampled from ``trainer_url`` when given; after the last
     recommendation the replay waits (at most ``trainer_max_wait_s`` plus
     ``idle_timeout``) for a round finished after its last record, so the report
     includes the training the tail of the data triggered.
@@ -56,6 +56,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     model_versions: set[str] = set()
     rounds: list[dict[str, Any]] = []
     lags: list[float] = []
+    memory: list[dict[str, int]] = []
     simulator = FeedbackSimulator()
     done = asyncio.Event()
     settled = asyncio.Event()  # a round finished after the replay's last record was sent
@@ -94,9 +95,10 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
 
     async def sample_lag() -> None:
         while trainer_url:
-            lag = await asyncio.to_thread(_trainer_lag, trainer_url)
-            if lag is not None:
-                lags.append(lag)
+            stats = await asyncio.to_thread(_trainer_stats, trainer_url)
+            if stats is not None:
+                lags.append(float(stats["lag_s"]))
+                memory.append(stats.get("memory_bytes") or {})
             await asyncio.sleep(1.0)
 
     async with Producer(bootstrap) as producer:
@@ -116,10 +118,12 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         await done.wait()
         await reader
         seconds = time.perf_counter() - started
+        settled_after = None
         if fine_tune:
             last_sent = time.time()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(settled.wait(), s.trainer_max_wait_s + idle_timeout)
+                settled_after = round(time.time() - last_sent, 1)
         for task in side:
             task.cancel()
     result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
@@ -128,16 +132,30 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
               "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
               "latency": _percentiles(latency), "model_versions": sorted(model_versions)}
     if fine_tune:
-        result["training"] = {**training_summary(rounds), "trainer_lag_s": _lag_summary(lags)}
+        result["training"] = {**training_summary(rounds), "trainer_lag_s": _lag_summary(lags),
+                              "trainer_memory_mb": _memory_summary(memory),
+                              "settled_after_last_s": settled_after}
     return result
 
 
-def _trainer_lag(url: str) -> float | None:
+def _trainer_stats(url: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(url + "/stats", timeout=2) as resp:
-            return float(json.loads(resp.read())["lag_s"])
-    except (OSError, ValueError, KeyError):
+            stats = json.loads(resp.read())
+        float(stats["lag_s"])
+        return stats
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _memory_summary(samples: list[dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Per trainer process: resident MB at the first and last sample, and the most."""
+    out: dict[str, dict[str, float]] = {}
+    for process in sorted({p for sample in samples for p in sample}):
+        mb = [sample[process] / 2**20 for sample in samples if process in sample]
+        out[process] = {"first": round(mb[0], 1), "last": round(mb[-1], 1),
+                        "max": round(max(mb), 1)}
+    return out
 
 
 def _lag_summary(lags: list[float]) -> dict[str, float]:

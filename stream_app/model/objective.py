@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from stream_app.model.adapter import Adapter
+from stream_app.model.adapter import Adapter, Blend
 from stream_app.model.scoring import Defaults, Parts, fit_blend, judged, parts, rank_parts
 from stream_app.model.sequence import SequenceParams, fit_sequence, windows_of
 
@@ -133,12 +133,15 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
     return {"hr@10": round(hr, 4), "ndcg@10": round(gain, 4), "n": len(examples)}
 
 
-def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable) -> Adapter:
-    """``adapter`` with the blend that ranks ``examples`` best (unchanged without any)."""
+def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
+              defaults: Defaults) -> Adapter:
+    """``adapter`` with the blend that ranks ``examples`` best, searched from the settings'
+    weights (``defaults``; unchanged without any examples)."""
     examples = _judged(examples, table)
     if not examples or adapter.is_base:
         return adapter
-    return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table)))
+    start = Blend(1.0, 1.0, defaults.popularity, defaults.covisit)
+    return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table), start))
 
 
 def train_and_judge(start: Adapter, current: Adapter, seqs: Sequence[Sequence[int]],
@@ -153,7 +156,8 @@ def train_and_judge(start: Adapter, current: Adapter, seqs: Sequence[Sequence[in
     weights, fitted = fit_sequence(start.sequence, windows_of(seqs, negatives, params.length),
                                    table.ids, table.text, params)
     calibrate, judge = _halves(held)
-    candidate = blend_for(Adapter(version, start.base_version, weights), calibrate, table)
+    candidate = blend_for(Adapter(version, start.base_version, weights), calibrate, table,
+                          defaults)
     fitted["blend"] = vars(candidate.blend)
     scores = {"candidate": score(candidate, judge, table, defaults),
               "current": score(current, judge, table, defaults),
@@ -170,11 +174,18 @@ def _halves(held: Sequence[Example]) -> tuple[list[Example], list[Example]]:
 def training_process(threads: int, nice: int = 0) -> None:
     """Set up a training process: torch imported ahead of the first round (seconds a
     round need not wait), its thread count fixed, so a round is reproducible, and its
-    priority lowered by ``nice``, so the workers beside it keep their latency."""
-    import os
-
+    priority lowered by ``nice`` below its parent's (the trainer's, itself lowered), so
+    the workers beside it keep their latency."""
     import torch
 
     torch.set_num_threads(threads)
+    lower_priority(nice)
+
+
+def lower_priority(nice: int) -> None:
+    """This process's CPU priority lowered by ``nice`` (Unix nice increment; capped at
+    the lowest priority; nothing where the platform has no nice)."""
+    import os
+
     if nice > 0 and hasattr(os, "nice"):
         os.nice(nice)
