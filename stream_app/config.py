@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from stream_app.contract import Limits
 from stream_app.model.interest import InterestParams
 from stream_app.model.scoring import Defaults
 from stream_app.model.sequence import SequenceParams
@@ -111,6 +112,20 @@ class Settings:
     dedupe_window: int = _setting(256, "Recent event ids remembered per user to drop duplicates.")
     max_text_chars: int = _setting(2000, "Longer free text is rejected to dead-letters.")
     max_record_bytes: int = _setting(1_000_000, "Larger records are rejected to dead-letters.")
+    max_id_chars: int = _setting(
+        256, "Longer user, item, event or recommendation ids are rejected to dead-letters.")
+    max_tags: int = _setting(64, "An item with more tags is rejected to dead-letters.")
+    max_tag_chars: int = _setting(128, "An item with a longer tag is rejected to dead-letters.")
+    rating_min: float = _setting(
+        -10.0, "Lowest rating accepted; below it the record goes to dead-letters.")
+    rating_max: float = _setting(
+        10.0, "Highest rating accepted; above it the record goes to dead-letters.")
+    max_json_depth: int = _setting(
+        32, "Records whose JSON arrays/objects nest deeper are rejected to dead-letters.")
+    max_future_skew_s: float = _setting(
+        3600.0, "A `ts` more than this many seconds ahead of the record's broker timestamp "
+        "is rejected to dead-letters (it would freeze the user's decay and the item's "
+        "popularity; often milliseconds sent as seconds).")
     catalog_sync_interval_s: float = _setting(
         0.25, "How often a worker pulls catalog changes from Redis, seconds.")
     # --- fine-tuning and rollout -----------------------------------------
@@ -187,7 +202,9 @@ class Settings:
         """Reject values that would silently misbehave."""
         positive = ("long_half_life_s", "short_half_life_s", "popularity_half_life_s",
                     "popularity_refresh_s", "top_k", "max_k", "batch_size", "dedupe_window", "seen_max",
-                    "max_text_chars", "max_record_bytes", "encode_batch_size", "max_seq_length",
+                    "max_text_chars", "max_record_bytes", "max_id_chars", "max_tags",
+                    "max_tag_chars", "max_json_depth", "max_future_skew_s",
+                    "encode_batch_size", "max_seq_length",
                     "topic_partitions", "topic_replication", "catalog_sync_interval_s",
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
@@ -206,6 +223,9 @@ class Settings:
                      "trainer_promotion_tolerance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
+        if not self.rating_min < self.rating_max:
+            raise ValueError(f"{env_name(_field('rating_min'))} must be below "
+                             f"{env_name(_field('rating_max'))}")
         if self.trainer_skip_weight > 1:
             raise ValueError(f"{env_name(_field('trainer_skip_weight'))} must be in (0, 1]")
         if not self.sequence_dropout < 1:
@@ -223,6 +243,12 @@ class Settings:
         return InterestParams(self.max_interests, self.long_half_life_s, self.short_half_life_s,
                               self.short_term_weight, self.open_threshold, self.dedupe_window,
                               self.recent_items)
+
+    def limits(self) -> Limits:
+        """What an input record may hold (``contract.parse_*``)."""
+        return Limits(self.max_record_bytes, self.max_text_chars, self.max_id_chars,
+                      self.max_tags, self.max_tag_chars, self.rating_min, self.rating_max,
+                      self.max_json_depth, self.max_future_skew_s)
 
     def defaults(self) -> Defaults:
         """The weights of a score's parts for versions that fitted none."""

@@ -25,6 +25,21 @@ class ContractError(ValueError):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What an input record may hold (no defaults here: ``Settings.limits()``)."""
+
+    max_bytes: int  # the record's value
+    max_text_chars: int  # title, text, free text
+    max_id_chars: int  # user, item, event and recommendation ids
+    max_tags: int
+    max_tag_chars: int
+    rating_min: float
+    rating_max: float
+    max_json_depth: int  # nested arrays / objects
+    max_future_skew_s: float  # how far ``ts`` may be ahead of the broker's timestamp
+
+
+@dataclass(frozen=True)
 class Record:
     """One Kafka record as the agents see it, before parsing."""
 
@@ -74,21 +89,39 @@ class FeedbackEvent:
     rating: float | None = None
 
 
-def _load_object(record: Record, max_bytes: int) -> dict[str, Any]:
+def _load_object(record: Record, limits: Limits) -> dict[str, Any]:
     if record.value is None:
         raise ContractError("empty record (tombstone)")
-    if len(record.value) > max_bytes:
-        raise ContractError(f"record too large: {len(record.value)} bytes > {max_bytes}")
+    if len(record.value) > limits.max_bytes:
+        raise ContractError(f"record too large: {len(record.value)} bytes > {limits.max_bytes}")
     try:
         obj = json.loads(record.value)
+    except RecursionError:
+        raise ContractError(f"JSON nested deeper than {limits.max_json_depth}") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
         raise ContractError(f"not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ContractError(f"not a JSON object: {type(obj).__name__}")
+    if _depth(obj) > limits.max_json_depth:
+        raise ContractError(f"JSON nested deeper than {limits.max_json_depth}")
     return obj
 
 
-def _str(obj: Mapping[str, Any], name: str, required: bool) -> str | None:
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _str(obj: Mapping[str, Any], name: str, required: bool, max_chars: int) -> str | None:
     value = obj.get(name)
     if value is None:
         if required:
@@ -101,6 +134,8 @@ def _str(obj: Mapping[str, Any], name: str, required: bool) -> str | None:
         if required:
             raise ContractError(f"empty {name}")
         return None
+    if len(value) > max_chars:
+        raise ContractError(f"{name} too long: {len(value)} chars > {max_chars}")
     return value
 
 
@@ -119,13 +154,25 @@ def _number(obj: Mapping[str, Any], name: str) -> float | None:
     return value
 
 
-def _event_ts(obj: Mapping[str, Any], record: Record) -> float:
+def _event_ts(obj: Mapping[str, Any], record: Record, limits: Limits) -> float:
     ts = _number(obj, "ts")
     if ts is None:
         return record.timestamp
     if ts < 0:
         raise ContractError("ts must be epoch seconds >= 0")
+    if record.timestamp > 0 and ts > record.timestamp + limits.max_future_skew_s:
+        raise ContractError(f"ts {ts:.0f} is more than {limits.max_future_skew_s:.0f} s ahead "
+                            f"of the record's broker timestamp {record.timestamp:.0f} "
+                            "(milliseconds instead of seconds?)")
     return ts
+
+
+def _rating(obj: Mapping[str, Any], limits: Limits) -> float | None:
+    rating = _number(obj, "rating")
+    if rating is not None and not limits.rating_min <= rating <= limits.rating_max:
+        raise ContractError(f"rating {rating:g} outside [{limits.rating_min:g}, "
+                            f"{limits.rating_max:g}]")
+    return rating
 
 
 def _text(obj: Mapping[str, Any], name: str, max_chars: int) -> str | None:
@@ -139,58 +186,64 @@ def _text(obj: Mapping[str, Any], name: str, max_chars: int) -> str | None:
     return value if value.strip() else None
 
 
-def parse_item(record: Record, max_text_chars: int, max_bytes: int) -> ItemEvent:
-    obj = _load_object(record, max_bytes)
-    item_id = _str(obj, "item_id", required=True)
+def parse_item(record: Record, limits: Limits) -> ItemEvent:
+    obj = _load_object(record, limits)
+    item_id = _str(obj, "item_id", True, limits.max_id_chars)
     deleted = obj.get("deleted", False)
     if not isinstance(deleted, bool):
         raise ContractError("deleted must be a boolean")
-    ts = _event_ts(obj, record)
+    ts = _event_ts(obj, record, limits)
     if deleted:
         return ItemEvent(item_id=item_id, deleted=True, ts=ts)
-    title = _text(obj, "title", max_text_chars) or ""
-    text = _text(obj, "text", max_text_chars) or ""
+    title = _text(obj, "title", limits.max_text_chars) or ""
+    text = _text(obj, "text", limits.max_text_chars) or ""
     tags = obj.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ContractError("tags must be a list of strings")
+    if len(tags) > limits.max_tags:
+        raise ContractError(f"too many tags: {len(tags)} > {limits.max_tags}")
+    if any(len(t) > limits.max_tag_chars for t in tags):
+        raise ContractError(f"tag too long: {max(len(t) for t in tags)} chars > "
+                            f"{limits.max_tag_chars}")
     if not (title or text or tags):
         raise ContractError("item has no title, text or tags to embed")
     return ItemEvent(item_id=item_id, deleted=False, title=title, text=text,
                      tags=tuple(tags), ts=ts)
 
 
-def parse_activity(record: Record, max_text_chars: int, max_bytes: int) -> ActivityEvent:
-    obj = _load_object(record, max_bytes)
-    user_id = _str(obj, "user_id", required=True)
-    kind = _str(obj, "type", required=True)
+def parse_activity(record: Record, limits: Limits) -> ActivityEvent:
+    obj = _load_object(record, limits)
+    user_id = _str(obj, "user_id", True, limits.max_id_chars)
+    kind = _str(obj, "type", True, limits.max_id_chars)
     if kind not in ACTIVITY_TYPES:
         raise ContractError(f"unknown type {kind!r}")
-    item_id = _str(obj, "item_id", required=False)
-    text = _text(obj, "text", max_text_chars)
+    item_id = _str(obj, "item_id", False, limits.max_id_chars)
+    text = _text(obj, "text", limits.max_text_chars)
     if item_id is None and text is None:
         raise ContractError("needs item_id or text")
-    rating = _number(obj, "rating")
+    rating = _rating(obj, limits)
     if kind == "rate" and rating is None:
         raise ContractError("type rate needs a rating")
-    event_id = _str(obj, "event_id", required=False) or (
+    event_id = _str(obj, "event_id", False, limits.max_id_chars) or (
         f"{record.topic}/{record.partition}/{record.offset}")
     return ActivityEvent(event_id=event_id, user_id=user_id, type=kind,
-                         ts=_event_ts(obj, record), partition=record.partition,
+                         ts=_event_ts(obj, record, limits), partition=record.partition,
                          offset=record.offset, item_id=item_id, text=text, rating=rating)
 
 
-def parse_feedback(record: Record, max_bytes: int) -> FeedbackEvent:
-    obj = _load_object(record, max_bytes)
-    kind = _str(obj, "type", required=True)
+def parse_feedback(record: Record, limits: Limits) -> FeedbackEvent:
+    obj = _load_object(record, limits)
+    kind = _str(obj, "type", True, limits.max_id_chars)
     if kind not in FEEDBACK_TYPES:
         raise ContractError(f"unknown feedback type {kind!r}")
-    rating = _number(obj, "rating")
+    rating = _rating(obj, limits)
     if kind == "rate" and rating is None:
         raise ContractError("type rate needs a rating")
-    return FeedbackEvent(user_id=_str(obj, "user_id", required=True),
-                         item_id=_str(obj, "item_id", required=True), type=kind,
-                         ts=_event_ts(obj, record),
-                         recommendation_id=_str(obj, "recommendation_id", required=False),
+    return FeedbackEvent(user_id=_str(obj, "user_id", True, limits.max_id_chars),
+                         item_id=_str(obj, "item_id", True, limits.max_id_chars), type=kind,
+                         ts=_event_ts(obj, record, limits),
+                         recommendation_id=_str(obj, "recommendation_id", False,
+                                                limits.max_id_chars),
                          rating=rating)
 
 

@@ -96,6 +96,7 @@ class Processor:
     def __init__(self, settings: Settings, store: Store, encoder: Encoder, catalog: Catalog,
                  metrics: Metrics) -> None:
         self.s = settings
+        self.limits = settings.limits()  # what an input record may hold
         self.store = store
         self.encoder = encoder
         self.text_encoder = CachedEncoder(encoder, settings.text_cache_size)
@@ -115,7 +116,7 @@ class Processor:
         latest: dict[str, ItemEvent] = {}
         for rec in records:
             try:
-                item = parse_item(rec, self.s.max_text_chars, self.s.max_record_bytes)
+                item = parse_item(rec, self.limits)
             except ContractError as exc:
                 out.reject(rec, str(exc))
                 continue
@@ -155,7 +156,7 @@ class Processor:
         parsed = []
         for rec in records:
             try:
-                parsed.append((rec, parse_feedback(rec, self.s.max_record_bytes)))
+                parsed.append((rec, parse_feedback(rec, self.limits)))
             except ContractError as exc:
                 out.reject(rec, str(exc))
         known = await self.catalog.resolve(fb.item_id for _, fb in parsed)
@@ -181,8 +182,7 @@ class Processor:
         events: list[tuple[Record, ActivityEvent]] = []
         for rec in records:
             try:
-                events.append((rec, parse_activity(rec, self.s.max_text_chars,
-                                                   self.s.max_record_bytes)))
+                events.append((rec, parse_activity(rec, self.limits)))
             except ContractError as exc:
                 out.reject(rec, str(exc))
         pending = await self._with_vectors(events, out)

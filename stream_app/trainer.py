@@ -154,7 +154,7 @@ class Trainer:
         events: list[FeedbackEvent] = []
         for rec in records:
             try:
-                events.append(parse_feedback(rec, self.s.max_record_bytes))
+                events.append(parse_feedback(rec, self.processor.limits))
             except ContractError:
                 out.counts["feedback_invalid"] += 1  # the workers dead-letter it
         known = await self.catalog.resolve(fb.item_id for fb in events)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.catalog_files import movielens_item, read_catalog, read_jsonl
+from stream_app.config import Settings
 from stream_app.contract import Record, dumps, parse_activity, parse_item
 
 DATA = Path(__file__).parent.parent / "stream_app" / "data"
@@ -67,7 +68,7 @@ def test_read_movielens_movies_csv(tmp_path):
          "tags": ["Action"]},
     ]
     for n, obj in enumerate(items):
-        assert parse_item(as_record(obj, n, "items"), 2000, 1_000_000).item_id == obj["item_id"]
+        assert parse_item(as_record(obj, n, "items"), Settings().limits()).item_id == obj["item_id"]
 
 
 def test_movielens_item_without_year():
@@ -102,7 +103,7 @@ def test_sample_catalog_every_line_parses(catalog):
     assert len(lines) == len(catalog)
     for n, line in enumerate(lines):
         rec = Record("items", 0, n, 1.0, None, line.encode("utf-8"))
-        item = parse_item(rec, 2000, 1_000_000)
+        item = parse_item(rec, Settings().limits())
         assert not item.deleted and item.tags and item.title and item.embed_text()
         assert item.item_id == json.loads(line)["item_id"]
 
@@ -112,8 +113,9 @@ def test_demo_script_parses_and_references_existing_items(catalog, script):
     lines = [l for l in (DATA / "demo_script.jsonl").read_text("utf-8").splitlines()
              if l.strip()]
     assert len(lines) == len(script) > 0
-    events = [parse_activity(Record("user-activity", 0, n, 1.0, None, line.encode("utf-8")),
-                             2000, 1_000_000) for n, line in enumerate(lines)]
+    events = [parse_activity(Record("user-activity", 0, n, json.loads(line).get("ts", 1.0),
+                                    None, line.encode("utf-8")), Settings().limits())
+              for n, line in enumerate(lines)]
     for e in events:
         if e.item_id is not None:
             assert e.item_id in known, e.item_id

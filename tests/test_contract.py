@@ -5,17 +5,21 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from stream_app.contract import (ACTIVITY_TYPES, FEEDBACK_TYPES, ActivityEvent, ContractError,
-                                 FeedbackEvent, ItemEvent, Record, dead_letter, dumps,
+                                 FeedbackEvent, ItemEvent, Limits, Record, dead_letter, dumps,
                                  parse_activity, parse_feedback, parse_item, recommendation,
                                  recommendation_id)
 
 MAX_CHARS = 50
 MAX_BYTES = 1000
 REC_TS = 1700000000.5
+LIMITS = Limits(max_bytes=MAX_BYTES, max_text_chars=MAX_CHARS, max_id_chars=40, max_tags=5,
+                max_tag_chars=20, rating_min=-10.0, rating_max=10.0, max_json_depth=8,
+                max_future_skew_s=3600.0)
 
 
 def rec(value, topic="user-activity", partition=2, offset=17, key=b"k") -> Record:
@@ -28,15 +32,15 @@ def rec(value, topic="user-activity", partition=2, offset=17, key=b"k") -> Recor
 
 
 def activity(obj, **kw) -> ActivityEvent:
-    return parse_activity(rec(obj, **kw), MAX_CHARS, MAX_BYTES)
+    return parse_activity(rec(obj, **kw), LIMITS)
 
 
 def item(obj, **kw) -> ItemEvent:
-    return parse_item(rec(obj, topic="items", **kw), MAX_CHARS, MAX_BYTES)
+    return parse_item(rec(obj, topic="items", **kw), LIMITS)
 
 
 def feedback(obj, **kw) -> FeedbackEvent:
-    return parse_feedback(rec(obj, topic="feedback", **kw), MAX_BYTES)
+    return parse_feedback(rec(obj, topic="feedback", **kw), LIMITS)
 
 
 def rejects(fn, obj, fragment: str) -> str:
@@ -220,7 +224,7 @@ def test_integer_beyond_python_digit_limit_is_a_contract_error():
     raw = b'{"user_id":"u","type":"click","item_id":"m","x":1' + b"0" * 5000 + b"}"
     record = rec(raw)
     with pytest.raises(ContractError):
-        parse_activity(record, MAX_CHARS, 1_000_000)
+        parse_activity(record, replace(LIMITS, max_bytes=1_000_000))
 
 
 # --- items -------------------------------------------------------------------------
@@ -309,7 +313,7 @@ def test_feedback_rejections():
     rejects(feedback, b"\xff", "not JSON")
     rejects(feedback, None, "tombstone")
     with pytest.raises(ContractError, match="too large"):
-        parse_feedback(rec({"user_id": "u", "item_id": "m", "type": "click"}), 10)
+        parse_feedback(rec({"user_id": "u", "item_id": "m", "type": "click"}), replace(LIMITS, max_bytes=10))
 
 
 # --- emitted records ---------------------------------------------------------------
@@ -375,3 +379,73 @@ def test_dead_letter_tombstone():
 
 def test_dumps_is_compact_utf8():
     assert dumps({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode("utf-8")
+
+
+# --- input limits ---------------------------------------------------------------------
+
+def test_ids_longer_than_the_limit_are_rejected():
+    ok = {"user_id": "u" * 40, "type": "click", "item_id": "m" * 40, "event_id": "e" * 40}
+    assert activity(ok).user_id == "u" * 40
+    for name in ("user_id", "item_id", "event_id"):
+        rejects(activity, {**ok, name: "x" * 41}, f"{name} too long: 41 chars > 40")
+    rejects(item, {"item_id": "i" * 41, "title": "t"}, "item_id too long")
+    rejects(feedback, {"user_id": "u", "item_id": "m", "type": "click",
+                       "recommendation_id": "r" * 41}, "recommendation_id too long")
+
+
+def test_tags_are_bounded_in_number_and_length():
+    assert item({"item_id": "i", "tags": ["t"] * 5}).tags == ("t",) * 5
+    rejects(item, {"item_id": "i", "tags": ["t"] * 6}, "too many tags: 6 > 5")
+    rejects(item, {"item_id": "i", "tags": ["ok", "x" * 21]}, "tag too long: 21 chars > 20")
+
+
+def test_ratings_outside_the_range_are_rejected():
+    assert activity({"user_id": "u", "type": "rate", "item_id": "m", "rating": 10}).rating == 10
+    assert activity({"user_id": "u", "type": "rate", "item_id": "m", "rating": -10}).rating == -10
+    rejects(activity, {"user_id": "u", "type": "rate", "item_id": "m", "rating": 1e300},
+            "rating 1e+300 outside [-10, 10]")
+    rejects(activity, {"user_id": "u", "type": "rate", "item_id": "m", "rating": -10.5},
+            "outside [-10, 10]")
+    rejects(feedback, {"user_id": "u", "item_id": "m", "type": "rate", "rating": 11},
+            "outside [-10, 10]")
+
+
+def test_deeply_nested_json_is_rejected_without_recursing():
+    def nested(depth: int) -> dict:
+        value: object = 1
+        for _ in range(depth - 1):
+            value = [value]
+        return {"user_id": "u", "type": "click", "item_id": "m", "extra": value}
+
+    assert activity(nested(8)).user_id == "u"  # the object is level 1, 7 lists inside it
+    rejects(activity, nested(9), "JSON nested deeper than 8")
+    deep = b'{"user_id": "u", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    big = replace(LIMITS, max_bytes=1_000_000)
+    with pytest.raises(ContractError, match="nested deeper"):  # json's recursion limit
+        parse_activity(rec(deep), big)
+
+
+def test_a_ts_far_ahead_of_the_broker_timestamp_is_rejected():
+    base = {"user_id": "u", "type": "click", "item_id": "m"}
+    assert activity({**base, "ts": REC_TS + 3600}).ts == REC_TS + 3600  # within the skew
+    assert activity({**base, "ts": REC_TS - 86400 * 365}).ts == REC_TS - 86400 * 365  # late: ok
+    reason = rejects(activity, {**base, "ts": REC_TS * 1000}, "ahead of the record's broker")
+    assert "milliseconds" in reason
+    rejects(feedback, {"user_id": "u", "item_id": "m", "type": "click", "ts": REC_TS + 7200},
+            "more than 3600 s ahead")
+    rejects(item, {"item_id": "i", "title": "t", "ts": REC_TS * 1000}, "ahead")
+    unknown = Record("user-activity", 0, 0, 0.0, b"k", json.dumps(
+        {**base, "ts": REC_TS * 1000}).encode())
+    assert parse_activity(unknown, LIMITS).ts == REC_TS * 1000  # no broker time: no check
+
+
+def test_the_limits_come_from_settings():
+    from stream_app.config import Settings
+
+    s = Settings.from_env({"STREAM_APP_MAX_ID_CHARS": "9", "STREAM_APP_RATING_MAX": "5",
+                           "STREAM_APP_MAX_FUTURE_SKEW_S": "60"})
+    limits = s.limits()
+    assert (limits.max_id_chars, limits.rating_max, limits.max_future_skew_s) == (9, 5.0, 60.0)
+    assert (limits.max_bytes, limits.max_text_chars) == (s.max_record_bytes, s.max_text_chars)
+    with pytest.raises(ValueError, match="RATING_MIN"):
+        Settings.from_env({"STREAM_APP_RATING_MIN": "10"})

@@ -118,6 +118,15 @@ def test_bad_records_go_to_dead_letters_and_good_ones_keep_flowing(stack, sample
         ("u-bad", b'{"event_id": "b-rating", "user_id": "u-bad", "type": "rate", '
                   b'"item_id": "m001", "rating": "five"}'),
         ("u-bad", b"\xff\xfe binary"),
+        # the input limits: a ts in milliseconds, a huge rating, deep nesting, a long id
+        ("u-bad", b'{"event_id": "b-ms", "user_id": "u-bad", "type": "click", '
+                  b'"item_id": "m001", "ts": 1700000000000}'),
+        ("u-bad", b'{"event_id": "b-huge", "user_id": "u-bad", "type": "rate", '
+                  b'"item_id": "m001", "rating": 1e308}'),
+        ("u-bad", b'{"event_id": "b-deep", "user_id": "u-bad", "type": "click", '
+                  b'"item_id": "m001", "x": ' + b"[" * 40 + b"]" * 40 + b"}"),
+        ("u-bad", b'{"event_id": "b-id", "user_id": "' + b"u" * (s.max_id_chars + 1)
+                  + b'", "type": "click", "item_id": "m001"}'),
     ]
     stack.produce(s.topic_activity, [good] + bad + [good2])
     stack.produce(s.topic_items, [("x", b"[1, 2, 3]")])
@@ -130,7 +139,8 @@ def test_bad_records_go_to_dead_letters_and_good_ones_keep_flowing(stack, sample
     errors = " | ".join(d["error"] for d in letters)
     for reason in ("not JSON", "missing user_id", "unknown item 'no-such-item'", "text too long",
                    "unknown type 'teleport'", "rating must be a number", "not a JSON object",
-                   "missing item_id"):
+                   "missing item_id", "ahead of the record's broker timestamp",
+                   "rating 1e+308 outside", "JSON nested deeper than", "user_id too long"):
         assert reason in errors
     binary = [d for d in letters if d.get("payload_encoding") == "base64"]
     assert len(binary) == 1
@@ -152,7 +162,7 @@ def test_catalog_changes_are_visible_and_deleted_items_never_recommended(stack, 
         assert time.monotonic() < deadline
         time.sleep(0.2)
     stack.produce(s.topic_activity, [{"event_id": "cat-1", "user_id": "u-cat", "type": "like",
-                                      "text": "robots and spaceships", "ts": 2.0e9}])
+                                      "text": "robots and spaceships", "ts": 1_762_000_000.0}])
     (rec,) = stack.recommendations_for({"cat-1"})
     assert "new-1" in [i["item_id"] for i in rec["items"]]
     stack.produce(s.topic_items, [{"item_id": "new-1", "deleted": True}], key_field="item_id")
@@ -162,12 +172,12 @@ def test_catalog_changes_are_visible_and_deleted_items_never_recommended(stack, 
         assert time.monotonic() < deadline
         time.sleep(0.2)
     stack.produce(s.topic_activity, [{"event_id": "cat-2", "user_id": "u-cat", "type": "like",
-                                      "text": "robots and spaceships", "ts": 2.0e9 + 1}])
+                                      "text": "robots and spaceships", "ts": 1_762_000_001.0}])
     (rec,) = stack.recommendations_for({"cat-2"})
     returned = [i["item_id"] for i in rec["items"]]
     assert "new-1" not in returned and sci[0] not in returned
     stack.produce(s.topic_activity, [{"event_id": "cat-3", "user_id": "u-cat", "type": "click",
-                                      "item_id": "new-1", "ts": 2.0e9 + 2}])
+                                      "item_id": "new-1", "ts": 1_762_000_002.0}])
     letters = stack.collect(s.topic_dead_letters,
                             lambda vs: any("new-1" in d["error"] for d in vs))
     assert any(d["error"] == "unknown item 'new-1'" for d in letters)
@@ -177,7 +187,7 @@ def test_http_endpoints(stack, sample_catalog):
     worker = stack.workers[0]
     stack.produce(stack.settings.topic_activity,
                   [{"event_id": "h1", "user_id": "u-http", "type": "text",
-                    "text": "I like watching movies, especially science fiction", "ts": 3.0e9}])
+                    "text": "I like watching movies, especially science fiction", "ts": 1_763_000_000.0}])
     (rec,) = stack.recommendations_for({"h1"})
     assert http(worker, "/healthz") == (200, {"status": "ok",
                                               "model_version": rec["model_version"]})

@@ -59,7 +59,7 @@ def test_a_promotion_mid_stream_loses_and_doubles_nothing(stack, sample_catalog)
     ids = [i["item_id"] for i in sample_catalog]
     rng = np.random.default_rng(5)
     events = [{"event_id": f"live-{n}", "user_id": f"live-u{n % 25}", "type": "click",
-               "item_id": ids[int(rng.integers(len(ids)))], "ts": 1_800_000_000.0 + n}
+               "item_id": ids[int(rng.integers(len(ids)))], "ts": 1_700_000_000.0 + n}
               for n in range(600)]
 
     async def stream_and_promote() -> str:
@@ -133,7 +133,7 @@ def test_trainer_process_trains_announces_and_operators_promote_and_roll_back(
             activity, feedback = [], []
             for u in range(200):
                 i = int(rng.integers(len(ids)))
-                t = 1_900_000_000.0 + 10 * u
+                t = 1_750_000_000.0 + 10 * u
                 activity += [{"event_id": f"tr-{u}-a", "user_id": f"tr-u{u}", "type": "click",
                               "item_id": ids[i], "ts": t}]
                 feedback += [{"user_id": f"tr-u{u}", "type": "click",
@@ -144,7 +144,7 @@ def test_trainer_process_trains_announces_and_operators_promote_and_roll_back(
             stack.produce(s.topic_feedback, feedback)
             def ours(vs: list) -> list:  # rounds that trained on this test's events
                 return [v for v in vs if v["type"] == "trained"
-                        and v["window"]["to_ts"] >= 1_900_000_000.0]
+                        and v["window"]["to_ts"] >= 1_750_000_000.0]
 
             announcement = ours(stack.collect(s.topic_model_updates, lambda vs: bool(ours(vs)),
                                               timeout=180))[0]

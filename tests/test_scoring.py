@@ -205,3 +205,18 @@ def test_the_blend_search_pools_hold_each_parts_best_and_the_positive():
     for r in range(rows):  # the positive's scores come along with it
         assert sub.prior[r, mapped[r]] == p.prior[r, positives[r]]
         assert sub.covisit[r, mapped[r]] == p.covisit[r, positives[r]]
+
+
+def test_the_blend_keeps_the_settings_weights_when_no_change_is_clearly_better():
+    """Parts that know nothing about the choices: grid points win on noise, but no move
+    beats the start by the margin (here 3 standard errors, the default's 1 lets about
+    one noise move in six through), so the start is kept."""
+    rng = np.random.default_rng(11)
+    rows, n = 300, 60
+    noise = lambda: rng.normal(size=(rows, n)).astype(np.float32)  # noqa: E731
+    p = Parts(noise(), noise(), noise(), [1] * rows, noise())
+    start = Blend(1.0, 1.0, 0.5, 1.0)
+    args = (p, [np.ones(1)] * rows, [[] for _ in range(rows)],
+            list(rng.integers(n, size=rows)), start)
+    assert fit_blend(*args, margin=3.0) == start
+    assert fit_blend(*args, margin=0.0) != start  # without the margin it chases the noise

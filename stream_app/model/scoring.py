@@ -122,36 +122,39 @@ def _pools(p: Parts, excludes: Sequence[Sequence[int]], positives: Sequence[int]
 
 
 def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequence[int]],
-              positives: Sequence[int], start: Blend, k: int = 10, sweeps: int = 2) -> Blend:
+              positives: Sequence[int], start: Blend, k: int = 10, sweeps: int = 2,
+              margin: float = 1.0) -> Blend:
     """The weights of the four parts that rank these held-out choices best by NDCG@k:
     from ``start`` (the settings' weights, sequence 1), each weight in turn over a grid,
-    ``sweeps`` times; ties keep the weight it had. The sequence weight is fitted too, so
-    a version whose sequence model does not help these choices serves as the plain
-    weights would (its weight 0) rather than worse."""
+    ``sweeps`` times. A move is taken only when it is better by more than ``margin``
+    standard errors of the paired per-choice difference: a round holds a few hundred
+    choices, and weights that win on their noise rank the stream worse than the
+    settings' weights. The sequence weight is fitted too, so a version whose sequence
+    model does not help serves as the plain weights would (its weight 0)."""
     weights = {name: float(getattr(start, name) or 0.0)
                for name in ("sequence", "interest", "covisit", "popularity")}
     unused = Defaults(0.0, 0.0)
     p, excludes, positives = _pools(p, excludes, positives, POOL)
+    seen: dict[tuple[float, ...], np.ndarray] = {}  # a later sweep meets earlier trials again
 
-    seen: dict[tuple[float, ...], float] = {}  # a later sweep meets earlier trials again
-
-    def gain(w: dict[str, float]) -> float:
+    def gains(w: dict[str, float]) -> np.ndarray:
         key = tuple(w.values())
         if key not in seen:
-            seen[key] = ndcg(rank_parts(p, Blend(**w), unused, strengths, excludes, k),
-                             positives, k)
+            lists = rank_parts(p, Blend(**w), unused, strengths, excludes, k)
+            seen[key] = np.array([hit_ndcg([r for r, _, _ in ranked], target, k)[1]
+                                  for ranked, target in zip(lists, positives)])
         return seen[key]
 
-    best = gain(weights)
+    best = gains(weights)
     for _ in range(sweeps):
         for name in weights:
             for value in BLEND_GRID:
                 trial = {**weights, name: value}
-                if not any(trial.values()):
+                if not any(trial.values()) or trial == weights:
                     continue
-                score = gain(trial)
-                if score > best + 1e-12:
-                    weights, best = trial, score
+                diff = gains(trial) - best
+                if diff.mean() > margin * diff.std() / np.sqrt(len(diff)) + 1e-12:
+                    weights, best = trial, gains(trial)
     return Blend(**weights)
 
 
