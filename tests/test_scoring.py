@@ -17,7 +17,7 @@ from stream_app.model.scoring import (
     Parts,
     _pools,
     fit_blend,
-    ndcg,
+    judged,
     parts,
     rank_parts,
 )
@@ -166,17 +166,17 @@ def test_the_fitted_blend_weighs_an_informative_part_and_drops_noise(informative
     assert all(weights[name] == 0.0 for name in names if name != informative), blend
 
     def gain(b: Blend) -> float:
-        return ndcg(rank_parts(p, b, NONE, strengths, excludes, 10), list(positives))
+        return judged(rank_parts(p, b, NONE, strengths, excludes, 10), list(positives))[1]
 
     assert gain(blend) > 0.8 and gain(Blend(1.0, 1.0, 1.0, 1.0)) < 0.6
 
 
 def test_ndcg_counts_one_relevant_row_by_its_rank():
     lists = [[(3, 0.0, -1), (1, 0.0, -1)], [(0, 0.0, -1)], [], [(n, 0.0, -1) for n in range(11)]]
-    assert ndcg(lists[:1], [3]) == 1.0
-    assert ndcg(lists, [1, 5, 2, 10]) == pytest.approx((1 / math.log2(3)) / 4)  # 10: 11th
-    assert ndcg(lists[3:], [10], k=11) == pytest.approx(1 / math.log2(12))
-    assert ndcg([], []) == 0.0
+    assert judged(lists[:1], [3])[1] == 1.0
+    assert judged(lists, [1, 5, 2, 10])[1] == pytest.approx((1 / math.log2(3)) / 4)  # 10: 11th
+    assert judged(lists[3:], [10], k=11)[1] == pytest.approx(1 / math.log2(12))
+    assert judged([], [])[1] == 0.0
 
 
 def test_the_blend_search_pools_hold_each_parts_best_and_the_positive():

@@ -165,6 +165,7 @@ class SASRec:
         self.weights: SequenceWeights | None = None
         self._scorer: SequenceScorer | None = None
         self._items: np.ndarray | None = None
+        self._no_text = np.zeros((len(self.catalog.ids), 1), np.float32)  # ID only
         if train_on:
             by_user: dict[str, list[int]] = {}
             for event in train_on:
@@ -175,12 +176,10 @@ class SASRec:
 
     def _fit(self, sequences: list[list[int]]) -> None:
         windows = windows_of(sequences, [[] for _ in sequences], self.params.length)
-        self.weights, _ = fit_sequence(self.weights, windows, self.catalog.ids,
-                                       np.zeros((len(self.catalog.ids), 1), np.float32),
+        self.weights, _ = fit_sequence(self.weights, windows, self.catalog.ids, self._no_text,
                                        replace(self.params, seed=self.params.seed + self.learned))
         self._scorer = SequenceScorer(self.weights)
-        self._items = self._scorer.item_vectors(self.catalog.ids, np.zeros(
-            (len(self.catalog.ids), 1), np.float32))
+        self._items = self._scorer.item_vectors(self.catalog.ids, self._no_text)
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         user, row = self.catalog.see(event)

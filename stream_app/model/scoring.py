@@ -140,9 +140,8 @@ def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequ
     def gains(w: dict[str, float]) -> np.ndarray:
         key = tuple(w.values())
         if key not in seen:
-            lists = rank_parts(p, Blend(**w), unused, strengths, excludes, k)
-            seen[key] = np.array([hit_ndcg([r for r, _, _ in ranked], target, k)[1]
-                                  for ranked, target in zip(lists, positives)])
+            seen[key] = per_choice(rank_parts(p, Blend(**w), unused, strengths, excludes, k),
+                                   positives, k)[:, 1]
         return seen[key]
 
     best = gains(weights)
@@ -158,18 +157,18 @@ def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequ
     return Blend(**weights)
 
 
+def per_choice(lists: Sequence[Sequence[tuple[int, float, int]]], positives: Sequence[int],
+               k: int = 10) -> np.ndarray:
+    """(len(lists), 2): HR@k and NDCG@k of each ranked row against its one relevant row
+    (the judging protocol's ``hit_ndcg``)."""
+    return np.array([hit_ndcg([r for r, _, _ in ranked], target, k)
+                     for ranked, target in zip(lists, positives)], np.float64).reshape(-1, 2)
+
+
 def judged(lists: Sequence[Sequence[tuple[int, float, int]]], positives: Sequence[int],
            k: int = 10) -> tuple[float, float]:
-    """Mean HR@k and NDCG@k of ranked rows against one relevant row each (the judging
-    protocol's ``hit_ndcg``)."""
+    """Mean HR@k and NDCG@k of ranked rows against one relevant row each."""
     if not lists:
         return 0.0, 0.0
-    scored = [hit_ndcg([r for r, _, _ in ranked], target, k)
-              for ranked, target in zip(lists, positives)]
-    return (sum(h for h, _ in scored) / len(scored), sum(g for _, g in scored) / len(scored))
-
-
-def ndcg(lists: Sequence[Sequence[tuple[int, float, int]]], positives: Sequence[int],
-         k: int = 10) -> float:
-    """Mean NDCG@k of ranked rows against one relevant row each."""
-    return judged(lists, positives, k)[1]
+    hr, gain = per_choice(lists, positives, k).mean(axis=0)
+    return float(hr), float(gain)
