@@ -7,10 +7,9 @@ import logging
 import os
 import tempfile
 import time
-from typing import Awaitable, Callable, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Protocol, Sequence
 
 import faust
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from faust.types import EventT
 
 from stream_app.catalog import Catalog
@@ -19,13 +18,11 @@ from stream_app.contract import Record, dumps
 from stream_app.kafka_transport import App
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.pipeline import TRANSIENT, Outputs, isolate
+from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure
+from stream_app.health import Health
+from stream_app.pipeline import Outputs, isolate
 from stream_app.runtime import Runtime
 from stream_app.web import register_views
-
-
-# Infrastructure that is down (Redis, Kafka): retry the batch with backoff, never skip it.
-RETRY = TRANSIENT + (KafkaConnectionError, KafkaTimeoutError)
 
 
 def broker_url(servers: str) -> str:
@@ -69,9 +66,15 @@ def raw_topic(app: faust.App, s: Settings, *names: str) -> faust.TopicT:
 
 
 class BatchRuntime(Protocol):
-    """What a batch loop needs from its process: readiness and accounting."""
+    """What a batch loop needs from its process: readiness, retries and accounting."""
+
+    health: Health
 
     async def ready(self) -> None: ...
+
+    def on_retry(self, topic: str, cause: str, error: str) -> None: ...
+
+    def on_progress(self, topic: str, records: Sequence[Record]) -> None: ...
 
     async def publish(self, topic: str, out: Outputs, batch_records: int,
                       seconds: float) -> None: ...
@@ -80,38 +83,73 @@ class BatchRuntime(Protocol):
 async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime, name: str,
                       process: Callable[[Sequence[Record]], Awaitable[Outputs]],
                       emit: Callable[[Outputs], Awaitable[None]]) -> None:
-    """Micro-batches acked only after their outputs are sent (a crash re-delivers)."""
+    """Micro-batches whose input is acknowledged only after the broker confirmed their
+    outputs. An infrastructure fault retries the batch (backoff, jitter) until it goes
+    through; a batch left unfinished at shutdown is never acknowledged, so the next owner
+    of the partition processes it again (state updates are idempotent)."""
     await runtime.ready()
+    backoff = Backoff(s.retry_base_s, s.retry_max_s)
     async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
         records = [to_record(e) for e in events]
         attempt = 0
-        while True:
-            started = time.perf_counter()
-            try:
+        try:
+            while True:
+                started = time.perf_counter()
                 try:
-                    out = await process(records)
-                except TRANSIENT:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - never stop the worker
-                    log("batch_failed", level=logging.ERROR, topic=name,
-                        records=len(records), error=repr(exc))
-                    out = await isolate(process, records)
-                await emit(out)
-                break
-            except RETRY as exc:
-                attempt += 1
-                log("batch_retry", topic=name, records=len(records), attempt=attempt,
-                    error=repr(exc))
-                await asyncio.sleep(min(0.1 * 2 ** attempt, 5.0))
-        await runtime.publish(name, out, len(records), time.perf_counter() - started)
+                    try:
+                        out = await process(records)
+                    except Exception as exc:  # noqa: BLE001 - never stop the worker
+                        if is_infrastructure(exc):
+                            raise
+                        log("batch_failed", level=logging.ERROR, topic=name,
+                            records=len(records), error=repr(exc))
+                        out = await isolate(process, records)
+                    await emit(out)
+                    break
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    cause = infrastructure_cause(exc)
+                    if cause is None:
+                        raise
+                    attempt += 1
+                    runtime.on_retry(name, cause, repr(exc))
+                    log("batch_retry", level=logging.WARNING, topic=name, records=len(records),
+                        attempt=attempt, cause=cause, error=repr(exc))
+                    await asyncio.sleep(backoff.delay(attempt))
+        except BaseException:
+            withhold(events)
+            raise
+        runtime.on_progress(name, records)
+        try:
+            await runtime.publish(name, out, len(records), time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - the batch is done; only counters are lost
+            if not is_infrastructure(exc):
+                raise
+            log("publish_failed", level=logging.WARNING, topic=name, error=repr(exc))
+
+
+def withhold(events: Sequence[EventT]) -> None:
+    """Keep an unfinished batch from being committed: Faust acknowledges a batch when its
+    loop body ends, even by an exception or a cancellation at shutdown, and an already
+    acknowledged message is never added to the offsets it commits."""
+    for event in events:
+        event.message.acked = True
+
+
+async def send_confirmed(messages: Sequence[tuple[faust.TopicT, bytes | None, bytes]]) -> None:
+    """Hand every record to the producer, then wait until the broker acknowledged each
+    (``acks=all``); any failure raises, and the batch is retried."""
+    pending = [await topic.send(key=key, value=value) for topic, key, value in messages]
+    await asyncio.gather(*pending)
 
 
 async def sync_catalog_changes(catalog: Catalog, metrics: Metrics) -> None:
     """One step of tailing the catalog change log; Redis down only skips this step."""
     try:
         changed = await catalog.sync()
-    except TRANSIENT as exc:
-        log("catalog_sync_failed", error=repr(exc))
+    except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
+        if not is_infrastructure(exc):
+            raise
+        log("catalog_sync_failed", level=logging.WARNING, error=repr(exc))
         return
     if changed:
         metrics.catalog_items.set(len(catalog.index))
@@ -129,10 +167,11 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     recommendations, dead_letters = topic(s.topic_recommendations), topic(s.topic_dead_letters)
 
     async def emit(out: Outputs) -> None:
-        for key, value in out.dead_letters:
-            await dead_letters.send(key=key, value=dumps(value))
-        for user_id, value in out.recommendations:
-            await recommendations.send(key=user_id.encode(), value=dumps(value))
+        """Dead letters and recommendations, confirmed by the broker before returning."""
+        letters = [r.letter(s.dead_letter_payload_bytes) for r in out.rejected]
+        await send_confirmed([(dead_letters, key, dumps(value)) for key, value in letters]
+                             + [(recommendations, user_id.encode(), dumps(value))
+                                for user_id, value in out.recommendations])
 
     @app.agent(items, name="items")
     async def item_agent(stream: faust.StreamT) -> None:
@@ -161,8 +200,10 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         try:
             await runtime.catalog.refresh_popularity()
             await runtime.catalog.refresh_covisits()
-        except TRANSIENT as exc:
-            log("popularity_refresh_failed", error=repr(exc))
+        except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
+            if not is_infrastructure(exc):
+                raise
+            log("popularity_refresh_failed", level=logging.WARNING, error=repr(exc))
 
     @app.timer(s.model_poll_interval_s)
     async def watch_model() -> None:

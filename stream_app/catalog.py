@@ -92,6 +92,8 @@ class Catalog:
         try:
             vectors = await asyncio.to_thread(adapter.item_vectors, list(snapshot.ids),
                                               snapshot.matrix)
+            if not np.isfinite(vectors).all():
+                raise ValueError(f"version {adapter.version} gives non-finite item vectors")
             ranking = snapshot.with_matrix(vectors)
             for op, ids in self._changes:  # no await from here to the swap
                 if op == "remove":
@@ -116,10 +118,11 @@ class Catalog:
 
     async def count_covisits(self, choices: Sequence[tuple[Sequence[str], str]],
                              share: bool = True) -> None:
-        """Count these choices here at once, and (``share``) for every other worker."""
-        self.covisits.add(choices)
+        """Count these choices here at once, and (``share``) for every other worker
+        (logged first: a failed log write leaves nothing counted)."""
         if share:
             await self.store.add_covisits(self.source, choices, self.covisit_log_max)
+        self.covisits.add(choices)
 
     async def refresh_covisits(self) -> int:
         """Apply the co-visits other workers logged since the last call; returns how many."""

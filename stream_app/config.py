@@ -126,6 +126,21 @@ class Settings:
         3600.0, "A `ts` more than this many seconds ahead of the record's broker timestamp "
         "is rejected to dead-letters (it would freeze the user's decay and the item's "
         "popularity; often milliseconds sent as seconds).")
+    dead_letter_payload_bytes: int = _setting(
+        4096, "Bytes of a rejected record's value copied into its dead letter (with the "
+        "full size and sha256), so a dead letter always fits the producer's size limit.")
+    retry_base_s: float = _setting(
+        0.1, "First backoff of a batch retried after an infrastructure fault (Redis, Kafka, "
+        "the model); doubles per attempt, jittered.")
+    retry_max_s: float = _setting(10.0, "Longest backoff between retries of one batch.")
+    ready_retry_s: float = _setting(
+        30.0, "`/readyz` answers 503 once a batch has been retrying for this long (the "
+        "worker is alive but stuck on Redis or Kafka).")
+    ready_stall_s: float = _setting(
+        120.0, "`/readyz` answers 503 when consumer lag has been above zero this long "
+        "without any batch finishing.")
+    lag_interval_s: float = _setting(
+        5.0, "How often a process measures its consumer lag (metrics, `/readyz`), seconds.")
     catalog_sync_interval_s: float = _setting(
         0.25, "How often a worker pulls catalog changes from Redis, seconds.")
     # --- fine-tuning and rollout -----------------------------------------

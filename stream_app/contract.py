@@ -8,6 +8,7 @@ Every input record goes through ``parse_*``; anything that does not fit raises
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import uuid
@@ -21,7 +22,31 @@ _REC_NAMESPACE = uuid.UUID("6f1c1f2e-3b8e-4a53-9d0c-5a2f0b7e9a11")
 
 
 class ContractError(ValueError):
-    """A record that does not satisfy the contract; the message is the reason."""
+    """A record that does not satisfy the contract: the message says why, ``reason`` is a
+    short code from ``REASONS`` (the dead letter's ``reason`` and a metric label)."""
+
+    def __init__(self, message: str, reason: str = "invalid_field") -> None:
+        super().__init__(message)
+        assert reason in REASONS, reason
+        self.reason = reason
+
+
+# The ``reason`` of a dead letter: why a record was rejected.
+REASONS = {
+    "empty": "a tombstone (no value)",
+    "too_large": "the record's value exceeds `max_record_bytes`",
+    "not_json": "not UTF-8 JSON, or not a JSON object",
+    "too_deep": "JSON nested deeper than `max_json_depth`",
+    "missing_field": "a required field is missing or empty",
+    "invalid_field": "a field of the wrong type or form",
+    "too_long": "an id, text or tag list over its limit",
+    "out_of_range": "a number out of range (a rating outside the accepted range, a "
+                    "non-finite or negative number)",
+    "future_ts": "`ts` more than `max_future_skew_s` ahead of the broker timestamp",
+    "unknown_type": "an activity or feedback type the contract does not define",
+    "unknown_item": "the item is not in the catalog",
+    "processing_failed": "the record failed on its own when its batch was split",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,7 @@ class ActivityEvent:
     item_id: str | None = None
     text: str | None = None
     rating: float | None = None
+    topic: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,19 +117,21 @@ class FeedbackEvent:
 
 def _load_object(record: Record, limits: Limits) -> dict[str, Any]:
     if record.value is None:
-        raise ContractError("empty record (tombstone)")
+        raise ContractError("empty record (tombstone)", "empty")
     if len(record.value) > limits.max_bytes:
-        raise ContractError(f"record too large: {len(record.value)} bytes > {limits.max_bytes}")
+        raise ContractError(f"record too large: {len(record.value)} bytes > {limits.max_bytes}",
+                            "too_large")
     try:
         obj = json.loads(record.value)
     except RecursionError:
-        raise ContractError(f"JSON nested deeper than {limits.max_json_depth}") from None
+        raise ContractError(f"JSON nested deeper than {limits.max_json_depth}",
+                            "too_deep") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
-        raise ContractError(f"not JSON: {exc}") from None
+        raise ContractError(f"not JSON: {exc}", "not_json") from None
     if not isinstance(obj, dict):
-        raise ContractError(f"not a JSON object: {type(obj).__name__}")
+        raise ContractError(f"not a JSON object: {type(obj).__name__}", "not_json")
     if _depth(obj) > limits.max_json_depth:
-        raise ContractError(f"JSON nested deeper than {limits.max_json_depth}")
+        raise ContractError(f"JSON nested deeper than {limits.max_json_depth}", "too_deep")
     return obj
 
 
@@ -125,17 +153,17 @@ def _str(obj: Mapping[str, Any], name: str, required: bool, max_chars: int) -> s
     value = obj.get(name)
     if value is None:
         if required:
-            raise ContractError(f"missing {name}")
+            raise ContractError(f"missing {name}", "missing_field")
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ContractError(f"{name} must be a string, got {type(value).__name__}")
     value = str(value)
     if not value.strip():
         if required:
-            raise ContractError(f"empty {name}")
+            raise ContractError(f"empty {name}", "missing_field")
         return None
     if len(value) > max_chars:
-        raise ContractError(f"{name} too long: {len(value)} chars > {max_chars}")
+        raise ContractError(f"{name} too long: {len(value)} chars > {max_chars}", "too_long")
     return value
 
 
@@ -148,9 +176,9 @@ def _number(obj: Mapping[str, Any], name: str) -> float | None:
     try:
         value = float(value)
     except OverflowError:
-        raise ContractError(f"{name} out of range") from None
+        raise ContractError(f"{name} out of range", "out_of_range") from None
     if not math.isfinite(value):
-        raise ContractError(f"{name} must be finite")
+        raise ContractError(f"{name} must be finite", "out_of_range")
     return value
 
 
@@ -159,11 +187,11 @@ def _event_ts(obj: Mapping[str, Any], record: Record, limits: Limits) -> float:
     if ts is None:
         return record.timestamp
     if ts < 0:
-        raise ContractError("ts must be epoch seconds >= 0")
+        raise ContractError("ts must be epoch seconds >= 0", "out_of_range")
     if record.timestamp > 0 and ts > record.timestamp + limits.max_future_skew_s:
         raise ContractError(f"ts {ts:.0f} is more than {limits.max_future_skew_s:.0f} s ahead "
                             f"of the record's broker timestamp {record.timestamp:.0f} "
-                            "(milliseconds instead of seconds?)")
+                            "(milliseconds instead of seconds?)", "future_ts")
     return ts
 
 
@@ -171,7 +199,7 @@ def _rating(obj: Mapping[str, Any], limits: Limits) -> float | None:
     rating = _number(obj, "rating")
     if rating is not None and not limits.rating_min <= rating <= limits.rating_max:
         raise ContractError(f"rating {rating:g} outside [{limits.rating_min:g}, "
-                            f"{limits.rating_max:g}]")
+                            f"{limits.rating_max:g}]", "out_of_range")
     return rating
 
 
@@ -182,7 +210,7 @@ def _text(obj: Mapping[str, Any], name: str, max_chars: int) -> str | None:
     if not isinstance(value, str):
         raise ContractError(f"{name} must be a string, got {type(value).__name__}")
     if len(value) > max_chars:
-        raise ContractError(f"{name} too long: {len(value)} chars > {max_chars}")
+        raise ContractError(f"{name} too long: {len(value)} chars > {max_chars}", "too_long")
     return value if value.strip() else None
 
 
@@ -201,12 +229,12 @@ def parse_item(record: Record, limits: Limits) -> ItemEvent:
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ContractError("tags must be a list of strings")
     if len(tags) > limits.max_tags:
-        raise ContractError(f"too many tags: {len(tags)} > {limits.max_tags}")
+        raise ContractError(f"too many tags: {len(tags)} > {limits.max_tags}", "too_long")
     if any(len(t) > limits.max_tag_chars for t in tags):
         raise ContractError(f"tag too long: {max(len(t) for t in tags)} chars > "
-                            f"{limits.max_tag_chars}")
+                            f"{limits.max_tag_chars}", "too_long")
     if not (title or text or tags):
-        raise ContractError("item has no title, text or tags to embed")
+        raise ContractError("item has no title, text or tags to embed", "missing_field")
     return ItemEvent(item_id=item_id, deleted=False, title=title, text=text,
                      tags=tuple(tags), ts=ts)
 
@@ -216,29 +244,30 @@ def parse_activity(record: Record, limits: Limits) -> ActivityEvent:
     user_id = _str(obj, "user_id", True, limits.max_id_chars)
     kind = _str(obj, "type", True, limits.max_id_chars)
     if kind not in ACTIVITY_TYPES:
-        raise ContractError(f"unknown type {kind!r}")
+        raise ContractError(f"unknown type {kind!r}", "unknown_type")
     item_id = _str(obj, "item_id", False, limits.max_id_chars)
     text = _text(obj, "text", limits.max_text_chars)
     if item_id is None and text is None:
-        raise ContractError("needs item_id or text")
+        raise ContractError("needs item_id or text", "missing_field")
     rating = _rating(obj, limits)
     if kind == "rate" and rating is None:
-        raise ContractError("type rate needs a rating")
+        raise ContractError("type rate needs a rating", "missing_field")
     event_id = _str(obj, "event_id", False, limits.max_id_chars) or (
         f"{record.topic}/{record.partition}/{record.offset}")
     return ActivityEvent(event_id=event_id, user_id=user_id, type=kind,
                          ts=_event_ts(obj, record, limits), partition=record.partition,
-                         offset=record.offset, item_id=item_id, text=text, rating=rating)
+                         offset=record.offset, item_id=item_id, text=text, rating=rating,
+                         topic=record.topic)
 
 
 def parse_feedback(record: Record, limits: Limits) -> FeedbackEvent:
     obj = _load_object(record, limits)
     kind = _str(obj, "type", True, limits.max_id_chars)
     if kind not in FEEDBACK_TYPES:
-        raise ContractError(f"unknown feedback type {kind!r}")
+        raise ContractError(f"unknown feedback type {kind!r}", "unknown_type")
     rating = _rating(obj, limits)
     if kind == "rate" and rating is None:
-        raise ContractError("type rate needs a rating")
+        raise ContractError("type rate needs a rating", "missing_field")
     return FeedbackEvent(user_id=_str(obj, "user_id", True, limits.max_id_chars),
                          item_id=_str(obj, "item_id", True, limits.max_id_chars), type=kind,
                          ts=_event_ts(obj, record, limits),
@@ -265,17 +294,34 @@ def recommendation(event: ActivityEvent, items: list[tuple[str, float, str]],
     }
 
 
-def dead_letter(record: Record, error: str) -> dict[str, Any]:
-    """The dead-letter value: where the record came from, why, and the payload itself."""
-    out: dict[str, Any] = {"source_topic": record.topic, "partition": record.partition,
-                           "offset": record.offset, "error": error}
+def dead_letter(record: Record, error: str, reason: str, payload_bytes: int) -> dict[str, Any]:
+    """The dead-letter value: where the record came from, why, and what it held: at most
+    ``payload_bytes`` of the value (UTF-8 text, or base64 when it is not text), its full
+    size and sha256, so the record can be found and the letter always fits a message."""
     raw = record.value or b""
-    try:
-        out["payload"] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        out["payload"] = base64.b64encode(raw).decode("ascii")
-        out["payload_encoding"] = "base64"
+    prefix = raw[:max(payload_bytes, 0)]
+    out: dict[str, Any] = {"source_topic": record.topic, "partition": record.partition,
+                           "offset": record.offset, "timestamp": record.timestamp,
+                           "key": _text_or_base64(record.key or b"")[0][:1024],
+                           "reason": reason, "error": error[:2000],
+                           "payload_bytes": len(raw),
+                           "payload_sha256": hashlib.sha256(raw).hexdigest(),
+                           "payload_truncated": len(prefix) < len(raw)}
+    out["payload"], encoding = _text_or_base64(prefix, cut=len(prefix) < len(raw))
+    if encoding:
+        out["payload_encoding"] = encoding
     return out
+
+
+def _text_or_base64(raw: bytes, cut: bool = False) -> tuple[str, str | None]:
+    """UTF-8 text when it is (a prefix ``cut`` mid-character loses that character), else
+    base64 (with the encoding's name)."""
+    for drop in range(4 if cut else 1):
+        try:
+            return raw[:len(raw) - drop].decode("utf-8"), None
+        except UnicodeDecodeError:
+            continue
+    return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 def dumps(obj: Mapping[str, Any]) -> bytes:

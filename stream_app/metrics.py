@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, GCCollector, Gauge, Histogram,
+                               PlatformCollector, ProcessCollector, generate_latest)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # the standard process_* (CPU, memory, open files) and python_* series
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.records = Counter("stream_app_records_total", "Input records by topic and outcome",
                                ["topic", "outcome"], registry=self.registry)
         self.recommendations = Counter("stream_app_recommendations_total",
@@ -30,6 +35,18 @@ class Metrics:
             "Kafka record timestamp to recommendation emit, seconds", registry=self.registry,
             buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
 
+        self.retries = Counter("stream_app_retries_total",
+                               "Batches retried after an infrastructure fault, by topic (or "
+                               "startup) and cause", ["topic", "cause"], registry=self.registry)
+        self.dead_letters = Counter("stream_app_dead_letters_total",
+                                    "Records sent to dead letters, by topic and reason",
+                                    ["topic", "reason"], registry=self.registry)
+        self.rewound = Counter("stream_app_rewound_events_total",
+                               "Unseen events from below an offset already applied (topic "
+                               "recreated, offsets reset): applied", registry=self.registry)
+        self.consumer_lag = Gauge("stream_app_consumer_lag",
+                                  "Records behind the end of each assigned partition",
+                                  ["topic", "partition"], registry=self.registry)
         self.model_swaps = Counter("stream_app_model_swaps_total",
                                    "Model version swaps by outcome (ok, refused)", ["outcome"],
                                    registry=self.registry)

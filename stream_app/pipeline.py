@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import (ActivityEvent, ContractError, ItemEvent, Record, dead_letter,
                                  parse_activity, parse_feedback, parse_item, recommendation)
 from stream_app.encoder import CachedEncoder, Encoder
+from stream_app.faults import EncoderError, is_infrastructure
 from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.interest import CHOICES, UserState, apply_event, event_weight
@@ -29,42 +28,55 @@ from stream_app.model.scoring import parts, rank_parts
 from stream_app.store import Store, UserRecord, UserWrite, text_key
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A record that goes to dead letters: why (a message and a ``contract.REASONS`` code)."""
+
+    record: Record
+    error: str
+    reason: str
+
+    def letter(self, payload_bytes: int) -> tuple[bytes | None, dict[str, Any]]:
+        """(key, value) of its dead letter, holding at most ``payload_bytes`` of the value."""
+        return self.record.key, dead_letter(self.record, self.error, self.reason, payload_bytes)
+
+
 @dataclass
 class Outputs:
     """What a batch produces: records to send and counts to publish."""
 
     recommendations: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    dead_letters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
-    def reject(self, record: Record, reason: str) -> None:
-        self.dead_letters.append((record.key, dead_letter(record, reason)))
+    def reject(self, record: Record, error: str | ContractError, reason: str = "") -> None:
+        if isinstance(error, ContractError):
+            error, reason = str(error), error.reason
+        self.rejected.append(Rejected(record, error, reason or "invalid_field"))
         self.counts["dead_letters"] += 1
 
     def extend(self, other: "Outputs") -> None:
         self.recommendations += other.recommendations
-        self.dead_letters += other.dead_letters
+        self.rejected += other.rejected
         self.counts.update(other.counts)
-
-
-# Failures of infrastructure: the batch is retried, never skipped or dead-lettered.
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, asyncio.TimeoutError)
 
 
 async def isolate(process: Callable[[Sequence[Record]], Awaitable[Outputs]],
                   records: Sequence[Record]) -> Outputs:
     """After a batch failed unexpectedly: one record at a time, the culprit to dead letters.
 
-    Safe to repeat: user state skips events it already applied.
+    An infrastructure fault (``faults``) on any record fails the whole batch again, to be
+    retried: a record goes to dead letters only for a failure of its own. Safe to repeat:
+    user state skips events it already applied.
     """
     merged = Outputs()
     for rec in records:
         try:
             merged.extend(await process([rec]))
-        except TRANSIENT:
-            raise
         except Exception as exc:  # noqa: BLE001 - a bad record must not stop the worker
-            merged.reject(rec, f"processing failed: {exc!r}")
+            if is_infrastructure(exc):
+                raise
+            merged.reject(rec, f"processing failed: {exc!r}", "processing_failed")
     return merged
 
 
@@ -90,6 +102,24 @@ class Snapshot:
     applied: bool  # False for a duplicate or replayed event
 
 
+@dataclass
+class Owed:
+    """What a batch's applied events still have to add to the shared counts."""
+
+    popular: list[tuple[str, float, float]] = field(default_factory=list)
+    choices: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    applied: int = 0  # events this batch applied, over all its attempts
+
+    def add(self, popular: list[tuple[str, float, float]],
+            chosen: list[tuple[tuple[str, ...], str]], applied: int) -> None:
+        self.popular += popular
+        self.choices += chosen
+        self.applied += applied
+
+
+MAX_OWED_BATCHES = 256  # failed batches whose counts a worker keeps for their retry
+
+
 class Processor:
     """Holds the worker's encoder, catalog and store; one method per input topic."""
 
@@ -104,6 +134,7 @@ class Processor:
         self.metrics = metrics
         self.weights = settings.event_weights()
         self.params = settings.interest_params()
+        self._owed: dict[tuple[tuple[str, int, int], ...], Owed] = {}
 
     @property
     def model_version(self) -> str:
@@ -118,7 +149,7 @@ class Processor:
             try:
                 item = parse_item(rec, self.limits)
             except ContractError as exc:
-                out.reject(rec, str(exc))
+                out.reject(rec, exc)
                 continue
             latest[item.item_id] = item  # same key, same partition: the last one wins
         upserts = [i for i in latest.values() if not i.deleted]
@@ -143,7 +174,7 @@ class Processor:
         todo = list(dict.fromkeys(k for k in keys if k not in cached))
         if todo:
             by_key = dict(zip(keys, texts))
-            fresh = self.encoder.encode([by_key[k] for k in todo])
+            fresh = encode(self.encoder, [by_key[k] for k in todo])
             self.metrics.encoded.inc(len(todo))
             new = dict(zip(todo, fresh))
             await self.store.put_text_vectors(self.encoder.version, new)
@@ -158,22 +189,38 @@ class Processor:
             try:
                 parsed.append((rec, parse_feedback(rec, self.limits)))
             except ContractError as exc:
-                out.reject(rec, str(exc))
+                out.reject(rec, exc)
         known = await self.catalog.resolve(fb.item_id for _, fb in parsed)
         for rec, fb in parsed:
             if fb.item_id in known:
                 out.counts["feedback"] += 1
             else:
-                out.reject(rec, f"unknown item {fb.item_id!r}")
+                out.reject(rec, f"unknown item {fb.item_id!r}", "unknown_item")
         return out
 
     # --- activity -------------------------------------------------------------
     async def process_activity(self, records: Sequence[Record]) -> Outputs:
+        """Apply, rank, then count. When counting fails after the state was written, the
+        retried batch finds its events applied (duplicates) and counts what the failed
+        attempt owed instead (kept here by the batch's offsets)."""
         out = Outputs()
-        snapshots, popular = await self.apply_activity(records, out)
-        self._rank(snapshots, out)
-        # counted after ranking: no event is ranked with popularity or co-visits it caused
-        await self.count(popular, snapshots)
+        key = tuple((r.topic, r.partition, r.offset) for r in records)
+        owed = self._owed.pop(key, None) or Owed()
+        try:
+            snapshots, popular = await self.apply_activity(records, out)
+            owed.add(popular, choices(snapshots), out.counts["applied"])
+            self._rank(snapshots, out)
+            # counted after ranking: no event is ranked with popularity or co-visits it caused
+            await self.count(owed)
+        except Exception:
+            if owed.popular or owed.choices:
+                self._owed[key] = owed
+                while len(self._owed) > MAX_OWED_BATCHES:
+                    del self._owed[next(iter(self._owed))]
+            raise
+        earlier = owed.applied - out.counts["applied"]  # applied by a failed attempt
+        out.counts["applied"] += earlier
+        out.counts["duplicates"] -= earlier
         return out
 
     async def apply_activity(self, records: Sequence[Record], out: Outputs
@@ -184,28 +231,32 @@ class Processor:
             try:
                 events.append((rec, parse_activity(rec, self.limits)))
             except ContractError as exc:
-                out.reject(rec, str(exc))
+                out.reject(rec, exc)
         pending = await self._with_vectors(events, out)
         return await self._apply(pending, out)
 
-    async def count(self, popular: list[tuple[str, float, float]],
-                    snapshots: Sequence[Snapshot], share: bool = True) -> None:
-        """Popularity increments and the co-visits of the choices among ``snapshots``
-        (``share``: logged for the other workers too; the trainer keeps its own)."""
-        await self.store.add_popularity(popular, self.s.popularity_half_life_s)
-        self.catalog.popularity.add(popular)
-        await self.catalog.count_covisits(choices(snapshots), share)
+    async def count(self, owed: "Owed", share: bool = True) -> None:
+        """Popularity increments, then co-visits (``share``: logged for the other workers
+        too; the trainer keeps its own); each part is struck from ``owed`` once done, so
+        a retry after a failure in between counts nothing twice."""
+        if owed.popular:
+            await self.store.add_popularity(owed.popular, self.s.popularity_half_life_s)
+            self.catalog.popularity.add(owed.popular)
+            owed.popular = []
+        if owed.choices:
+            await self.catalog.count_covisits(owed.choices, share)
+            owed.choices = []
 
     async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
                             out: Outputs) -> list[_Pending]:
         """Item vectors from the catalog, free text through the model in one batch."""
         item_vecs = await self.catalog.resolve(e.item_id for _, e in events if e.item_id)
         texts = list(dict.fromkeys(e.text for _, e in events if e.text))
-        text_vecs = dict(zip(texts, self.text_encoder.encode(texts))) if texts else {}
+        text_vecs = dict(zip(texts, encode(self.text_encoder, texts))) if texts else {}
         pending = []
         for rec, ev in events:
             if ev.item_id is not None and ev.item_id not in item_vecs:
-                out.reject(rec, f"unknown item {ev.item_id!r}")
+                out.reject(rec, f"unknown item {ev.item_id!r}", "unknown_item")
                 continue
             parts = [v for v in (item_vecs.get(ev.item_id) if ev.item_id else None,
                                  text_vecs.get(ev.text) if ev.text else None) if v is not None]
@@ -228,13 +279,14 @@ class Processor:
         while todo:
             current = await self.store.read_users(todo)
             folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
-            writes = [w for _, w, _ in folded.values() if w is not None]
+            writes = [w for _, w, _, _ in folded.values() if w is not None]
             lost = set(await self.store.write_users(writes, self.s.seen_max)) if writes else set()
-            for uid, (user_snaps, write, applied) in folded.items():
+            for uid, (user_snaps, write, applied, rewound) in folded.items():
                 if uid in lost:
                     continue
                 snapshots.update((id(s.pending), s) for s in user_snaps)
                 out.counts["applied"] += applied
+                out.counts["rewound"] += rewound
                 out.counts["duplicates"] += len(by_user[uid]) - applied
                 if write is not None:
                     popular += write.popular
@@ -247,15 +299,18 @@ class Processor:
         return [snapshots[id(p)] for p in pending], popular
 
     def _fold(self, uid: str, items: list[_Pending], record: UserRecord
-              ) -> tuple[list[Snapshot], UserWrite | None, int]:
+              ) -> tuple[list[Snapshot], UserWrite | None, int, int]:
+        """The user's events folded in order: snapshots, the write, how many were applied
+        and how many of those came from below an offset already applied (``rewound``)."""
         state = record.state
         seen = set(record.seen)
-        snaps, new_seen, popular, applied = [], [], [], 0
+        snaps, new_seen, popular, applied, rewound = [], [], [], 0, 0
         for p in items:
             ev = p.event
             before = state
             fresh = not state.is_applied(ev)
             if fresh:
+                rewound += state.rewound(ev)
                 weight = event_weight(ev, self.weights, self.s.rating_neutral)
                 state = apply_event(state, ev, p.vector, weight, p.source, self.params)
                 applied += 1
@@ -267,7 +322,7 @@ class Processor:
             snaps.append(Snapshot(p, before, state,
                                   frozenset(seen) if self.s.exclude_seen else frozenset(), fresh))
         write = UserWrite(uid, record.version, state, new_seen, popular) if applied else None
-        return snaps, write, applied
+        return snaps, write, applied, rewound
 
     def _rank(self, snapshots: list[Snapshot], out: Outputs) -> None:
         """One matrix product per part of the score for the whole batch (``scoring``).
@@ -332,6 +387,15 @@ class Processor:
         label = (f'you said "{source[5:65]}"' if source.startswith("text:")
                  else f'"{self.catalog.titles.get(source, source)}"')
         return f"interest {order[interest] + 1} of {len(interests)}: {label}"
+
+
+def encode(encoder: Encoder, texts: list[str]) -> np.ndarray:
+    """The model's vectors; its failure is the infrastructure's (``EncoderError``: the
+    batch is retried), not the records'."""
+    try:
+        return encoder.encode(texts)
+    except Exception as exc:  # noqa: BLE001 - out of memory, a broken runtime
+        raise EncoderError(f"encoding {len(texts)} texts failed: {exc!r}") from exc
 
 
 def choices(snapshots: Sequence[Snapshot]) -> list[tuple[tuple[str, ...], str]]:

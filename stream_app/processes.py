@@ -47,7 +47,7 @@ class WorkerProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.command} exited with code {self.proc.returncode}")
             try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):

@@ -6,16 +6,19 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
+from stream_app.contract import Record
 from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.pipeline import TRANSIENT, Outputs, Processor
+from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure
+from stream_app.health import Health
+from stream_app.pipeline import Outputs, Processor
 from stream_app.store import Store, connect
 from stream_app.versions import Registry, UnknownVersion, follow
 
@@ -53,12 +56,60 @@ class ProcessRuntime:
         self.settings = settings
         self.encoder = encoder
         self.metrics = Metrics()
+        self.health = Health(settings.ready_retry_s, settings.ready_stall_s)
         self.counts: Counter = Counter()
+        self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset done
+        self.redis: Any = None  # the client, once started
         self.started_at = time.time()
-        self.ready = Once(self._start)
+        self.ready = Once(self._start_when_reachable)
 
     async def _start(self) -> None:
         raise NotImplementedError
+
+    async def _start_when_reachable(self) -> None:
+        """``_start``, again and again while Redis (or the model) is not there: the process
+        waits, saying why on ``/readyz``, instead of crashing into a restart loop."""
+        backoff = Backoff(self.settings.retry_base_s, self.settings.retry_max_s)
+        attempt = 0
+        while True:
+            try:
+                await self._start()
+                break
+            except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
+                cause = infrastructure_cause(exc)
+                if cause is None:
+                    raise
+                attempt += 1
+                self.health.waiting(f"{cause} ({exc!r})")
+                self.metrics.retries.labels("startup", cause).inc()
+                log("startup_waiting", level=logging.WARNING, cause=cause, attempt=attempt,
+                    error=repr(exc))
+                await asyncio.sleep(backoff.delay(attempt))
+        self.health.started()
+
+    def on_progress(self, topic: str, records: Sequence[Record]) -> None:
+        """A batch went through: the highest offset done per partition (for the lag)."""
+        self.health.progressed(topic)
+        for r in records:
+            key = (r.topic, r.partition)
+            self.processed[key] = max(r.offset, self.processed.get(key, -1))
+
+    async def redis_error(self) -> str | None:
+        """None when Redis answers a PING within a second, else what went wrong."""
+        try:
+            await asyncio.wait_for(self.redis.ping(), 1.0)
+            return None
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            return repr(exc)
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/readyz`` shows of a started process."""
+        return {}
+
+    def on_retry(self, topic: str, cause: str, error: str) -> None:
+        """A batch of ``topic`` is retried after an infrastructure fault."""
+        self.health.retrying(topic, cause, error)
+        self.metrics.retries.labels(topic, cause).inc()
 
     def ready_now(self) -> bool:
         return self.ready.done()
@@ -73,13 +124,16 @@ class Runtime(ProcessRuntime):
     registry: Registry
 
     async def _start(self) -> None:
-        client = connect(self.settings.redis_url, self.settings.redis_cluster)
+        self.redis = client = connect(self.settings.redis_url, self.settings.redis_cluster)
         self.store = Store(client, self.settings.key_prefix)
         self.registry = Registry(client, self.settings.key_prefix, self.encoder.version)
         self.catalog = Catalog.for_settings(self.store, self.encoder.version, self.encoder.dim,
                                             self.settings)
         await self.catalog.load()
-        await self._follow()  # rank with the promoted version from the first event
+        try:
+            await self._follow()  # rank with the promoted version from the first event
+        except (UnknownVersion, ValueError) as exc:  # a broken version: the base one ranks
+            self._refused(exc)
         self.processor = Processor(self.settings, self.store, self.encoder, self.catalog,
                                    self.metrics)
         self.metrics.catalog_items.set(len(self.catalog.index))
@@ -92,12 +146,16 @@ class Runtime(ProcessRuntime):
         await self.ready()
         try:
             await self._follow()
-        except TRANSIENT as exc:
-            log("model_check_failed", error=repr(exc))
-        except (UnknownVersion, ValueError) as exc:  # keep ranking with the version we have
-            self.metrics.model_swaps.labels("refused").inc()
-            log("model_swap_refused", level=logging.ERROR, error=str(exc),
-                model_version=self.catalog.adapter.version)
+        except Exception as exc:  # noqa: BLE001 - keep ranking with the version we have
+            if is_infrastructure(exc):
+                log("model_check_failed", level=logging.WARNING, error=repr(exc))
+                return
+            self._refused(exc)
+
+    def _refused(self, exc: Exception) -> None:
+        self.metrics.model_swaps.labels("refused").inc()
+        log("model_swap_refused", level=logging.ERROR, error=str(exc),
+            model_version=self.catalog.adapter.version)
 
     async def _follow(self) -> None:
         previous = self.catalog.adapter.version
@@ -110,6 +168,9 @@ class Runtime(ProcessRuntime):
         log("model_swapped", model_version=version, previous=previous,
             items=len(self.catalog.ranking), seconds=round(seconds, 3))
 
+    def describe(self) -> dict[str, Any]:
+        return {"model_version": self.catalog.adapter.version}
+
     def _show_version(self) -> None:
         self.metrics.model_info.clear()
         self.metrics.model_info.labels(self.catalog.adapter.version).set(1)
@@ -120,14 +181,18 @@ class Runtime(ProcessRuntime):
         self.counts[f"records:{topic}"] += batch_records
         self.metrics.records.labels(topic, "ok").inc(batch_records - out.counts["dead_letters"])
         self.metrics.records.labels(topic, "dead_letter").inc(out.counts["dead_letters"])
+        for rejected in out.rejected:
+            self.metrics.dead_letters.labels(topic, rejected.reason).inc()
+        self.metrics.rewound.inc(out.counts["rewound"])
         self.metrics.recommendations.inc(out.counts["recommendations"])
         self.metrics.batch_seconds.labels(topic).observe(seconds)
         self.metrics.batch_size.labels(topic).observe(batch_records)
         self.metrics.catalog_items.set(len(self.catalog.index))
         await self.store.incr_stats(dict(out.counts))
-        for _, dl in out.dead_letters:
-            log("dead_letter", topic=dl["source_topic"], partition=dl["partition"],
-                offset=dl["offset"], error=dl["error"])
+        for r in out.rejected:
+            log("dead_letter", level=logging.WARNING, topic=r.record.topic,
+                partition=r.record.partition, offset=r.record.offset, reason=r.reason,
+                error=r.error[:300])
 
     async def stats(self) -> dict[str, Any]:
         return {

@@ -100,7 +100,7 @@ def _encode_state(state: UserState) -> tuple[bytes, bytes]:
     vec = b"".join(i.vector.astype(np.float32).tobytes() for i in state.interests)
     meta = json.dumps({
         "ts": state.last_ts, "n": state.n_events,
-        "off": {str(p): o for p, o in state.offsets.items()}, "ids": list(state.recent_ids),
+        "off": state.offsets, "ids": list(state.recent_ids),
         "rec": [list(pair) for pair in state.recent_items],
         "int": [{"long": i.long, "short": i.short, "ts": i.ts, "src": i.source,
                  "srcw": i.source_weight} for i in state.interests],
@@ -118,7 +118,7 @@ def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
     interests = tuple(Interest(vectors[n].copy(), r["long"], r["short"], r["ts"], r["src"],
                                r["srcw"]) for n, r in enumerate(rows))
     return UserState(interests=interests, last_ts=m.get("ts"), n_events=int(m.get("n", 0)),
-                     offsets={int(p): int(o) for p, o in m.get("off", {}).items()},
+                     offsets={str(p): int(o) for p, o in m.get("off", {}).items()},
                      recent_ids=tuple(m.get("ids", ())),
                      recent_items=tuple((str(i), float(t)) for i, t in m.get("rec", ())))
 

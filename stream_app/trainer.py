@@ -31,7 +31,7 @@ from stream_app.model.interest import CHOICES, UserState
 from stream_app.model.objective import (Example, ItemTable, sequences, train_and_judge,
                                        training_process)
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
-from stream_app.pipeline import Outputs, Processor, Snapshot, choices
+from stream_app.pipeline import Outputs, Owed, Processor, Snapshot, choices
 from stream_app.store import Store
 from stream_app.versions import Registry
 
@@ -117,7 +117,7 @@ class Trainer:
         snapshots, popular = await self.processor.apply_activity(activity, out)
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
                            default=0.0))
-        await self.processor.count(popular, (), share=False)  # after: as a worker ranks
+        await self.processor.count(Owed(popular), share=False)  # after: as a worker ranks
         by_user: dict[str, list[Snapshot]] = {}
         new: list[Example] = []
         for snap in snapshots:

@@ -20,13 +20,14 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
 from stream_app.encoder import Encoder
+from stream_app.faults import is_infrastructure
 from stream_app.logs import log
-from stream_app.pipeline import TRANSIENT, Outputs
+from stream_app.pipeline import Outputs
 from stream_app.runtime import ProcessRuntime
 from stream_app.store import Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry
-from stream_app.web import register_metrics
+from stream_app.web import register_health, register_metrics
 
 
 class TrainerRuntime(ProcessRuntime):
@@ -41,7 +42,7 @@ class TrainerRuntime(ProcessRuntime):
 
     async def _start(self) -> None:
         s = self.settings
-        client = connect(s.redis_url, s.redis_cluster)
+        self.redis = client = connect(s.redis_url, s.redis_cluster)
         store = Store(client, s.key_prefix, scope=":trainer")
         catalog = Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
                                         s)
@@ -71,7 +72,7 @@ class TrainerRuntime(ProcessRuntime):
             announcement = await self.trainer.round()
         except Exception as exc:  # noqa: BLE001 - the trainer keeps consuming
             log("training_round_failed", error=repr(exc),
-                level=logging.WARNING if isinstance(exc, TRANSIENT) else logging.ERROR)
+                level=logging.WARNING if is_infrastructure(exc) else logging.ERROR)
             self.metrics.trainer_rounds.labels("failed").inc()
             return None
         if announcement is not None:
@@ -81,6 +82,9 @@ class TrainerRuntime(ProcessRuntime):
             self.metrics.trainer_round_seconds.observe(announcement["round_seconds"])
             self.metrics.trainer_pending.set(len(self.trainer.pending))
         return announcement
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_version": self.trainer.current.version}
 
     def memory(self) -> dict[str, int]:
         """Resident bytes of the trainer and its training process, also as a gauge."""
@@ -117,7 +121,13 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
         runtime.memory()
         announcement = await runtime.train_if_due()
         if announcement is not None:
-            await updates.send(key=announcement["version"].encode(), value=dumps(announcement))
+            try:  # the registry holds the version; the announcement is for people
+                await updates.send(key=announcement["version"].encode(),
+                                   value=dumps(announcement))
+            except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
+                if not is_infrastructure(exc):
+                    raise
+                log("announcement_failed", level=logging.WARNING, error=repr(exc))
 
     @app.timer(s.catalog_sync_interval_s)
     async def sync_catalog() -> None:
@@ -134,11 +144,7 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
     async def declare_outputs() -> None:
         await updates.maybe_declare()
 
-    @app.page("/healthz")
-    async def healthz(web: View, request: Request) -> Response:
-        if not runtime.ready_now():
-            return web.json({"status": "starting"}, status=503)
-        return web.json({"status": "ok", "model_version": runtime.trainer.current.version})
+    register_health(app, runtime)
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:

@@ -41,6 +41,8 @@ class Registry:
         return f"{self.base_version}+ft{n:05d}"
 
     async def save(self, adapter: Adapter, meta: dict[str, Any]) -> None:
+        """Store a version; one that does not score finite numbers is refused (ValueError)."""
+        adapter.verify()
         await self.r.set(self._blob + adapter.version, adapter.to_bytes())
         await self.r.hset(self._meta, adapter.version, json.dumps(
             {**meta, **adapter.meta()}))
@@ -55,7 +57,9 @@ class Registry:
         blob = await self.r.get(self._blob + version)
         if blob is None:
             raise UnknownVersion(version)
-        return Adapter.from_bytes(blob)
+        adapter = Adapter.from_bytes(blob)
+        adapter.verify()
+        return adapter
 
     async def meta(self, version: str) -> dict[str, Any]:
         raw = await self.r.hget(self._meta, version)
@@ -80,6 +84,7 @@ class Registry:
         pipe = self.r.pipeline(transaction=True)
         if version != self.base_version:
             meta = await self.meta(version)  # raises UnknownVersion
+            await self.load(version)  # raises ValueError for a broken version
             meta.setdefault("promotions", []).append({"at": time.time(), "reason": reason})
             pipe.hset(self._meta, version, json.dumps(meta))
         pipe.set(self._current, version)

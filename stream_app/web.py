@@ -1,12 +1,15 @@
-"""HTTP on the worker: health, stats, a user's interests and recommendations, metrics."""
+"""HTTP on the worker: health, readiness, stats, a user's interests and recommendations,
+metrics."""
 
 from __future__ import annotations
+
+import time
 
 import faust
 from faust.web import Request, Response, View
 
 from stream_app.metrics import Metrics
-from stream_app.runtime import Runtime
+from stream_app.runtime import ProcessRuntime, Runtime
 
 
 def register_metrics(app: faust.App, metrics: Metrics) -> None:
@@ -15,19 +18,52 @@ def register_metrics(app: faust.App, metrics: Metrics) -> None:
         return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
 
 
-def register_views(app: faust.App, runtime: Runtime) -> None:
-    joined = False
+def register_health(app: faust.App, runtime: ProcessRuntime) -> None:
+    """``/healthz``: the process is alive (restart it only when this fails).
+    ``/readyz``: it should get traffic: started (Redis reachable, catalog and model
+    loaded), joined its consumer group, Redis answering now, no batch stuck retrying,
+    consumer lag not standing still. 503 with the reasons otherwise."""
 
     @app.page("/healthz")
     async def healthz(web: View, request: Request) -> Response:
-        """503 until Redis is loaded and the first group rebalance finished; 200 after."""
-        nonlocal joined
-        joined = joined or (runtime.ready_now() and app.rebalancing_count > 0
-                            and not app.rebalancing)
-        if not joined:
-            return web.json({"status": "starting"}, status=503)
-        return web.json({"status": "rebalancing" if app.rebalancing else "ok",
-                         "model_version": runtime.catalog.adapter.version})
+        return web.json({"status": "alive", "uptime_s": round(time.time() - runtime.started_at, 1)})
+
+    @app.page("/readyz")
+    async def readyz(web: View, request: Request) -> Response:
+        reasons = runtime.health.problems()
+        if runtime.ready_now():
+            if app.rebalancing_count == 0:
+                reasons.append("not yet joined the consumer group")
+            elif app.rebalancing:
+                reasons.append("consumer group rebalancing")
+            redis_error = await runtime.redis_error()
+            if redis_error:
+                reasons.append(f"Redis not answering: {redis_error}")
+        body = {"status": "ready" if not reasons else "not_ready", "reasons": reasons,
+                "retrying": runtime.health.retrying_now(), "lag": runtime.health.lag_total,
+                **(runtime.describe() if runtime.ready_now() else {})}
+        return web.json(body, status=200 if not reasons else 503)
+
+    @app.timer(runtime.settings.lag_interval_s)
+    async def measure_lag() -> None:
+        """Records behind the end of every assigned partition, as metrics and for
+        ``/readyz``."""
+        lag = {}
+        for tp in app.consumer.assignment():
+            end = app.consumer.highwater(tp)
+            done = runtime.processed.get((tp.topic, tp.partition))
+            if end is None:
+                continue
+            if done is None:
+                done = await app.consumer.position(tp)
+                done = -1 if done is None else done - 1
+            lag[f"{tp.topic}/{tp.partition}"] = behind = max(0, end - done - 1)
+            runtime.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(behind)
+        runtime.health.lag(lag)
+
+
+def register_views(app: faust.App, runtime: Runtime) -> None:
+    register_health(app, runtime)
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:

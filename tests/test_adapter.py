@@ -127,6 +127,35 @@ def test_a_checkpoint_with_an_unknown_array_is_refused():
         Adapter.from_bytes(buf.getvalue())
 
 
+@pytest.mark.parametrize("cut", [10, 0.5, -20])
+def test_a_truncated_checkpoint_is_refused_as_a_value_error(cut):
+    blob = _trained().to_bytes()
+    end = int(len(blob) * cut) if isinstance(cut, float) else cut
+    with pytest.raises(ValueError):
+        Adapter.from_bytes(blob[:end])
+
+
+def test_a_misshapen_version_fails_verification():
+    a = _trained()
+    arrays = dict(a.sequence.arrays)
+    arrays["pos.weight"] = arrays["pos.weight"][:2]  # fewer positions than it reads
+    broken = Adapter(a.version, a.base_version, replace(a.sequence, arrays=arrays), a.blend)
+    with pytest.raises(ValueError, match="does not load"):
+        broken.verify()
+    a.verify()  # the whole one passes
+    Adapter.base("enc").verify()
+
+
+def test_a_version_that_scores_non_finite_numbers_fails_verification():
+    a = _trained()
+    arrays = dict(a.sequence.arrays)
+    arrays["norm.weight"] = np.full_like(arrays["norm.weight"], 1e38)
+    arrays["norm.bias"] = np.full_like(arrays["norm.bias"], 3e38)
+    broken = Adapter(a.version, a.base_version, replace(a.sequence, arrays=arrays), a.blend)
+    with pytest.raises(ValueError, match="non-finite"):
+        broken.verify()
+
+
 @pytest.mark.parametrize("pending,waited,due", [
     (0, 0.0, False), (0, 999.0, False),  # nothing to train on
     (9, 1.0, False), (10, 0.0, True),  # the batch is full

@@ -56,7 +56,8 @@ def test_activity_full():
     e = activity({"event_id": "e1", "user_id": "u1", "type": "rate", "item_id": "m1",
                   "rating": 4, "ts": 1700000100.0})
     assert e == ActivityEvent(event_id="e1", user_id="u1", type="rate", ts=1700000100.0,
-                              partition=2, offset=17, item_id="m1", text=None, rating=4.0)
+                              partition=2, offset=17, item_id="m1", text=None, rating=4.0,
+                              topic="user-activity")
     assert isinstance(e.rating, float)
 
 
@@ -355,26 +356,62 @@ def test_recommendation_scores_are_plain_floats():
     assert json.loads(dumps(out))["items"][0]["score"] == 0.25
 
 
+def _sha(raw: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(raw).hexdigest()
+
+
 def test_dead_letter_utf8_payload():
-    r = Record("user-activity", 3, 44, REC_TS, b"k", '{"bad": "é"'.encode("utf-8"))
-    assert dead_letter(r, "not JSON: x") == {
-        "source_topic": "user-activity", "partition": 3, "offset": 44,
-        "error": "not JSON: x", "payload": '{"bad": "é"'}
+    raw = '{"bad": "é"'.encode("utf-8")
+    r = Record("user-activity", 3, 44, REC_TS, b"k", raw)
+    assert dead_letter(r, "not JSON: x", "not_json", 4096) == {
+        "source_topic": "user-activity", "partition": 3, "offset": 44, "timestamp": REC_TS,
+        "key": "k", "reason": "not_json", "error": "not JSON: x", "payload": '{"bad": "é"',
+        "payload_bytes": len(raw), "payload_sha256": _sha(raw), "payload_truncated": False}
 
 
 def test_dead_letter_binary_payload():
     raw = b"\xff\x00\xfebinary"
     r = Record("items", 1, 2, REC_TS, None, raw)
-    out = dead_letter(r, "not JSON")
-    assert out == {"source_topic": "items", "partition": 1, "offset": 2, "error": "not JSON",
-                   "payload": base64.b64encode(raw).decode("ascii"),
-                   "payload_encoding": "base64"}
+    out = dead_letter(r, "not JSON", "not_json", 4096)
+    assert out["payload"] == base64.b64encode(raw).decode("ascii")
+    assert out["payload_encoding"] == "base64" and out["key"] == ""
     assert base64.b64decode(out["payload"]) == raw
 
 
 def test_dead_letter_tombstone():
-    out = dead_letter(Record("items", 0, 0, REC_TS, b"k", None), "empty record (tombstone)")
+    out = dead_letter(Record("items", 0, 0, REC_TS, b"k", None), "empty record (tombstone)",
+                      "empty", 4096)
     assert out["payload"] == "" and "payload_encoding" not in out
+    assert out["payload_bytes"] == 0
+
+
+def test_dead_letter_holds_a_bounded_prefix_with_size_and_hash():
+    raw = ('{"text": "' + "é" * 600_000 + '"}').encode("utf-8")  # 1.2 MB: over any message limit
+    out = dead_letter(Record("user-activity", 0, 9, REC_TS, b"u", raw), "record too large",
+                      "too_large", 1001)  # cuts "é" (2 bytes) in half: that character goes
+    assert out["payload_truncated"] and out["payload_bytes"] == len(raw)
+    assert out["payload_sha256"] == _sha(raw)
+    assert raw.startswith(out["payload"].encode("utf-8"))
+    assert len(out["payload"].encode("utf-8")) == 1000 and "payload_encoding" not in out
+    assert len(dumps(out)) < 2000
+
+
+def test_every_rejection_names_a_known_reason():
+    from stream_app.contract import REASONS
+
+    for value, reason in [(b"[1]", "not_json"), (b"{", "not_json"),
+                          (b'{"type": "click", "item_id": "m"}', "missing_field"),
+                          (b'{"user_id": "u", "type": "zap", "item_id": "m"}', "unknown_type"),
+                          (b'{"user_id": "u", "type": "rate", "item_id": "m", "rating": 1e300}',
+                           "out_of_range"),
+                          (b'{"user_id": "u", "type": "click", "item_id": "m", "ts": 4e12}',
+                           "future_ts"),
+                          (b'{"a": ' * 40 + b"1" + b"}" * 40, "too_deep")]:
+        with pytest.raises(ContractError) as err:
+            parse_activity(Record("user-activity", 0, 0, REC_TS, b"u", value), LIMITS)
+        assert err.value.reason == reason and reason in REASONS, (value, err.value)
 
 
 def test_dumps_is_compact_utf8():

@@ -139,9 +139,9 @@ def test_healthchecks(services, name):
     assert check.get("test") and not check.get("disable"), name
 
 
-def test_worker_healthcheck_hits_healthz(services):
+def test_worker_healthcheck_hits_readyz(services):
     test = services["worker"]["healthcheck"]["test"]
-    assert "/healthz" in (" ".join(test) if isinstance(test, list) else test)
+    assert "/readyz" in (" ".join(test) if isinstance(test, list) else test)
 
 
 def test_dockerfile():
@@ -154,5 +154,5 @@ def test_dockerfile():
     assert re.search(r'^ENTRYPOINT \["stream-app"\]', text, re.M)
     assert re.search(r'^CMD \["worker"\]', text, re.M)
     assert re.search(r"^USER (?!root\b|0\b)\S+", text, re.M), "image must not run as root"
-    assert re.search(r"^HEALTHCHECK .*", text, re.M) and "/healthz" in text
+    assert re.search(r"^HEALTHCHECK .*", text, re.M) and "/readyz" in text
     assert re.search(r"^EXPOSE 6066", text, re.M)

@@ -189,8 +189,11 @@ def test_http_endpoints(stack, sample_catalog):
                   [{"event_id": "h1", "user_id": "u-http", "type": "text",
                     "text": "I like watching movies, especially science fiction", "ts": 1_763_000_000.0}])
     (rec,) = stack.recommendations_for({"h1"})
-    assert http(worker, "/healthz") == (200, {"status": "ok",
-                                              "model_version": rec["model_version"]})
+    status, alive = http(worker, "/healthz")
+    assert status == 200 and alive["status"] == "alive"
+    status, ready = http(worker, "/readyz")
+    assert status == 200 and ready["status"] == "ready" and ready["reasons"] == []
+    assert ready["retrying"] == {} and ready["model_version"] == rec["model_version"]
     status, body = http(worker, "/users/u-http/recommendations?k=3")
     assert status == 200 and [i["item_id"] for i in body["items"]] == \
         [i["item_id"] for i in rec["items"][:3]]

@@ -19,9 +19,10 @@ WEIGHTS = Settings().event_weights()
 
 
 def ev(offset: int, ts: float, kind: str = "click", partition: int = 0, event_id=None,
-       rating=None) -> ActivityEvent:
+       rating=None, topic: str = "activity") -> ActivityEvent:
     return ActivityEvent(event_id=event_id or f"e{partition}-{offset}", user_id="u", type=kind,
-                         ts=ts, partition=partition, offset=offset, item_id="m", rating=rating)
+                         ts=ts, partition=partition, offset=offset, item_id="m", rating=rating,
+                         topic=topic)
 
 
 def vec(*xs) -> np.ndarray:
@@ -74,7 +75,7 @@ def test_first_event_opens_an_interest():
     (i,) = s.interests
     np.testing.assert_array_equal(i.vector, 2.0 * A)
     assert (i.long, i.short, i.ts, i.source, i.source_weight) == (2.0, 2.0, T0, "m1", 2.0)
-    assert s.last_ts == T0 and s.n_events == 1 and s.offsets == {0: 0}
+    assert s.last_ts == T0 and s.n_events == 1 and s.offsets == {"activity/0": 0}
     assert s.recent_ids == ("e0-0",)
 
 
@@ -145,20 +146,31 @@ def test_drift_new_taste_overtakes_after_a_gap():
 
 # --- bookkeeping --------------------------------------------------------------------
 
-def test_replays_and_duplicates_are_recognised():
+def test_duplicates_are_recognised_by_event_id():
     s = apply(UserState(), ev(5, T0, partition=2), A, 1.0)
-    assert s.is_applied(ev(5, T0, partition=2))
-    assert s.is_applied(ev(4, T0, partition=2, event_id="other"))
-    assert not s.is_applied(ev(6, T0, partition=2, event_id="fresh"))
+    assert s.is_applied(ev(5, T0, partition=2))  # a redelivery
     assert s.is_applied(ev(0, T0, partition=7, event_id="e2-5"))  # same id elsewhere
+    assert not s.is_applied(ev(6, T0, partition=2, event_id="fresh"))
     assert not s.is_applied(ev(0, T0, partition=7, event_id="fresh"))
+
+
+def test_an_unseen_event_below_the_applied_offset_is_not_a_duplicate():
+    """After the topic was recreated (offsets start again at 0) or the group's offsets were
+    reset, unseen events are applied; ``rewound`` tells the worker to count them."""
+    s = apply(UserState(), ev(500, T0, partition=2), A, 1.0)
+    again = ev(3, T0 + 1, partition=2, event_id="new-topic-3")
+    assert not s.is_applied(again) and s.rewound(again)
+    assert not s.rewound(ev(3, T0 + 1, partition=2, event_id="x", topic="other"))
+    assert not s.rewound(ev(501, T0 + 1, partition=2, event_id="y"))
+    s = apply(s, again, A, 1.0)
+    assert s.n_events == 2 and s.offsets == {"activity/2": 500}
 
 
 def test_offsets_and_recent_ids_are_bounded():
     s = UserState()
     for n in range(5):
         s = apply(s, ev(n, T0 + n, partition=n % 2), A, 1.0)
-    assert s.offsets == {0: 4, 1: 3}
+    assert s.offsets == {"activity/0": 4, "activity/1": 3}
     assert s.recent_ids == ("e0-2", "e1-3", "e0-4")
     assert s.n_events == 5
 

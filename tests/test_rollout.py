@@ -42,7 +42,7 @@ def stack(kafka_bootstrap, redis_url, sample_catalog, tmp_path_factory):
 
 
 def _version(worker: WorkerProcess) -> str:
-    return http(worker, "/healthz")[1]["model_version"]
+    return http(worker, "/readyz")[1]["model_version"]
 
 
 def _wait_for_version(worker: WorkerProcess, version: str, timeout: float = 30.0) -> None:

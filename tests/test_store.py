@@ -57,7 +57,7 @@ def _state(n: int) -> UserState:
     interests = tuple(Interest(np.full(4, n + k, np.float32), long=float(n), short=0.5 * n,
                                ts=float(n), source=f"s{k}", source_weight=1.0)
                       for k in range(2))
-    return UserState(interests=interests, last_ts=float(n), n_events=n, offsets={0: n},
+    return UserState(interests=interests, last_ts=float(n), n_events=n, offsets={"t/0": n},
                      recent_ids=(f"e{n}",), recent_items=((f"i{n}", float(n)), ("j", n + 0.5)))
 
 
@@ -74,7 +74,7 @@ def test_compare_and_set_rejects_a_stale_writer(redis_url, prefix):
             rec = (await store.read_users(["u"]))["u"]
             assert rec.version == 2 and rec.state.n_events == 2 and rec.seen == {"a", "b"}
             assert _same(rec.state, _state(2))
-            assert rec.state.offsets == {0: 2} and rec.state.recent_ids == ("e2",)
+            assert rec.state.offsets == {"t/0": 2} and rec.state.recent_ids == ("e2",)
         finally:
             await store.r.aclose()
     run(go())
@@ -137,7 +137,7 @@ def test_concurrent_processors_lose_no_update(redis_url, prefix):
                  for rec in _records("act", "shared", [f"i{r + 10}"], start=r * 2 + 1)]
             outs = await asyncio.gather(procs[0].process_activity(a),
                                         procs[1].process_activity(b))
-            assert all(len(o.recommendations) == 1 and not o.dead_letters for o in outs)
+            assert all(len(o.recommendations) == 1 and not o.rejected for o in outs)
         state = (await stores[0].read_users(["shared"]))["shared"]
         conflicts = sum(p.metrics.cas_conflicts._value.get() for p in procs)
         for s in stores:
@@ -297,3 +297,44 @@ def test_choices_are_the_applied_choice_events_with_what_came_before():
              Snap(("a",), "z", "skip"), Snap(("a",), None, "search"),
              Snap(("a",), "y", "click", applied=False)]
     assert choices(snaps) == [(("a",), "b"), (("a", "b"), "c")]
+
+
+def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redis_url, prefix):
+    """Redis fails between the state write and the counts (OOM, a failover): the retry
+    finds the events applied and adds what the failed attempt owed, once."""
+    from redis.exceptions import OutOfMemoryError
+
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        store = Store(connect(redis_url), prefix)
+        enc = FakeEncoder()
+        proc = Processor(settings, store, enc,
+                         Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
+        await proc.process_items([Record("items", 0, n, 1.0, None,
+                                         f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
+                                  for n in range(4)])
+        real = store.add_covisits
+        failures = iter([OutOfMemoryError("OOM command not allowed")])
+
+        async def flaky(*args, **kwargs):
+            for exc in failures:
+                raise exc
+            return await real(*args, **kwargs)
+
+        store.add_covisits = flaky  # popularity goes through, then the co-visit log fails
+        batch = _records("act", "u", ["i0", "i1", "i2"], start=0)
+        with pytest.raises(OutOfMemoryError):
+            await proc.process_activity(batch)
+        out = await proc.process_activity(batch)
+        assert (out.counts["applied"], out.counts["duplicates"]) == (3, 0)
+        assert len(out.recommendations) == 3
+        popularity = await store.popularity()
+        assert {i: round(c) for i, (c, _) in popularity.items()} == {"i0": 1, "i1": 1, "i2": 1}
+        assert proc.catalog.covisits.scores([["i0"]], ["i1", "i2"]).tolist() == [[1.0, 1.0]]
+        again = await proc.process_activity(batch)  # a redelivery: nothing owed any more
+        assert (again.counts["applied"], again.counts["duplicates"]) == (0, 3)
+        assert {i: round(c) for i, (c, _) in (await store.popularity()).items()} == \
+            {"i0": 1, "i1": 1, "i2": 1}
+        await store.r.aclose()
+    run(go())

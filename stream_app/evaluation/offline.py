@@ -152,7 +152,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
                     recs[rec["event_id"]] = [i["item_id"] for i in rec["items"]]
                     answers += simulator.on_recommendation(rec["event_id"],
                                                            recs[rec["event_id"]])
-                dead += len(out.dead_letters)
+                dead += len(out.rejected)
                 if trainer is not None:
                     feedback = to_records(s.topic_feedback, answers, "user_id",
                                           s.topic_partitions, feedback_offsets)

@@ -102,8 +102,34 @@ class Adapter:
         np.savez(buf, meta=np.frombuffer(meta, dtype=np.uint8), **arrays)
         return buf.getvalue()
 
+    def verify(self) -> None:
+        """Raises ``ValueError`` unless this version builds and scores finite numbers on a
+        probe (an item of its own, an unknown one, a query after both): a truncated,
+        misshapen or diverged version is never promoted or served."""
+        if self.sequence is None:
+            return
+        try:
+            probe = np.eye(2, self.sequence.text_dim, dtype=np.float32)
+            items = self.item_vectors([*self.sequence.item_ids[:1], "\x00probe"], probe)
+            queries = self.sequence_queries([[0, 1]], items)
+        except Exception as exc:  # noqa: BLE001 - any failure to build is a broken version
+            raise ValueError(f"version {self.version} does not load: {exc!r}") from exc
+        if not (np.isfinite(items).all() and np.isfinite(queries).all()):
+            raise ValueError(f"version {self.version} scores non-finite numbers")
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> "Adapter":
+        """The version in ``blob``; ``ValueError`` for a blob that is not a whole, finite
+        version (truncated, of another format, NaN or inf weights)."""
+        try:
+            return cls._from_bytes(blob)
+        except ValueError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - BadZipFile, KeyError, EOFError, ...
+            raise ValueError(f"not a model version: {exc!r}") from exc
+
+    @classmethod
+    def _from_bytes(cls, blob: bytes) -> "Adapter":
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             meta = json.loads(z["meta"].tobytes())
             shape = meta.get("sequence")

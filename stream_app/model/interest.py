@@ -88,7 +88,8 @@ class UserState:
     interests: tuple[Interest, ...] = ()
     last_ts: float | None = None
     n_events: int = 0
-    offsets: dict[int, int] = field(default_factory=dict)  # partition -> last applied offset
+    # "topic/partition" -> highest offset applied from it
+    offsets: dict[str, int] = field(default_factory=dict)
     recent_ids: tuple[str, ...] = ()  # event ids applied lately, oldest first
     recent_items: tuple[tuple[str, float], ...] = ()  # (item id, ts) chosen lately, by ts
 
@@ -96,11 +97,15 @@ class UserState:
         return tuple(item for item, _ in self.recent_items)
 
     def is_applied(self, event: ActivityEvent) -> bool:
-        """True for a replay (offset already passed) or a duplicate event id."""
-        last = self.offsets.get(event.partition)
-        if last is not None and event.offset <= last:
-            return True
+        """True for an event id applied lately (a redelivery, a producer's retry)."""
         return event.event_id in self.recent_ids
+
+    def rewound(self, event: ActivityEvent) -> bool:
+        """An unseen event at or below the offset already applied from its partition: the
+        topic was recreated or the group's offsets reset. Applied all the same (and counted):
+        only the event id says whether an event is a duplicate."""
+        last = self.offsets.get(source_of(event))
+        return last is not None and event.offset <= last
 
     def strengths(self, at: float, p: InterestParams) -> np.ndarray:
         return np.array([i.strength(at, p) for i in self.interests], dtype=np.float64)
@@ -159,12 +164,17 @@ def apply_event(state: UserState, event: ActivityEvent, vector: np.ndarray, weig
     if event.item_id is not None and event.type in CHOICES and p.recent_items > 0:
         recent = _chosen(recent, event.item_id, event.ts, p.recent_items)
     offsets = dict(state.offsets)
-    offsets[event.partition] = max(event.offset, offsets.get(event.partition, -1))
+    offsets[source_of(event)] = max(event.offset, offsets.get(source_of(event), -1))
     return replace(state, interests=tuple(interests),
                    last_ts=event.ts if state.last_ts is None else max(state.last_ts, event.ts),
                    n_events=state.n_events + 1, offsets=offsets, recent_items=recent,
                    recent_ids=(state.recent_ids + (event.event_id,))[-p.dedupe_window:]
                    if p.dedupe_window > 0 else ())
+
+
+def source_of(event: ActivityEvent) -> str:
+    """Where an event's offset counts: its topic and partition."""
+    return f"{event.topic}/{event.partition}"
 
 
 def _chosen(recent: tuple[tuple[str, float], ...], item_id: str, ts: float, keep: int
