@@ -51,6 +51,10 @@ def _process_setup() -> tuple[Settings, Any]:
 def _run_faust(app: Any, s: Settings) -> int:
     from faust.worker import Worker
 
+    from stream_app.startup import wait_for_broker
+
+    wait_for_broker(s)  # Faust exits when it cannot bootstrap: wait instead, saying why
+
     faust_level = {"debug": "debug", "info": "warn"}.get(s.log_level.lower(), s.log_level)
     worker = Worker(app, loglevel=faust_level, quiet=True)
     worker.spinner = None  # a terminal spinner only garbles collected logs
@@ -121,6 +125,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return run_replay(_settings(), args)
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from stream_app import logs
+    from stream_app.chaos import format_report, run_chaos
+
+    s = _settings()
+    logs.setup(s.log_level)
+    report = run_chaos(s, events=args.events, users=args.users, duration_s=args.duration,
+                       keep_logs=args.keep_logs)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report, fh, indent=2, default=str)
+    return 0 if report["ok"] else 1
+
+
 def cmd_produce(args: argparse.Namespace) -> int:
     from stream_app.catalog_files import read_catalog
     from stream_app.kafka_io import Producer
@@ -177,6 +196,51 @@ def cmd_model(args: argparse.Namespace) -> int:
     from stream_app.models_cli import run_model_command
 
     return run_model_command(_settings(), args)
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """A ``forget`` event per user, through the user's own partition: everything before
+    it is forgotten, in order, by whichever worker owns the user (and by the trainer)."""
+    import uuid
+
+    from stream_app.kafka_io import Producer
+
+    s = _settings()
+    values = [{"event_id": f"forget-{uuid.uuid4()}", "user_id": user_id, "type": "forget",
+               "ts": time.time()} for user_id in args.user_ids]
+
+    async def go() -> int:
+        async with Producer(_bootstrap(s)) as producer:
+            return await producer.send_all(s.topic_activity, values, "user_id")
+
+    n = asyncio.run(go())
+    print(f"sent {n} forget events to {s.topic_activity}: "
+          + ", ".join(v["event_id"] for v in values))
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Other encoders' vectors and all but the newest model versions, out of Redis."""
+    from stream_app.models_cli import base_version
+    from stream_app.store import Store, connect
+    from stream_app.versions import Registry
+
+    s = _settings()
+    keep = base_version(s)
+
+    async def go() -> tuple[list[str], list[str]]:
+        client = connect(s.redis_url, s.redis_cluster)
+        try:
+            encoders = await Store(client, s.key_prefix).prune_encoders(keep)
+            versions = await Registry(client, s.key_prefix, keep).prune(s.model_keep_versions)
+            return encoders, versions
+        finally:
+            await client.aclose()
+
+    encoders, versions = asyncio.run(go())
+    print(json.dumps({"kept_encoder": keep, "encoders_removed": encoders,
+                      "versions_removed": versions}))
+    return 0
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -252,6 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="reports")
     rp.set_defaults(fn=cmd_replay)
 
+    chaos = sub.add_parser("chaos", help="fault injection: a replay through two workers while "
+                           "workers are killed, Redis and the broker frozen, Redis filled and "
+                           "invalid records mixed in; prints the checks (exit 1 on a failure)")
+    chaos.add_argument("--events", type=int, default=20000, help="valid activity events")
+    chaos.add_argument("--users", type=int, default=300)
+    chaos.add_argument("--duration", type=float, default=100.0,
+                       help="seconds the records are spread over (the faults at set shares)")
+    chaos.add_argument("--keep-logs", action="store_true",
+                       help="keep the worker logs' directory when every check passed too")
+    chaos.add_argument("--json", help="also write the report here")
+    chaos.set_defaults(fn=cmd_chaos)
+
     prod = sub.add_parser("produce", help="send JSON lines (or a CSV catalog) to a topic")
     prod.add_argument("file")
     prod.add_argument("--topic", required=True)
@@ -285,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
                                     "current before this one")
     rollback.add_argument("version", nargs="?")
     rollback.set_defaults(fn=cmd_model)
+
+    forget = sub.add_parser("forget", help="remove everything kept about users (a `forget` "
+                            "event each, through their partition)")
+    forget.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    forget.set_defaults(fn=cmd_forget)
+    sub.add_parser("prune", help="delete other encoders' vectors and all but the newest "
+                   "STREAM_APP_MODEL_KEEP_VERSIONS model versions (after an upgrade)"
+                   ).set_defaults(fn=cmd_prune)
 
     sub.add_parser("settings", help="print every setting").set_defaults(fn=cmd_settings)
     return p

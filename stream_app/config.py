@@ -141,6 +141,12 @@ class Settings:
         "without any batch finishing.")
     lag_interval_s: float = _setting(
         5.0, "How often a process measures its consumer lag (metrics, `/readyz`), seconds.")
+    user_ttl_s: float = _setting(
+        180 * 86400.0, "A user's state and seen items (and the trainer's copy) expire this "
+        "many seconds after the user's last event was applied (wall clock); 0 keeps them.")
+    forget_tombstone_s: float = _setting(
+        86400.0, "After a `forget`, how long the user's latest event ids (nothing else) are "
+        "kept so a redelivered batch is not applied again, seconds.")
     catalog_sync_interval_s: float = _setting(
         0.25, "How often a worker pulls catalog changes from Redis, seconds.")
     # --- fine-tuning and rollout -----------------------------------------
@@ -152,6 +158,9 @@ class Settings:
         60.0, "Longest a round waits for its batch to fill, wall-clock seconds.")
     trainer_holdout_fraction: float = _setting(
         0.2, "Newest share of a round's examples held out to score candidate vs current.")
+    trainer_max_pending: int = _setting(
+        10000, "Examples that may wait for a round; at this many the trainer stops consuming "
+        "until a round takes them (back-pressure; 0: no limit).")
     trainer_buffer_size: int = _setting(
         20000, "Earlier examples replayed in every round (oldest dropped first).")
     trainer_epochs: float = _setting(

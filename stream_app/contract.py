@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+FORGET = "forget"  # an activity type: remove everything kept about the user
 ACTIVITY_TYPES = frozenset(
-    {"view", "click", "like", "purchase", "rate", "search", "text", "dislike", "skip"})
+    {"view", "click", "like", "purchase", "rate", "search", "text", "dislike", "skip", FORGET})
 FEEDBACK_TYPES = frozenset({"click", "skip", "like", "dislike", "purchase", "rate"})
 _REC_NAMESPACE = uuid.UUID("6f1c1f2e-3b8e-4a53-9d0c-5a2f0b7e9a11")
 
@@ -247,7 +248,9 @@ def parse_activity(record: Record, limits: Limits) -> ActivityEvent:
         raise ContractError(f"unknown type {kind!r}", "unknown_type")
     item_id = _str(obj, "item_id", False, limits.max_id_chars)
     text = _text(obj, "text", limits.max_text_chars)
-    if item_id is None and text is None:
+    if kind == FORGET:
+        item_id = text = None
+    elif item_id is None and text is None:
         raise ContractError("needs item_id or text", "missing_field")
     rating = _rating(obj, limits)
     if kind == "rate" and rating is None:

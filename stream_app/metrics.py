@@ -58,6 +58,10 @@ class Metrics:
                                         registry=self.registry)
         self.trainer_pending = Gauge("stream_app_trainer_pending_examples",
                                      "Examples waiting for the next round", registry=self.registry)
+        self.trainer_backpressure = Counter(
+            "stream_app_trainer_backpressure_total",
+            "Times the trainer stopped consuming because trainer_max_pending examples waited",
+            registry=self.registry)
         self.trainer_rounds = Counter("stream_app_trainer_rounds_total",
                                       "Training rounds by outcome (promoted, refused)",
                                       ["outcome"], registry=self.registry)

@@ -32,6 +32,9 @@ def run_model_command(s: Settings, args: argparse.Namespace) -> int:
         print(f"unknown model version {exc}; `stream-app model list` shows the stored ones",
               file=sys.stderr)
         return 2
+    except ValueError as exc:  # a broken version: never promoted
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
 
 
 async def _run(s: Settings, args: argparse.Namespace) -> int:

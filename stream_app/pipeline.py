@@ -16,13 +16,15 @@ import numpy as np
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
-from stream_app.contract import (ActivityEvent, ContractError, ItemEvent, Record, dead_letter,
-                                 parse_activity, parse_feedback, parse_item, recommendation)
+from stream_app.contract import (FORGET, ActivityEvent, ContractError, ItemEvent, Record,
+                                 dead_letter, parse_activity, parse_feedback, parse_item,
+                                 recommendation)
 from stream_app.encoder import CachedEncoder, Encoder
 from stream_app.faults import EncoderError, is_infrastructure
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.model.interest import CHOICES, UserState, apply_event, event_weight
+from stream_app.model.interest import (CHOICES, UserState, apply_event, event_weight,
+                                       forgotten_ids)
 from stream_app.model.popularity import NOT_POPULAR
 from stream_app.model.scoring import parts, rank_parts
 from stream_app.store import Store, UserRecord, UserWrite, text_key
@@ -88,6 +90,17 @@ class _Pending:
     event: ActivityEvent
     vector: np.ndarray
     source: str  # what shaped the interest: the item id, or "text:<the text>"
+
+
+@dataclass
+class _Folded:
+    """One user's events of a batch, folded (``Processor._fold``)."""
+
+    snapshots: list["Snapshot"] = field(default_factory=list)
+    write: UserWrite | None = None
+    applied: int = 0
+    rewound: int = 0  # applied from below an offset already applied
+    forgotten: int = 0
 
 
 @dataclass
@@ -260,6 +273,9 @@ class Processor:
                 continue
             parts = [v for v in (item_vecs.get(ev.item_id) if ev.item_id else None,
                                  text_vecs.get(ev.text) if ev.text else None) if v is not None]
+            if not parts:  # a forget event: nothing to add
+                pending.append(_Pending(rec, ev, np.zeros(self.encoder.dim, np.float32), ""))
+                continue
             vec = np.mean(parts, axis=0)
             source = ev.item_id if ev.item_id is not None else f"text:{ev.text}"
             pending.append(_Pending(rec, ev, vec / max(float(np.linalg.norm(vec)), 1e-12),
@@ -279,17 +295,18 @@ class Processor:
         while todo:
             current = await self.store.read_users(todo)
             folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
-            writes = [w for _, w, _, _ in folded.values() if w is not None]
+            writes = [f.write for f in folded.values() if f.write is not None]
             lost = set(await self.store.write_users(writes, self.s.seen_max)) if writes else set()
-            for uid, (user_snaps, write, applied, rewound) in folded.items():
+            for uid, f in folded.items():
                 if uid in lost:
                     continue
-                snapshots.update((id(s.pending), s) for s in user_snaps)
-                out.counts["applied"] += applied
-                out.counts["rewound"] += rewound
-                out.counts["duplicates"] += len(by_user[uid]) - applied
-                if write is not None:
-                    popular += write.popular
+                snapshots.update((id(s.pending), s) for s in f.snapshots)
+                out.counts["applied"] += f.applied
+                out.counts["rewound"] += f.rewound
+                out.counts["forgotten"] += f.forgotten
+                out.counts["duplicates"] += len(by_user[uid]) - f.applied
+                if f.write is not None:
+                    popular += f.write.popular
             if lost:
                 attempt += 1
                 self.metrics.cas_conflicts.inc(len(lost))
@@ -298,37 +315,48 @@ class Processor:
             todo = [uid for uid in todo if uid in lost]
         return [snapshots[id(p)] for p in pending], popular
 
-    def _fold(self, uid: str, items: list[_Pending], record: UserRecord
-              ) -> tuple[list[Snapshot], UserWrite | None, int, int]:
-        """The user's events folded in order: snapshots, the write, how many were applied
-        and how many of those came from below an offset already applied (``rewound``)."""
+    def _fold(self, uid: str, items: list[_Pending], record: UserRecord) -> "_Folded":
+        """The user's events folded in order into a state to write back; a ``forget``
+        starts the user over (nothing kept from before it)."""
         state = record.state
         seen = set(record.seen)
-        snaps, new_seen, popular, applied, rewound = [], [], [], 0, 0
+        f = _Folded()
+        new_seen: list[tuple[str, float]] = []
+        popular: list[tuple[str, float, float]] = []
+        reset = False
         for p in items:
             ev = p.event
             before = state
             fresh = not state.is_applied(ev)
-            if fresh:
-                rewound += state.rewound(ev)
+            if fresh and ev.type == FORGET:
+                # nothing but the latest event ids stays: a redelivery is still recognised
+                state = UserState(recent_ids=forgotten_ids(state, ev, self.params))
+                seen, new_seen, reset = set(), [], True  # counts keep what it added
+                f.forgotten += 1
+            elif fresh:
+                f.rewound += state.rewound(ev)
                 weight = event_weight(ev, self.weights, self.s.rating_neutral)
                 state = apply_event(state, ev, p.vector, weight, p.source, self.params)
-                applied += 1
                 if ev.item_id:
                     new_seen.append((ev.item_id, ev.ts))
                     seen.add(ev.item_id)
                     if ev.type not in NOT_POPULAR:
                         popular.append((ev.item_id, 1.0, ev.ts))
-            snaps.append(Snapshot(p, before, state,
-                                  frozenset(seen) if self.s.exclude_seen else frozenset(), fresh))
-        write = UserWrite(uid, record.version, state, new_seen, popular) if applied else None
-        return snaps, write, applied, rewound
+            f.applied += fresh
+            f.snapshots.append(Snapshot(p, before, state, frozenset(seen) if self.s.exclude_seen
+                                        else frozenset(), fresh))
+        if f.applied:
+            f.write = UserWrite(uid, record.version, state, new_seen, popular, reset,
+                                self.s.forget_tombstone_s if reset and not state.n_events
+                                else self.s.user_ttl_s)
+        return f
 
     def _rank(self, snapshots: list[Snapshot], out: Outputs) -> None:
         """One matrix product per part of the score for the whole batch (``scoring``).
 
         No await in here: one model version and one catalog state rank the whole batch.
         """
+        snapshots = [s for s in snapshots if s.pending.event.type != FORGET]  # no list
         now = time.time()
         at = max((s.pending.event.ts for s in snapshots), default=0.0)
         lists = self._ranked([s.state for s in snapshots], [s.exclude for s in snapshots],

@@ -11,6 +11,10 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
   PS:popularity        hash item_id -> "count,ts": decayed interaction count
   PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen, earlier...]]}
   P:stats              hash of deployment-wide counters
+
+A user's two keys expire ``user_ttl_s`` after their last write. A ``forget`` event empties
+them (in each scope as it gets there): the seen set goes, the state keeps only the latest
+event ids (to recognise a redelivery) and expires after ``forget_tombstone_s``.
 """
 
 from __future__ import annotations
@@ -26,16 +30,29 @@ import redis.asyncio as aioredis
 from stream_app.model.interest import Interest, UserState
 
 ITEM_LOG_MAXLEN = 1_000_000
+TRAINER_SCOPE = ":trainer"  # the trainer's own replica of user state and popularity
+SCOPES = ("", TRAINER_SCOPE)
+MODEL_HISTORY_MAX = 1000  # promotions remembered (versions.Registry)
 
-# KEYS: state, seen. ARGV: expected ver, vec, meta, seen_max, then score/member pairs.
+# KEYS: state, seen. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen set
+# starts over), ttl (s, 0: none), then score/member pairs.
 _CAS_SCRIPT = """
 local cur = redis.call('HGET', KEYS[1], 'ver')
 if (cur or '0') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1))
-if #ARGV > 4 then
-  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 5))
+if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
+if #ARGV > 6 then
+  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 7))
   local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
   if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
+end
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+else
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
 end
 return 1
 """
@@ -82,6 +99,8 @@ class UserWrite:
     state: UserState
     seen: Sequence[tuple[str, float]]  # (item_id, ts) interacted with in this batch
     popular: Sequence[tuple[str, float, float]] = ()  # (item_id, weight, ts) for popularity
+    reset: bool = False  # forgotten in this batch: the seen set starts over
+    ttl_s: float = 0.0  # both keys expire this long after the write (0: never)
 
 
 def connect(url: str, cluster: bool = False) -> Any:
@@ -170,7 +189,8 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         for w in writes:
             vec, meta = _encode_state(w.state)
-            args: list[Any] = [w.expected_version, vec, meta, seen_max]
+            args: list[Any] = [w.expected_version, vec, meta, seen_max, int(w.reset),
+                               max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0]
             for item_id, ts in w.seen:
                 args += [ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id)], args=args,
@@ -225,6 +245,8 @@ class Store:
         for item_id in deletes:
             pipe.hdel(self._vec_key(model_version), item_id)
             pipe.hdel(self._meta_key, item_id)
+            for scope in SCOPES:  # a deleted item's popularity goes with it
+                pipe.hdel(f"{self.prefix}{scope}:popularity", item_id)
             pipe.xadd(self._log_key, {"id": item_id, "op": "delete"},
                       maxlen=ITEM_LOG_MAXLEN, approximate=True)
         await pipe.execute()
@@ -240,6 +262,18 @@ class Store:
         if vecs:
             await self.r.hset(f"{self.prefix}:textvec:{model_version}",
                               mapping={k: v.astype(np.float32).tobytes() for k, v in vecs.items()})
+
+    async def prune_encoders(self, keep: str) -> list[str]:
+        """Delete the item and text vectors of every encoder version but ``keep`` (run
+        once no worker of an older release is left); returns the versions removed."""
+        gone = set()
+        for pattern in (f"{self.prefix}:items:vec:*", f"{self.prefix}:textvec:*"):
+            async for key in self.r.scan_iter(match=pattern, count=1000):
+                version = key.decode().rsplit(":", 1)[1]
+                if version != keep:
+                    await self.r.delete(key)
+                    gone.add(version)
+        return sorted(gone)
 
     # --- co-visits -----------------------------------------------------------
     async def add_covisits(self, source: str, choices: Sequence[tuple[Sequence[str], str]],

@@ -22,7 +22,7 @@ import numpy as np
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
-from stream_app.contract import ContractError, FeedbackEvent, Record, parse_feedback
+from stream_app.contract import FORGET, ContractError, FeedbackEvent, Record, parse_feedback
 from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
@@ -63,6 +63,7 @@ class Trainer:
         self._standing = Standing()  # the current version against the encoder
         self._negatives: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
         self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
+        self._forgotten: set[str] = set()  # users forgotten since the current round began
         self._lock = asyncio.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._training_pid: Future | None = None
@@ -132,12 +133,31 @@ class Trainer:
                                          snap.exclude - {ev.item_id}))
         chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
         new += await self._feedback_choices(chosen, by_user)
+        gone = {s.pending.event.user_id for s in snapshots
+                if s.applied and s.pending.event.type == FORGET}
+        if gone:
+            new = [e for e in new if e.user_id not in gone]
+            self.forget(gone)
+            out.counts["forgotten_examples_users"] += len(gone)
         self._pend(new)
         # counted after the examples took theirs: as a worker ranks a batch, then counts
         await self.catalog.count_covisits(choices(snapshots), share=False)
         out.counts["feedback_choices"] += len(chosen)
         out.counts["examples"] = len(self.pending)
         return out
+
+    def forget(self, user_ids: set[str]) -> None:
+        """Nothing of these users stays: their pending and buffered examples, hard
+        negatives and claims (their state replica goes with the ``forget`` event)."""
+        self.pending = [e for e in self.pending if e.user_id not in user_ids]
+        kept = [e for e in self.buffer if e.user_id not in user_ids]
+        if len(kept) < len(self.buffer):
+            self.buffer.clear()
+            self.buffer.extend(kept)
+        for uid in user_ids:
+            self._negatives.pop(uid, None)
+            self._claims.pop(uid, None)
+        self._forgotten |= user_ids  # a round under way took theirs: not buffered after it
 
     def _verdict(self, fb: FeedbackEvent) -> str | None:
         """"choice", "negative", or None (a rating without a value says neither)."""
@@ -298,6 +318,7 @@ class Trainer:
             if not self.pending:
                 return None
             examples, self.pending, self.pending_since = self.pending, [], None
+            self._forgotten = set()
             return await self._round(examples)
 
     async def _round(self, examples: list[Example]) -> dict[str, Any]:
@@ -321,7 +342,7 @@ class Trainer:
         theirs, ours, text_only = held_out["candidate"], held_out["current"], held_out["base"]
         promoted, reason = promotion(theirs, ours, text_only,
                                      self.s.trainer_promotion_tolerance)
-        self.buffer.extend(_compact(e) for e in examples)
+        self.buffer.extend(_compact(e) for e in examples if e.user_id not in self._forgotten)
         self._forget_snapshots()
         announcement = {
             "type": "trained", "version": version, "parent": self.lineage.version,

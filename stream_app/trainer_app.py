@@ -8,6 +8,7 @@ model-updates topic. Workers pick promoted versions up from Redis.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Sequence
@@ -24,7 +25,7 @@ from stream_app.faults import is_infrastructure
 from stream_app.logs import log
 from stream_app.pipeline import Outputs
 from stream_app.runtime import ProcessRuntime
-from stream_app.store import Store, connect
+from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry
 from stream_app.web import register_health, register_metrics
@@ -43,7 +44,7 @@ class TrainerRuntime(ProcessRuntime):
     async def _start(self) -> None:
         s = self.settings
         self.redis = client = connect(s.redis_url, s.redis_cluster)
-        store = Store(client, s.key_prefix, scope=":trainer")
+        store = Store(client, s.key_prefix, scope=TRAINER_SCOPE)
         catalog = Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
                                         s)
         self.trainer = Trainer(s, store, self.encoder, catalog,
@@ -53,9 +54,22 @@ class TrainerRuntime(ProcessRuntime):
             model_version=self.trainer.current.version)
 
     async def observe(self, records: Sequence[Record]) -> Outputs:
+        await self._room_for_examples()
         self.lag_s = max(0.0, time.time() - min(r.timestamp for r in records))
         self.metrics.trainer_lag_seconds.set(self.lag_s)
         return await self.trainer.observe(records)
+
+    async def _room_for_examples(self) -> None:
+        """Back-pressure: while ``trainer_max_pending`` examples wait for a round, consume
+        nothing more (Kafka keeps the rest; the lag grows, not the memory)."""
+        limit = self.settings.trainer_max_pending
+        if limit <= 0 or len(self.trainer.pending) < limit:
+            return
+        log("trainer_backpressure", level=logging.WARNING, pending=len(self.trainer.pending),
+            limit=limit)
+        self.metrics.trainer_backpressure.inc()
+        while len(self.trainer.pending) >= limit:
+            await asyncio.sleep(0.1)
 
     async def publish(self, topic: str, out: Outputs, batch_records: int, seconds: float) -> None:
         self.counts.update(out.counts)

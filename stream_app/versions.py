@@ -19,6 +19,7 @@ from typing import Any
 
 from stream_app.catalog import Catalog
 from stream_app.model.adapter import Adapter
+from stream_app.store import MODEL_HISTORY_MAX
 
 
 class UnknownVersion(LookupError):
@@ -89,6 +90,7 @@ class Registry:
             pipe.hset(self._meta, version, json.dumps(meta))
         pipe.set(self._current, version)
         pipe.rpush(self._history, version)
+        pipe.ltrim(self._history, -MODEL_HISTORY_MAX, -1)
         await pipe.execute()
 
     async def rollback(self, version: str | None = None) -> str:

@@ -42,10 +42,10 @@ def test_from_empty_env_equals_defaults():
 
 
 def test_event_weights_cover_every_activity_type():
-    from stream_app.contract import ACTIVITY_TYPES
+    from stream_app.contract import ACTIVITY_TYPES, FORGET
 
     w = Settings().event_weights()
-    assert set(w) == set(ACTIVITY_TYPES)
+    assert set(w) == set(ACTIVITY_TYPES) - {FORGET}  # forget removes, it weighs nothing
     assert w == {"view": 0.5, "click": 1.0, "like": 2.0, "purchase": 3.0, "rate": 0.5,
                  "search": 1.0, "text": 1.5, "dislike": -1.5, "skip": -0.3}
 

@@ -1,7 +1,7 @@
 """Infrastructure faults are waited out and retried, never dead-lettered (issue 12).
 
-Each test runs a worker against a redis-server of its own: one that is not there yet
-when the worker starts, one that refuses writes at its memory limit.
+A worker against a redis-server of its own that is not there yet when it starts, or
+that refuses writes at its memory limit; a worker whose broker is not there yet.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from stream_app.embedded import free_port
+from stream_app.embedded import EmbeddedBroker, free_port
 from tests.conftest import make_settings
-from tests.harness import RedisServer, http, running
+from tests.harness import Harness, RedisServer, delete_keys, http, running
 
 pytestmark = pytest.mark.integration
 
@@ -109,3 +109,38 @@ def test_redis_out_of_memory_retries_the_batch_and_dead_letters_nothing(
     finally:
         r.close()
         server.stop()
+
+
+def test_a_worker_waits_for_the_broker_instead_of_crashing(redis_url, sample_catalog,
+                                                           tmp_path):
+    broker = EmbeddedBroker()  # its port, not yet listening
+    settings = make_settings(broker.bootstrap, redis_url, "wait-kafka").replace(
+        retry_max_s=1.0)
+    h = None
+    try:
+        h = Harness(settings, tmp_path)
+        worker = h.start_worker()
+        status, body = _wait(lambda: (lambda r: r if r[0] == 503 else None)(
+            _try_http(worker, "/readyz")), 90, "readyz never answered")
+        assert "waiting for kafka" in body["reasons"][0]
+        assert http(worker, "/healthz")[0] == 200
+        time.sleep(2)
+        assert worker.proc.poll() is None
+        broker.start()
+        h.ensure_topics()
+        worker.wait_healthy(120)
+        h.produce(settings.topic_items, sample_catalog[:10], key_field="item_id")
+        time.sleep(2)
+        events = _events("k", 5, [i["item_id"] for i in sample_catalog[:10]])
+        h.produce(settings.topic_activity, events)
+        recs = h.recommendations_for({e["event_id"] for e in events}, timeout=60)
+        assert {r["event_id"] for r in recs} == {e["event_id"] for e in events}
+    except BaseException:
+        if h is not None:
+            print(h.worker_logs())
+        raise
+    finally:
+        if h is not None:
+            h.stop_all()
+            delete_keys(settings)
+        broker.stop()

@@ -15,7 +15,7 @@ from stream_app.contract import Record
 from stream_app.metrics import Metrics
 from stream_app.model.interest import Interest, UserState
 from stream_app.pipeline import Processor, choices
-from stream_app.store import Store, UserWrite, connect
+from stream_app.store import TRAINER_SCOPE, Store, UserWrite, connect
 
 pytestmark = pytest.mark.integration
 
@@ -336,5 +336,33 @@ def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redi
         assert (again.counts["applied"], again.counts["duplicates"]) == (0, 3)
         assert {i: round(c) for i, (c, _) in (await store.popularity()).items()} == \
             {"i0": 1, "i1": 1, "i2": 1}
+        await store.r.aclose()
+    run(go())
+
+
+def test_deleted_items_lose_their_popularity_and_old_encoders_can_be_pruned(redis_url, prefix):
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        store = Store(connect(redis_url), prefix)
+        trainer_store = Store(store.r, prefix, scope=TRAINER_SCOPE)
+        enc = FakeEncoder()
+        proc = Processor(settings, store, enc,
+                         Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
+        await proc.process_items([Record("items", 0, n, 1.0, None,
+                                         f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
+                                  for n in range(3)])
+        await proc.process_activity(_records("act", "u", ["i0", "i1"], start=0))
+        await trainer_store.add_popularity([("i1", 1.0, 1000.0)], 86400.0)
+        await proc.process_items([Record("items", 0, 9, 2.0, None,
+                                         b'{"item_id": "i1", "deleted": true}')])
+        assert set(await store.popularity()) == {"i0"}
+        assert set(await trainer_store.popularity()) == set()
+        # vectors of an encoder no worker uses any more
+        await store.put_text_vectors("old-encoder", {"k": np.ones(4, np.float32)})
+        await store.put_items("old-encoder", [("i0", np.ones(4, np.float32), {})], [])
+        assert await store.prune_encoders(keep=enc.version) == ["old-encoder"]
+        assert await store.item_vectors("old-encoder", ["i0"]) == {}
+        assert set(await store.item_vectors(enc.version, ["i0", "i2"])) == {"i0", "i2"}
         await store.r.aclose()
     run(go())

@@ -17,9 +17,10 @@ from stream_app.config import Settings
 from stream_app.evaluation.offline import to_records
 from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter, Blend
+from stream_app.model.interest import UserState
 from stream_app.model.sequence import fit_sequence, windows_of
 from stream_app.pipeline import Processor
-from stream_app.store import Store, connect
+from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry, follow
 from tests.test_store import FakeEncoder
@@ -74,7 +75,7 @@ class World:
 
     async def trainer(self, s: Settings | None = None) -> Trainer:
         s = s or self.s
-        store = Store(self.client, s.key_prefix, scope=":trainer")
+        store = Store(self.client, s.key_prefix, scope=TRAINER_SCOPE)
         trainer = Trainer(s, store, self.encoder,
                           Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
                                                s.replace(popularity_half_life_s=math.inf)),
@@ -382,3 +383,84 @@ def test_a_round_is_reproducible_in_a_training_process_of_fixed_threads(redis_ur
         assert np.array_equal(array, second.sequence.arrays[name]), name
     assert np.array_equal(first.sequence.id_rows, second.sequence.id_rows)
     assert first.blend == second.blend
+
+
+def test_forget_removes_the_user_everywhere_and_a_later_event_starts_afresh(redis_url):
+    """Worker state, seen items, the trainer's replica and its examples; keys expire
+    after ``user_ttl_s`` meanwhile; no recommendation for the forget itself."""
+    s = _settings(redis_url, user_ttl_s=3600.0)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer()
+            before = [{"event_id": f"f{n}", "user_id": "gone", "type": "click",
+                       "item_id": f"i{n}", "ts": T0 + n} for n in range(3)]
+            other = [{"event_id": "o1", "user_id": "stays", "type": "click", "item_id": "i1",
+                      "ts": T0}]
+            records = w.records(s.topic_activity, before + other)
+            await w.processor.process_activity(records)
+            await trainer.observe(records)
+            await trainer.round()  # the user's examples now sit in the replay buffer
+            await trainer.observe(w.records(s.topic_activity, [
+                {"event_id": "f3", "user_id": "gone", "type": "click", "item_id": "i3",
+                 "ts": T0 + 3}]))
+            keys = [k async for k in w.client.scan_iter(match=f"{s.key_prefix}*{{u:gone}}*")]
+            assert len(keys) == 4  # state and seen, worker's and trainer's
+            ttls = [await w.client.ttl(k) for k in keys]
+            assert all(0 < t <= 3600 for t in ttls), ttls
+            assert any(e.user_id == "gone" for e in trainer.buffer)
+            assert any(e.user_id == "gone" for e in trainer.pending)
+
+            forget = w.records(s.topic_activity, [
+                {"event_id": "bye", "user_id": "gone", "type": "forget", "ts": T0 + 4}])
+            out = await w.processor.process_activity(forget)
+            await trainer.observe(forget)
+            assert out.recommendations == [] and out.counts["forgotten"] == 1
+            # left: in each scope, the state key with the latest event ids only, expiring
+            left = [k async for k in w.client.scan_iter(match=f"{s.key_prefix}*{{u:gone}}*")]
+            assert sorted(k.decode().rsplit(":", 1)[1] for k in left) == ["state", "state"]
+            ttls = [await w.client.ttl(k) for k in left]
+            assert all(0 < t <= s.forget_tombstone_s for t in ttls), ttls
+            for store, ids in ((w.store, ("f0", "f1", "f2", "bye")),
+                               (trainer.store, ("f0", "f1", "f2", "f3", "bye"))):
+                record = (await store.read_users(["gone"]))["gone"]
+                assert record.state == UserState(recent_ids=ids)
+                assert record.seen == frozenset()
+            assert not any(e.user_id == "gone" for e in [*trainer.buffer, *trainer.pending])
+            assert any(e.user_id == "stays" for e in trainer.buffer)
+
+            after = w.records(s.topic_activity, [
+                {"event_id": "back", "user_id": "gone", "type": "click", "item_id": "i9",
+                 "ts": T0 + 5}])
+            (rec,) = (await w.processor.process_activity(after)).recommendations
+            record = (await w.store.read_users(["gone"]))["gone"]
+            assert record.state.n_events == 1 and record.seen == {"i9"}
+            assert record.state.recent_item_ids() == ("i9",)
+
+    run(go())
+
+
+def test_forget_and_later_events_in_one_batch_keep_only_what_came_after(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            events = [{"event_id": "a", "user_id": "u", "type": "click", "item_id": "i1",
+                       "ts": T0},
+                      {"event_id": "b", "user_id": "u", "type": "forget", "ts": T0 + 1},
+                      {"event_id": "c", "user_id": "u", "type": "click", "item_id": "i2",
+                       "ts": T0 + 2}]
+            batch = w.records(s.topic_activity, events)
+            out = await w.processor.process_activity(batch)
+            assert [r[1]["event_id"] for r in out.recommendations] == ["a", "c"]
+            # the list after the forget may hold i1 again: it is no longer "seen"
+            record = (await w.store.read_users(["u"]))["u"]
+            assert record.state.n_events == 1 and record.seen == {"i2"}
+            again = await w.processor.process_activity(batch)  # a redelivery changes nothing
+            assert (again.counts["applied"], again.counts["duplicates"]) == (0, 3)
+            record = (await w.store.read_users(["u"]))["u"]
+            assert record.state.n_events == 1 and record.seen == {"i2"}
+            assert {i: round(c) for i, (c, _) in (await w.store.popularity()).items()} == \
+                {"i1": 1, "i2": 1}
+
+    run(go())

@@ -29,7 +29,7 @@ from stream_app.evaluation.protocol import judge
 from stream_app.metrics import Metrics
 from stream_app.model.sequence import SequenceParams
 from stream_app.pipeline import Processor
-from stream_app.store import Store, connect
+from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry, follow
 
@@ -172,7 +172,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
 async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registry) -> Trainer:
     """A trainer with the batch-size rule only: in-process there is no wall clock to wait on."""
     s = s.replace(trainer_max_wait_s=INF)
-    store = Store(client, s.key_prefix, scope=":trainer")
+    store = Store(client, s.key_prefix, scope=TRAINER_SCOPE)
     trainer = Trainer(s, store, encoder,
                       Catalog.for_settings(store, encoder.version, encoder.dim, s),
                       registry, Metrics())

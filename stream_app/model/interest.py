@@ -172,6 +172,14 @@ def apply_event(state: UserState, event: ActivityEvent, vector: np.ndarray, weig
                    if p.dedupe_window > 0 else ())
 
 
+def forgotten_ids(state: UserState, event: ActivityEvent, p: InterestParams
+                  ) -> tuple[str, ...]:
+    """What a ``forget`` leaves of a user: the latest event ids, itself included, so a
+    redelivered batch is recognised instead of applied again."""
+    ids = state.recent_ids + (event.event_id,)
+    return ids[-p.dedupe_window:] if p.dedupe_window > 0 else ()
+
+
 def source_of(event: ActivityEvent) -> str:
     """Where an event's offset counts: its topic and partition."""
     return f"{event.topic}/{event.partition}"
