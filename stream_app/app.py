@@ -43,6 +43,7 @@ def new_app(s: Settings, app_id: str) -> faust.App:
         app_id,
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         broker=broker_url(s.kafka_bootstrap_servers),
+        broker_credentials=s.kafka().faust_credentials(),
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=s.topic_partitions,
@@ -53,6 +54,9 @@ def new_app(s: Settings, app_id: str) -> faust.App:
         broker_heartbeat_interval=s.kafka_heartbeat_interval_s,
         web_port=s.web_port,
         web_bind=s.web_host,
+        # Faust's own pages (router, tables, graph, statistics) are not for the public
+        web_router_enabled=False, web_tables_enabled=False, web_graph_enabled=False,
+        web_stats_enabled=False, web_metrics_enabled=False,
         datadir=(os.path.join(s.data_dir, app_id) if s.data_dir
                  else tempfile.mkdtemp(prefix="stream-app-")),
         autodiscover=False,

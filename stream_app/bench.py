@@ -40,7 +40,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         try:
             figures = asyncio.run(_measure(s, args))
         finally:
-            delete_prefix(s.redis_url, s.key_prefix)
+            delete_prefix(s.redis(), s.key_prefix)
     _report(figures, args.json)
     return 0
 
@@ -53,7 +53,7 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"batch_size": s.batch_size, "catalog_items": len(items)}
 
     t0 = time.perf_counter()
-    done = await load_catalog(s, s.kafka_bootstrap_servers, items, progress=True)
+    done = await load_catalog(s, s.kafka(), items, progress=True)
     figures["catalog_item_events_per_s"] = round(done / (time.perf_counter() - t0), 1)
 
     received: dict[str, float] = {}
@@ -62,7 +62,7 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
         figures["model_version"] = await _promote_trained(s, random.Random(2))
 
     async def reader() -> None:
-        async for _, value in consume(s.kafka_bootstrap_servers, s.topic_recommendations):
+        async for _, value in consume(s.kafka(), s.topic_recommendations):
             if isinstance(value, dict):
                 received.setdefault(value["event_id"], time.perf_counter())
                 versions[value["event_id"]] = value.get("model_version", "")
@@ -105,7 +105,7 @@ async def _promote_trained(s: Settings, rng: random.Random) -> str:
     from stream_app.versions import Registry
 
     base = model_version(Path(s.model_path) if s.model_path else default_model_path())
-    client = connect(s.redis_url, s.redis_cluster)
+    client = connect(s.redis())
     try:
         ids, vectors = await Store(client, s.key_prefix).load_catalog(base)
         windows = [Window(tuple(rng.randrange(len(ids)) for _ in range(s.recent_items + 1)))
@@ -139,7 +139,7 @@ async def _flood(s: Settings, events: list[dict[str, Any]], received: dict[str, 
     from tqdm import tqdm
 
     start = time.perf_counter()
-    async with Producer(s.kafka_bootstrap_servers) as producer:
+    async with Producer(s.kafka()) as producer:
         await producer.send_all(s.topic_activity, events, "user_id")
     ids = [e["event_id"] for e in events]
     with tqdm(total=len(ids), desc=label, unit="event") as bar:
@@ -156,7 +156,7 @@ async def _flood(s: Settings, events: list[dict[str, Any]], received: dict[str, 
 async def _paced(s: Settings, events: list[dict[str, Any]], received: dict[str, float],
                  rate: float) -> dict[str, float]:
     sent: dict[str, float] = {}
-    async with Producer(s.kafka_bootstrap_servers) as producer:
+    async with Producer(s.kafka()) as producer:
         for e in events:
             await producer.send(s.topic_activity, e, key=e["user_id"])
             await producer.flush()

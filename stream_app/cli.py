@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
 from typing import Any, Sequence
 
-from stream_app.config import Settings, settings_table
+from stream_app.config import ENV_PREFIX, Settings, settings_table
 
 
 def _settings() -> Settings:
@@ -67,8 +68,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from stream_app.embedded import LocalStack, free_port
     from stream_app.processes import WorkerProcess
 
-    logs.setup(_settings().log_level)
-    with LocalStack(_settings()) as stack:
+    settings = _settings()
+    logs.setup(settings.log_level)
+    if ENV_PREFIX + "WEB_HOST" not in os.environ:  # a laptop's run: not on every interface
+        settings = settings.replace(web_host="127.0.0.1")
+    with LocalStack(settings) as stack:
         workers = []
         for n in range(args.workers):
             s = stack.settings if n == 0 else stack.settings.replace(web_port=free_port())
@@ -149,7 +153,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
     key_field = args.key_field or _key_field_for(s, args.topic)
 
     async def go() -> int:
-        async with Producer(_bootstrap(s)) as producer:
+        async with Producer(_kafka(s)) as producer:
             return await producer.send_all(args.topic, values, key_field)
 
     n = asyncio.run(go())
@@ -164,7 +168,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         n = 0
-        async for _, value in consume(_bootstrap(s), args.topic, args.from_beginning,
+        async for _, value in consume(_kafka(s), args.topic, args.from_beginning,
                                       args.idle_timeout):
             print(json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes)
                   else value.decode("utf-8", "backslashreplace"), flush=True)
@@ -185,7 +189,7 @@ def cmd_catalog_load(args: argparse.Namespace) -> int:
 
     s = _settings()
     items = read_catalog(args.file)
-    done = asyncio.run(load_catalog(s, _bootstrap(s), items, wait=not args.no_wait,
+    done = asyncio.run(load_catalog(s, _kafka(s), items, wait=not args.no_wait,
                                     timeout=args.timeout))
     print(f"{len(items)} items sent to {s.topic_items}" +
           (f", {done} embedded and in the catalog" if not args.no_wait else ""))
@@ -210,7 +214,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
                "ts": time.time()} for user_id in args.user_ids]
 
     async def go() -> int:
-        async with Producer(_bootstrap(s)) as producer:
+        async with Producer(_kafka(s)) as producer:
             return await producer.send_all(s.topic_activity, values, "user_id")
 
     n = asyncio.run(go())
@@ -229,7 +233,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     keep = base_version(s)
 
     async def go() -> tuple[list[str], list[str]]:
-        client = connect(s.redis_url, s.redis_cluster)
+        client = connect(s.redis())
         try:
             encoders = await Store(client, s.key_prefix).prune_encoders(keep)
             versions = await Registry(client, s.key_prefix, keep).prune(s.model_keep_versions)
@@ -248,8 +252,9 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bootstrap(s: Settings) -> str:
-    return s.kafka_bootstrap_servers or "127.0.0.1:9092"
+def _kafka(s: Settings) -> Any:
+    """How the CLI reaches Kafka (``127.0.0.1:9092`` when no bootstrap is set)."""
+    return s.kafka()
 
 
 def _key_field_for(s: Settings, topic: str) -> str | None:

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from stream_app.connections import KafkaConfig, RedisConfig
 from stream_app.contract import Limits
 from stream_app.model.interest import InterestParams
 from stream_app.model.scoring import Defaults
@@ -34,9 +35,43 @@ class Settings:
         "redis://127.0.0.1:6379/0", "Redis URL. `up`/`demo`/`bench` start an embedded Valkey "
         "when nothing answers here.", env="REDIS_URL")
     redis_cluster: bool = _setting(False, "Connect to `redis_url` as a Redis Cluster.")
+    redis_username: str = _setting(
+        "", "Redis ACL user (else the one in `redis_url`, else `default`).")
+    redis_password: str = _setting(
+        "", "Redis password (else the one in `redis_url`); keep it in a secret.")
+    redis_ssl_ca_file: str = _setting(
+        "", "CA file to verify Redis' certificate with a `rediss://` URL (empty: the "
+        "system's CAs).")
+    redis_ssl_certfile: str = _setting(
+        "", "Client certificate for Redis TLS (when the server requires one).")
+    redis_ssl_keyfile: str = _setting("", "Key of `redis_ssl_certfile`.")
+    redis_ssl_check_hostname: bool = _setting(
+        True, "Check that Redis' certificate names the host in `redis_url`.")
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", "`PLAINTEXT`, `SSL` (TLS, optionally with a client certificate), "
+        "`SASL_PLAINTEXT` or `SASL_SSL` (user and password, over TLS).")
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a `SASL_*` protocol).")
+    kafka_sasl_username: str = _setting("", "SASL user name.")
+    kafka_sasl_password: str = _setting("", "SASL password; keep it in a secret.")
+    kafka_ssl_cafile: str = _setting(
+        "", "CA file to verify the brokers' certificates (empty: the system's CAs).")
+    kafka_ssl_certfile: str = _setting(
+        "", "Client certificate (PEM) for mutual TLS; may hold the key too.")
+    kafka_ssl_keyfile: str = _setting("", "Key of `kafka_ssl_certfile` (PEM).")
+    kafka_ssl_key_password: str = _setting("", "Password of `kafka_ssl_keyfile`, if any.")
+    kafka_ssl_check_hostname: bool = _setting(
+        True, "Check that each broker's certificate names the host it was reached at.")
     web_port: int = _setting(6066, "HTTP port of the worker (health, stats, metrics).",
                              env="WEB_PORT")
-    web_host: str = _setting("0.0.0.0", "HTTP bind address of the worker.")
+    web_host: str = _setting(
+        "0.0.0.0", "HTTP bind address of the worker (`up` binds 127.0.0.1 unless this is set).")
+    api_token: str = _setting(
+        "", "When set, every HTTP endpoint but `/healthz`, `/readyz` and `/metrics` needs "
+        "`Authorization: Bearer <token>`; keep it in a secret.")
+    show_user_text: bool = _setting(
+        False, "Quote users' own free text (searches, stated preferences) in reasons and "
+        "in `/users/{id}/interests`; off: \"what you wrote\".")
     # --- naming ----------------------------------------------------------
     app_id: str = _setting("stream-app", "Faust app id: the Kafka consumer group of workers.")
     key_prefix: str = _setting("sa", "Prefix of every Redis key this deployment writes.")
@@ -267,6 +302,26 @@ class Settings:
         return InterestParams(self.max_interests, self.long_half_life_s, self.short_half_life_s,
                               self.short_term_weight, self.open_threshold, self.dedupe_window,
                               self.recent_items)
+
+    def __repr__(self) -> str:  # a password never reaches a log line
+        shown = (f"{f.name}={'***' if 'password' in f.name and getattr(self, f.name) else repr(getattr(self, f.name))}"
+                 for f in dataclasses.fields(self))
+        return f"Settings({', '.join(shown)})"
+
+    def kafka(self) -> KafkaConfig:
+        """How every Kafka client of this deployment connects."""
+        return KafkaConfig(self.kafka_bootstrap_servers, self.kafka_security_protocol,
+                           self.kafka_sasl_mechanism, self.kafka_sasl_username,
+                           self.kafka_sasl_password, self.kafka_ssl_cafile,
+                           self.kafka_ssl_certfile, self.kafka_ssl_keyfile,
+                           self.kafka_ssl_key_password, self.kafka_ssl_check_hostname)
+
+    def redis(self) -> RedisConfig:
+        """How every Redis client of this deployment connects."""
+        return RedisConfig(self.redis_url, self.redis_cluster, self.redis_username,
+                           self.redis_password, self.redis_ssl_ca_file,
+                           self.redis_ssl_certfile, self.redis_ssl_keyfile,
+                           self.redis_ssl_check_hostname)
 
     def limits(self) -> Limits:
         """What an input record may hold (``contract.parse_*``)."""

@@ -24,7 +24,8 @@ def bundled(name: str) -> Path:
 def run_demo(settings: Settings, timeout: float) -> int:
     print("stream-app demo: starting the embedded default and a worker "
           "(loads the model, joins the consumer group)...", flush=True)
-    with local_system(settings) as (stack, s, _):
+    # a scripted user: the reasons may quote what it typed
+    with local_system(settings.replace(show_user_text=True)) as (stack, s, _):
         print(", ".join(f"{k} {v}" for k, v in stack.describe().items()), flush=True)
         return asyncio.run(asyncio.wait_for(_play(s), timeout))
 
@@ -33,7 +34,7 @@ async def _play(s: Settings) -> int:
     items = list(read_jsonl(bundled("sample_catalog.jsonl")))
     script = list(read_jsonl(bundled("demo_script.jsonl")))
     info = {i["item_id"]: (i["title"], i["tags"][0]) for i in items}
-    bootstrap = s.kafka_bootstrap_servers
+    bootstrap = s.kafka()
     await ensure_topics(bootstrap, [s.topic_activity, s.topic_recommendations],
                         s.topic_partitions, s.topic_replication)
     done = await load_catalog(s, bootstrap, items)

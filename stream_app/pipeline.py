@@ -405,6 +405,10 @@ class Processor:
                         for row, score, interest in ranked])
         return out
 
+    def quoted(self, source: str) -> str:
+        """A user's own text as outputs may show it (``show_user_text``)."""
+        return f'you said "{source[5:65]}"' if self.s.show_user_text else "what you wrote"
+
     def _reason(self, interests: tuple, interest: int, order: dict[int, int],
                 after: str | None) -> str:
         if interest < 0:
@@ -412,7 +416,7 @@ class Processor:
                 return f'picked next after "{self.catalog.titles.get(after, after)}"'
             return "trending"
         source = interests[interest].source
-        label = (f'you said "{source[5:65]}"' if source.startswith("text:")
+        label = (self.quoted(source) if source.startswith("text:")
                  else f'"{self.catalog.titles.get(source, source)}"')
         return f"interest {order[interest] + 1} of {len(interests)}: {label}"
 

@@ -80,7 +80,7 @@ def local_system(settings: Settings, trainer: bool = False, **overrides: Any
     asked); their logs shown on failure."""
     with LocalStack(settings) as stack, tempfile.TemporaryFile() as log:
         s = stack.settings.replace(web_port=free_port(), **overrides)
-        asyncio.run(ensure_topics(s.kafka_bootstrap_servers, s.topics(), s.topic_partitions,
+        asyncio.run(ensure_topics(s.kafka(), s.topics(), s.topic_partitions,
                                   s.topic_replication))  # before the worker subscribes
         processes = [WorkerProcess(s, stdout=log).start()]
         if trainer:

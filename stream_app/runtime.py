@@ -124,7 +124,7 @@ class Runtime(ProcessRuntime):
     registry: Registry
 
     async def _start(self) -> None:
-        self.redis = client = connect(self.settings.redis_url, self.settings.redis_cluster)
+        self.redis = client = connect(self.settings.redis())
         self.store = Store(client, self.settings.key_prefix)
         self.registry = Registry(client, self.settings.key_prefix, self.encoder.version)
         self.catalog = Catalog.for_settings(self.store, self.encoder.version, self.encoder.dim,
@@ -227,7 +227,8 @@ class Runtime(ProcessRuntime):
                 "last_update_ts": interest.ts,
                 "age_s": round(at - interest.ts, 1),
                 "label": [self.catalog.titles.get(i, i) for i, _ in nearest],
-                "shaped_by": (source if source.startswith("text:")
+                "shaped_by": ((source if self.settings.show_user_text else "text:")
+                              if source.startswith("text:")
                               else {"item_id": source,
                                     "title": self.catalog.titles.get(source, source)}),
             })

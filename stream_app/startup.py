@@ -15,14 +15,14 @@ from aiohttp import web
 from aiokafka import AIOKafkaClient
 
 from stream_app.config import Settings
+from stream_app.connections import KafkaConfig
 from stream_app.faults import Backoff, infrastructure_cause
 from stream_app.logs import log
 
 
-async def broker_error(bootstrap: str) -> str | None:
-    """None when a broker of ``bootstrap`` answers a metadata request, else why not."""
-    client = AIOKafkaClient(bootstrap_servers=[h.strip() for h in bootstrap.split(",")
-                                               if h.strip()], request_timeout_ms=5000)
+async def broker_error(kafka: KafkaConfig) -> str | None:
+    """None when a broker answers a metadata request, else why not."""
+    client = AIOKafkaClient(**kafka.client_args(), request_timeout_ms=5000)
     try:
         await client.bootstrap()
         return None
@@ -35,7 +35,7 @@ async def broker_error(bootstrap: str) -> str | None:
 
 
 async def _wait(s: Settings) -> None:
-    reason = await broker_error(s.kafka_bootstrap_servers)
+    reason = await broker_error(s.kafka())
     if reason is None:
         return
     state = {"reason": reason}
@@ -63,7 +63,7 @@ async def _wait(s: Settings) -> None:
             log("startup_waiting", level=logging.WARNING, cause="kafka", attempt=attempt,
                 bootstrap=s.kafka_bootstrap_servers, error=reason)
             await asyncio.sleep(backoff.delay(attempt))
-            reason = await broker_error(s.kafka_bootstrap_servers)
+            reason = await broker_error(s.kafka())
     finally:
         await runner.cleanup()  # the port is Faust's from here
     log("broker_reachable", bootstrap=s.kafka_bootstrap_servers, attempts=attempt)

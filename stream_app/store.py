@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
-import redis.asyncio as aioredis
 
+from stream_app.connections import RedisConfig, redis_config
 from stream_app.model.interest import Interest, UserState
 
 ITEM_LOG_MAXLEN = 1_000_000
@@ -103,11 +103,11 @@ class UserWrite:
     ttl_s: float = 0.0  # both keys expire this long after the write (0: never)
 
 
-def connect(url: str, cluster: bool = False) -> Any:
-    """An asyncio client; create it inside the running loop."""
-    if cluster:
-        return aioredis.RedisCluster.from_url(url)
-    return aioredis.Redis.from_url(url)
+def connect(redis: str | RedisConfig, cluster: bool = False) -> Any:
+    """An asyncio client (a bare URL: no further credentials or TLS options); create it
+    inside the running loop."""
+    config = redis_config(redis)
+    return (config if not cluster else replace(config, cluster=True)).client()
 
 
 def text_key(text: str) -> str:

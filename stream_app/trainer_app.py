@@ -28,7 +28,7 @@ from stream_app.runtime import ProcessRuntime
 from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry
-from stream_app.web import register_health, register_metrics
+from stream_app.web import denied, register_health, register_metrics
 
 
 class TrainerRuntime(ProcessRuntime):
@@ -43,7 +43,7 @@ class TrainerRuntime(ProcessRuntime):
 
     async def _start(self) -> None:
         s = self.settings
-        self.redis = client = connect(s.redis_url, s.redis_cluster)
+        self.redis = client = connect(s.redis())
         store = Store(client, s.key_prefix, scope=TRAINER_SCOPE)
         catalog = Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
                                         s)
@@ -162,6 +162,8 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:
+        if (refused := denied(web, request, s.api_token)) is not None:
+            return refused
         if not runtime.ready_now():
             return web.json({"status": "starting"}, status=503)
         return web.json(runtime.stats())

@@ -3,6 +3,7 @@ metrics."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 import faust
@@ -62,11 +63,27 @@ def register_health(app: faust.App, runtime: ProcessRuntime) -> None:
         runtime.health.lag(lag)
 
 
+def denied(web: View, request: Request, token: str) -> Response | None:
+    """401 unless the request carries ``Authorization: Bearer <token>`` (no token set:
+    every request passes)."""
+    if not token:
+        return None
+    given = request.headers.get("Authorization", "")
+    if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return None
+    response = web.json({"error": "missing or wrong bearer token"}, status=401)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="stream-app"'
+    return response
+
+
 def register_views(app: faust.App, runtime: Runtime) -> None:
     register_health(app, runtime)
+    token = runtime.settings.api_token
 
     @app.page("/stats")
     async def stats(web: View, request: Request) -> Response:
+        if (refused := denied(web, request, token)) is not None:
+            return refused
         if not runtime.ready_now():
             return web.json({"status": "starting"}, status=503)
         return web.json(await runtime.stats())
@@ -75,6 +92,8 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/users/{user_id}/interests")
     async def interests(web: View, request: Request, user_id: str) -> Response:
+        if (refused := denied(web, request, token)) is not None:
+            return refused
         await runtime.ready()
         found = await runtime.interests(user_id)
         if found is None:
@@ -83,6 +102,8 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
 
     @app.page("/users/{user_id}/recommendations")
     async def recommendations(web: View, request: Request, user_id: str) -> Response:
+        if (refused := denied(web, request, token)) is not None:
+            return refused
         await runtime.ready()
         try:
             k = int(request.query.get("k", runtime.settings.top_k))

@@ -51,14 +51,14 @@ class Harness:
 
     def ensure_topics(self) -> None:
         s = self.settings
-        asyncio.run(ensure_topics(s.kafka_bootstrap_servers, s.topics(), s.topic_partitions,
+        asyncio.run(ensure_topics(s.kafka(), s.topics(), s.topic_partitions,
                                   s.topic_replication))
 
     def produce(self, topic: str, values: Iterable[dict[str, Any] | tuple[str | None, bytes]],
                 key_field: str | None = "user_id") -> None:
         """dicts are JSON-encoded and keyed by ``key_field``; (key, bytes) pairs go as they are."""
         async def go() -> None:
-            async with Producer(self.settings.kafka_bootstrap_servers) as p:
+            async with Producer(self.settings.kafka()) as p:
                 for v in values:
                     if isinstance(v, tuple):
                         await p.send(topic, v[1], key=v[0])
@@ -72,7 +72,7 @@ class Harness:
         """Every value of ``topic`` from the beginning, until ``want(values)`` holds."""
         async def go() -> list[Any]:
             values: list[Any] = []
-            gen = consume(self.settings.kafka_bootstrap_servers, topic, idle_timeout=None)
+            gen = consume(self.settings.kafka(), topic, idle_timeout=None)
             try:
                 deadline = time.monotonic() + timeout
                 while not want(values):
@@ -108,7 +108,7 @@ def http(worker: WorkerProcess, path: str) -> tuple[int, Any]:
 
 def delete_keys(settings: Settings) -> None:
     async def go() -> None:
-        store = Store(connect(settings.redis_url), settings.key_prefix)
+        store = Store(connect(settings.redis()), settings.key_prefix)
         await store.delete_prefix()
         await store.r.aclose()
 
@@ -134,8 +134,9 @@ class RedisServer:
     """A redis-server of the test's own (free port, no persistence): one it may stop,
     pause or fill to its memory limit without touching the shared one."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *args: str) -> None:
         self.port = port or free_port()
+        self.args = args  # e.g. --requirepass, or TLS (then --port 0 --tls-port ...)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,7 +146,7 @@ class RedisServer:
     def start(self) -> "RedisServer":
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--maxmemory-policy", "noeviction"],
+             "--appendonly", "no", "--maxmemory-policy", "noeviction", *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port("127.0.0.1", self.port, 10)
         return self

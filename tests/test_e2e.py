@@ -202,7 +202,7 @@ def test_http_endpoints(stack, sample_catalog):
     status, interests = http(worker, "/users/u-http/interests")
     assert status == 200 and interests["events_applied"] == 1
     (interest,) = interests["interests"]
-    assert interest["shaped_by"] == "text:I like watching movies, especially science fiction"
+    assert interest["shaped_by"] == "text:"  # users' own words only with show_user_text
     assert len(interest["label"]) == 3 and interest["strength"] > 0
     assert interests["recent_items"] == []  # free text is no chosen item
     assert http(worker, "/users/nobody/interests")[0] == 404

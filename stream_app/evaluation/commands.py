@@ -44,7 +44,7 @@ def _write(out: Path, name: str, payload: Any, markdown: str) -> None:
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     if not args.dataset and not args.drift:
         raise SystemExit("stream-app eval: give a DATASET directory, --drift, or both")
-    server = None if redis_reachable(settings.redis_url) else EmbeddedRedis().start()
+    server = None if redis_reachable(settings.redis()) else EmbeddedRedis().start()
     s = settings.replace(redis_url=server.url) if server else settings
     try:
         encoder = _encoder(s)

@@ -122,7 +122,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     lists shown; after each batch the Processor follows the registry, as a worker does.
     """
     s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}")
-    client = connect(s.redis_url, s.redis_cluster)
+    client = connect(s.redis())
     store = Store(client, s.key_prefix)
     catalog = Catalog.for_settings(store, encoder.version, encoder.dim, s)
     processor = Processor(s, store, encoder, catalog, Metrics())

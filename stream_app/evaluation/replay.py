@@ -44,7 +44,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     ``idle_timeout``) for a round finished after its last record, so the report
     includes the training the tail of the data triggered.
     """
-    bootstrap = s.kafka_bootstrap_servers
+    bootstrap = s.kafka()
     await ensure_topics(bootstrap, [s.topic_items, s.topic_activity, s.topic_recommendations,
                                     s.topic_feedback, s.topic_model_updates],
                         s.topic_partitions, s.topic_replication)
