@@ -87,7 +87,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(json.dumps({**stack.describe(), "workers": [w.url for w in workers],
                               "trainer": trainer.url if trainer else None}, indent=2),
                   flush=True)
-            print("stream-app is up; Ctrl-C stops everything.", flush=True)
+            print("stream-app is up; Ctrl-C stops everything. In another shell, for the "
+                  "other commands:", flush=True)
+            print(up_env_line(stack.settings, workers[0].url), flush=True)
             for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `docker stop`, systemd
                 signal.signal(signum, _interrupt)
             while all(p.proc is not None and p.proc.poll() is None for p in processes):
@@ -99,6 +101,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         finally:
             for p in processes:
                 p.stop()
+
+
+def up_env_line(s: Settings, worker_url: str) -> str:
+    """What another shell exports to reach what ``up`` started: the broker, Redis, the
+    run's key prefix (embedded broker: its own) and the first worker's HTTP address."""
+    import shlex
+
+    pairs = {"KAFKA_BOOTSTRAP_SERVERS": s.kafka_bootstrap_servers, "REDIS_URL": s.redis_url,
+             ENV_PREFIX + "KEY_PREFIX": s.key_prefix, "WORKER_URL": worker_url}
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in pairs.items())
 
 
 def _interrupt(signum: int, frame: object) -> None:
