@@ -73,6 +73,7 @@ class BatchRuntime(Protocol):
     """What a batch loop needs from its process: readiness, retries and accounting."""
 
     health: Health
+    stopping: bool
 
     async def ready(self) -> None: ...
 
@@ -91,7 +92,12 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
     outputs. An infrastructure fault retries the batch (backoff, jitter) until it goes
     through; a batch left unfinished at shutdown is never acknowledged, so the next owner
     of the partition processes it again (state updates are idempotent)."""
-    await runtime.ready()
+    try:
+        await runtime.ready()
+    except asyncio.CancelledError:
+        if runtime.stopping:  # shut down while waiting for Redis: nothing to report
+            return
+        raise
     backoff = Backoff(s.retry_base_s, s.retry_max_s)
     async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
         records = [to_record(e) for e in events]
@@ -219,6 +225,10 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         """Output topics exist before the first record is sent (with our partition count)."""
         for t in (recommendations, dead_letters):
             await t.maybe_declare()
+
+    @app.on_before_shutdown.connect
+    async def stop_waiting(app: faust.App, **kwargs: Any) -> None:
+        runtime.stopping = True
 
     register_views(app, runtime)
     return app

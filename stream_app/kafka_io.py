@@ -40,7 +40,11 @@ class Producer:
                                    max_batch_size=256 * 1024, acks="all")
 
     async def __aenter__(self) -> "Producer":
-        await self._p.start()
+        try:
+            await self._p.start()
+        except BaseException:
+            await self._p.stop()  # no "unclosed producer" on top of the real error
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -75,7 +79,11 @@ async def consume(kafka: Kafka, topic: str, from_beginning: bool = True,
                                 group_id=None, fetch_max_wait_ms=50,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 enable_auto_commit=False)
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()
+        raise
     try:
         last = time.monotonic()
         while True:

@@ -44,6 +44,10 @@ class Metrics:
         self.rewound = Counter("stream_app_rewound_events_total",
                                "Unseen events from below an offset already applied (topic "
                                "recreated, offsets reset): applied", registry=self.registry)
+        self.ready = Gauge("stream_app_ready",
+                           "1 when the process is ready (started, joined, not stuck retrying, "
+                           "lag moving); what /readyz says, minus its Redis PING",
+                           registry=self.registry)
         self.consumer_lag = Gauge("stream_app_consumer_lag",
                                   "Records behind the end of each assigned partition",
                                   ["topic", "partition"], registry=self.registry)

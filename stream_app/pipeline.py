@@ -122,6 +122,7 @@ class Owed:
     popular: list[tuple[str, float, float]] = field(default_factory=list)
     choices: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
     applied: int = 0  # events this batch applied, over all its attempts
+    history: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user, snapshot)
 
     def add(self, popular: list[tuple[str, float, float]],
             chosen: list[tuple[tuple[str, ...], str]], applied: int) -> None:
@@ -222,11 +223,13 @@ class Processor:
         try:
             snapshots, popular = await self.apply_activity(records, out)
             owed.add(popular, choices(snapshots), out.counts["applied"])
-            self._rank(snapshots, out)
+            ranked = self._rank(snapshots, out)
+            if self.s.user_history > 0:
+                owed.history += self._history(snapshots, ranked)
             # counted after ranking: no event is ranked with popularity or co-visits it caused
             await self.count(owed)
         except Exception:
-            if owed.popular or owed.choices:
+            if owed.popular or owed.choices or owed.history:
                 self._owed[key] = owed
                 while len(self._owed) > MAX_OWED_BATCHES:
                     del self._owed[next(iter(self._owed))]
@@ -259,6 +262,9 @@ class Processor:
         if owed.choices:
             await self.catalog.count_covisits(owed.choices, share)
             owed.choices = []
+        if owed.history:
+            await self.store.append_history(owed.history, self.s.user_history, self.s.user_ttl_s)
+            owed.history = []
 
     async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
                             out: Outputs) -> list[_Pending]:
@@ -351,8 +357,10 @@ class Processor:
                                 else self.s.user_ttl_s)
         return f
 
-    def _rank(self, snapshots: list[Snapshot], out: Outputs) -> None:
-        """One matrix product per part of the score for the whole batch (``scoring``).
+    def _rank(self, snapshots: list[Snapshot], out: Outputs
+              ) -> list[tuple[Snapshot, list[tuple[str, float, str]]]]:
+        """One matrix product per part of the score for the whole batch (``scoring``);
+        returns each ranked snapshot with its list.
 
         No await in here: one model version and one catalog state rank the whole batch.
         """
@@ -367,6 +375,45 @@ class Processor:
                 (ev.user_id, recommendation(ev, items, self.model_version, now)))
             self.metrics.lag_seconds.observe(max(0.0, now - s.pending.record.timestamp))
         out.counts["recommendations"] += len(snapshots)
+        return list(zip(snapshots, lists))
+
+    def _history(self, snapshots: Sequence[Snapshot],
+                 ranked: Sequence[tuple[Snapshot, list[tuple[str, float, str]]]]
+                 ) -> list[tuple[str, dict[str, Any]]]:
+        """(user, compact snapshot) of every applied event but a ``forget``, in event order;
+        a forget drops the user's snapshots before it (its write emptied the history)."""
+        lists = {id(s): items for s, items in ranked}
+        entries: list[tuple[str, dict[str, Any]]] = []
+        for s in snapshots:
+            ev = s.pending.event
+            if not s.applied:
+                continue
+            if ev.type == FORGET:
+                entries = [e for e in entries if e[0] != ev.user_id]
+                continue
+            strengths = s.state.strengths(ev.ts, self.params)
+            entry: dict[str, Any] = {
+                "ts": ev.ts, "id": ev.event_id, "type": ev.type,
+                # per interest slot: strength now, what shaped it, opened by this event
+                "i": [[round(float(x), 4), self._kept_source(i.source),
+                       int(i.long == i.short == i.source_weight
+                           and all(i is not b for b in s.before.interests))]
+                      for i, x in zip(s.state.interests, strengths)],
+                "top": [[item_id, round(float(score), 4)] for item_id, score, _ in
+                        lists[id(s)]]}
+            if ev.item_id is not None:
+                entry["item"] = ev.item_id
+            if ev.text:
+                entry["text"] = ev.text[:60] if self.s.show_user_text else ""
+            entries.append((ev.user_id, entry))
+        return entries
+
+    def _kept_source(self, source: str) -> str:
+        """What shaped an interest as the history keeps it: the item id, or the user's text
+        (its start, and only with ``show_user_text``)."""
+        if source.startswith("text:"):
+            return source[:65] if self.s.show_user_text else "text:"
+        return source
 
     def recommend(self, record: UserRecord, k: int) -> list[tuple[str, float, str]]:
         """A fresh ranking for one user (HTTP), as of the user's last event."""

@@ -16,7 +16,7 @@ from stream_app.contract import Record
 from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure
+from stream_app.faults import Backoff, Every, infrastructure_cause, is_infrastructure
 from stream_app.health import Health
 from stream_app.pipeline import Outputs, Processor
 from stream_app.store import Store, connect
@@ -37,6 +37,10 @@ class Once:
             try:
                 await self.setup()
                 self._done.set_result(None)
+            except asyncio.CancelledError:
+                self._done.cancel()  # the callers waiting on it are cancelled too
+                self._done = None
+                raise
             except BaseException as exc:
                 self._done.set_exception(exc)
                 self._done = None
@@ -61,6 +65,7 @@ class ProcessRuntime:
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset done
         self.redis: Any = None  # the client, once started
         self.started_at = time.time()
+        self.stopping = False  # set at shutdown: start-up stops waiting
         self.ready = Once(self._start_when_reachable)
 
     async def _start(self) -> None:
@@ -70,8 +75,11 @@ class ProcessRuntime:
         """``_start``, again and again while Redis (or the model) is not there: the process
         waits, saying why on ``/readyz``, instead of crashing into a restart loop."""
         backoff = Backoff(self.settings.retry_base_s, self.settings.retry_max_s)
+        said = Every(60.0)
         attempt = 0
         while True:
+            if self.stopping:
+                raise asyncio.CancelledError("shutting down before start-up finished")
             try:
                 await self._start()
                 break
@@ -82,8 +90,10 @@ class ProcessRuntime:
                 attempt += 1
                 self.health.waiting(f"{cause} ({exc!r})")
                 self.metrics.retries.labels("startup", cause).inc()
-                log("startup_waiting", level=logging.WARNING, cause=cause, attempt=attempt,
-                    error=repr(exc))
+                if said.due():  # once, then once a minute: not a line per attempt
+                    log("startup_waiting", level=logging.WARNING, cause=cause,
+                        attempt=attempt, error=repr(exc),
+                        settings="REDIS_URL, STREAM_APP_REDIS_*")
                 await asyncio.sleep(backoff.delay(attempt))
         self.health.started()
 
@@ -242,3 +252,85 @@ class Runtime(ProcessRuntime):
         """(the model version that ranked, the list): read together, between two swaps."""
         record = (await self.store.read_users([user_id]))[user_id]
         return self.catalog.adapter.version, self.processor.recommend(record, k)
+
+    # --- the console (stream_app/console.py) ------------------------------------
+    async def history(self, user_id: str, last: int = 0) -> dict[str, Any]:
+        """The user's snapshots (``user_history``), oldest first, with titles."""
+        titles = self.catalog.titles
+
+        def item(item_id: str) -> dict[str, str]:
+            return {"item_id": item_id, "label": titles.get(item_id, item_id)}
+
+        def shaped(source: str) -> dict[str, Any]:
+            if not source.startswith("text:"):
+                return item(source)
+            said = self.settings.show_user_text and len(source) > 5
+            return {"text": source[5:] if said else None,
+                    "label": self.processor.quoted(source) if said else "what you wrote"}
+
+        entries = []
+        for e in await self.store.read_history(user_id, last):
+            text = e.get("text")
+            entries.append({
+                "ts": e["ts"], "event_id": e["id"], "type": e["type"],
+                "item": item(e["item"]) if "item" in e else None,
+                "text": None if text is None else shaped("text:" + text)["label"],
+                "interests": [{"slot": n, "strength": strength, "shaped_by": shaped(source),
+                               "opened": bool(opened)}
+                              for n, (strength, source, opened) in enumerate(e["i"])],
+                "top": [{**item(i), "score": score} for i, score in e["top"]]})
+        return {"user_id": user_id, "keep": self.settings.user_history, "entries": entries}
+
+    async def models(self) -> dict[str, Any]:
+        """Stored versions with their held-out scores, and every change of the current
+        version (promotions, reverts, rollbacks), oldest first."""
+        versions = await self.registry.versions()
+        history = await self.registry.history()
+        base = self.registry.base_version
+        promotions = {v["version"]: list(v.get("promotions", [])) for v in versions}
+        changes = []
+        for version in reversed(history):  # the latest promotions are the ones remembered
+            known = promotions.get(version)  # none kept for the base version
+            done = known.pop() if known else {}
+            reason = done.get("reason", "")
+            kind = ("rollback" if reason.startswith("rollback") else
+                    "revert" if version == base else "promotion")
+            changes.append({"version": version, "at": done.get("at"), "reason": reason,
+                            "kind": kind})
+        return {"current": await self.registry.current(), "serving": self.catalog.adapter.version,
+                "base_version": base, "versions": versions, "changes": changes[::-1]}
+
+    def live(self) -> dict[str, Any]:
+        """This worker's own metrics as JSON; the console computes rates from two polls."""
+        def samples(metric: Any, suffix: str = "") -> list[tuple[dict[str, str], float]]:
+            return [(s.labels, s.value) for family in metric.collect() for s in family.samples
+                    if s.name.endswith(suffix)]
+
+        m = self.metrics
+        ready = self.ready_now()
+        buckets, count, total = [], 0.0, 0.0
+        for family in m.lag_seconds.collect():
+            for s in family.samples:
+                if s.name.endswith("_bucket") and s.labels["le"] != "+Inf":
+                    buckets.append([float(s.labels["le"]), s.value])
+                elif s.name.endswith("_count"):
+                    count = s.value
+                elif s.name.endswith("_sum"):
+                    total = s.value
+        return {
+            "ts": time.time(), "uptime_s": round(time.time() - self.started_at, 1),
+            "ready": ready, "model_version": self.catalog.adapter.version if ready else None,
+            "catalog_items": len(self.catalog.index) if ready else 0,
+            "records": [{**labels, "count": v} for labels, v in samples(m.records, "_total")],
+            "recommendations": sum(v for _, v in samples(m.recommendations, "_total")),
+            # event -> recommendation seconds: cumulative buckets (upper bound, count)
+            "latency": {"buckets": buckets, "count": count, "sum": total},
+            "lag": {f"{labels['topic']}/{labels['partition']}": v
+                    for labels, v in samples(m.consumer_lag)},
+            "dead_letters": [{**labels, "count": v}
+                             for labels, v in samples(m.dead_letters, "_total")],
+            "retries": [{**labels, "count": v} for labels, v in samples(m.retries, "_total")],
+            "retrying": self.health.retrying_now(),
+            "cas_conflicts": sum(v for _, v in samples(m.cas_conflicts, "_total")),
+            "texts_encoded": sum(v for _, v in samples(m.encoded, "_total")),
+        }

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaClient
 
 from stream_app.config import Settings
 from stream_app.connections import KafkaConfig
-from stream_app.faults import Backoff, infrastructure_cause
+from stream_app.faults import Backoff, Every, infrastructure_cause
 from stream_app.logs import log
 
 
@@ -55,13 +55,16 @@ async def _wait(s: Settings) -> None:
     await runner.setup()
     await web.TCPSite(runner, s.web_host, s.web_port).start()
     backoff = Backoff(s.retry_base_s, s.retry_max_s)
+    said = Every(60.0)
     attempt = 0
     try:
         while reason is not None:
             attempt += 1
             state["reason"] = reason
-            log("startup_waiting", level=logging.WARNING, cause="kafka", attempt=attempt,
-                bootstrap=s.kafka_bootstrap_servers, error=reason)
+            if said.due():  # once, then once a minute
+                log("startup_waiting", level=logging.WARNING, cause="kafka", attempt=attempt,
+                    bootstrap=s.kafka_bootstrap_servers, error=reason,
+                    settings="KAFKA_BOOTSTRAP_SERVERS, STREAM_APP_KAFKA_*")
             await asyncio.sleep(backoff.delay(attempt))
             reason = await broker_error(s.kafka())
     finally:

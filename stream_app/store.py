@@ -4,6 +4,9 @@ Key layout (prefix P, one hash tag per user so a user's keys share a cluster slo
 S is the state scope: empty for workers, ":trainer" for the trainer's own replica):
   PS:{u:<user>}:state  hash vec (interest vectors, float32), meta (JSON), ver (CAS token)
   PS:{u:<user>}:seen   zset item_id -> last interaction ts (trimmed to seen_max)
+  P:{u:<user>}:history list of JSON snapshots, oldest first, one per applied event (workers
+                       only, trimmed to user_history): event ts/id/type/item, each interest's
+                       strength and what shaped it, the top-k ids and scores it got
   P:items:meta         hash item_id -> JSON {title, tags, ts}
   P:items:vec:<model>  hash item_id -> float32 bytes, one hash per model version
   P:items:log          stream of catalog changes {id, op}; workers tail it
@@ -12,9 +15,9 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
   PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen, earlier...]]}
   P:stats              hash of deployment-wide counters
 
-A user's two keys expire ``user_ttl_s`` after their last write. A ``forget`` event empties
-them (in each scope as it gets there): the seen set goes, the state keeps only the latest
-event ids (to recognise a redelivery) and expires after ``forget_tombstone_s``.
+A user's keys expire ``user_ttl_s`` after their last write. A ``forget`` event empties
+them (in each scope as it gets there): the seen set and the history go, the state keeps only
+the latest event ids (to recognise a redelivery) and expires after ``forget_tombstone_s``.
 """
 
 from __future__ import annotations
@@ -34,13 +37,13 @@ TRAINER_SCOPE = ":trainer"  # the trainer's own replica of user state and popula
 SCOPES = ("", TRAINER_SCOPE)
 MODEL_HISTORY_MAX = 1000  # promotions remembered (versions.Registry)
 
-# KEYS: state, seen. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen set
-# starts over), ttl (s, 0: none), then score/member pairs.
+# KEYS: state, seen, history. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen
+# set and the history start over), ttl (s, 0: none), then score/member pairs.
 _CAS_SCRIPT = """
 local cur = redis.call('HGET', KEYS[1], 'ver')
 if (cur or '0') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1))
-if ARGV[5] == '1' then redis.call('DEL', KEYS[2]) end
+if ARGV[5] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
 if #ARGV > 6 then
   redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 7))
   local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
@@ -50,10 +53,22 @@ local ttl = tonumber(ARGV[6])
 if ttl > 0 then
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
 else
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
 end
+return 1
+"""
+
+
+# KEYS: history. ARGV: keep, ttl (s, 0: none), then the entries, oldest first.
+_HISTORY_SCRIPT = """
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
 return 1
 """
 
@@ -151,6 +166,7 @@ class Store:
         self.scoped = prefix + scope  # user state and popularity: one replica per scope
         self._cas = client.register_script(_CAS_SCRIPT)
         self._popularity = client.register_script(_POPULARITY_SCRIPT)
+        self._history = client.register_script(_HISTORY_SCRIPT)
 
     # --- keys -------------------------------------------------------------
     def _state_key(self, user_id: str) -> str:
@@ -158,6 +174,9 @@ class Store:
 
     def _seen_key(self, user_id: str) -> str:
         return f"{self.scoped}:{{u:{user_id}}}:seen"
+
+    def _history_key(self, user_id: str) -> str:
+        return f"{self.scoped}:{{u:{user_id}}}:history"
 
     def _vec_key(self, model_version: str) -> str:
         return f"{self.prefix}:items:vec:{model_version}"
@@ -193,10 +212,33 @@ class Store:
                                max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0]
             for item_id, ts in w.seen:
                 args += [ts, item_id]
-            await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id)], args=args,
-                      client=pipe)
+            await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
+                                  self._history_key(w.user_id)], args=args, client=pipe)
         res = await pipe.execute()
         return [w.user_id for w, ok in zip(writes, res) if not ok]
+
+    async def append_history(self, entries: Sequence[tuple[str, dict[str, Any]]], keep: int,
+                             ttl_s: float) -> None:
+        """A batch's snapshots (user id, JSON-able), in event order, in one pipeline (one
+        script call per user): each user's list trimmed to the newest ``keep``, expiring
+        like the user's other keys."""
+        by_user: dict[str, list[bytes]] = {}
+        for user_id, entry in entries:
+            by_user.setdefault(user_id, []).append(json.dumps(
+                entry, separators=(",", ":"), ensure_ascii=False).encode())
+        if not by_user or keep <= 0:
+            return
+        ttl = max(int(ttl_s), 1) if ttl_s > 0 else 0
+        pipe = self.r.pipeline(transaction=False)
+        for user_id, values in by_user.items():
+            await self._history(keys=[self._history_key(user_id)],
+                                args=[keep, ttl, *values[-keep:]], client=pipe)
+        await pipe.execute()
+
+    async def read_history(self, user_id: str, last: int = 0) -> list[dict[str, Any]]:
+        """The user's snapshots, oldest first (the newest ``last`` of them; 0: all)."""
+        raw = await self.r.lrange(self._history_key(user_id), -last if last > 0 else 0, -1)
+        return [json.loads(v) for v in raw]
 
     # --- catalog ----------------------------------------------------------
     async def catalog_head(self) -> str:

@@ -151,6 +151,7 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
 
     @app.on_before_shutdown.connect
     async def stop_training(app: faust.App, **kwargs: Any) -> None:
+        runtime.stopping = True
         if runtime.ready_now():
             runtime.trainer.close()
 

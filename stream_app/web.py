@@ -50,6 +50,7 @@ def register_health(app: faust.App, runtime: ProcessRuntime) -> None:
         """Records behind the end of every assigned partition, as metrics and for
         ``/readyz``."""
         lag = {}
+        runtime.metrics.consumer_lag.clear()  # partitions moved away leave no stale series
         for tp in app.consumer.assignment():
             end = app.consumer.highwater(tp)
             done = runtime.processed.get((tp.topic, tp.partition))
@@ -61,6 +62,8 @@ def register_health(app: faust.App, runtime: ProcessRuntime) -> None:
             lag[f"{tp.topic}/{tp.partition}"] = behind = max(0, end - done - 1)
             runtime.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(behind)
         runtime.health.lag(lag)
+        runtime.metrics.ready.set(int(runtime.ready_now() and app.rebalancing_count > 0
+                                      and not app.rebalancing and not runtime.health.problems()))
 
 
 def denied(web: View, request: Request, token: str) -> Response | None:
@@ -115,3 +118,6 @@ def register_views(app: faust.App, runtime: Runtime) -> None:
         return web.json({"user_id": user_id, "model_version": version,
                          "items": [{"item_id": i, "score": round(s, 6), "reason": r}
                                    for i, s, r in items]})
+
+    from stream_app.console import register_console  # console.py imports this module
+    register_console(app, runtime)

@@ -108,3 +108,21 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def prefix(redis_url, request) -> Iterator[str]:
+    """A Redis key prefix of this test's own, its keys removed afterwards."""
+    import asyncio
+    import uuid
+
+    from stream_app.store import Store, connect
+
+    p = f"satest-{request.module.__name__.rsplit('.', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+    yield p
+
+    async def clean() -> None:
+        store = Store(connect(redis_url), p)
+        await store.delete_prefix()
+        await store.r.aclose()
+    asyncio.run(clean())

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -13,10 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import redis
-
 from stream_app.config import Settings
-from stream_app.embedded import free_port, wait_for_port
+from stream_app.embedded import free_port
 from stream_app.kafka_io import Producer, consume, ensure_topics
 from stream_app.processes import WorkerProcess
 from stream_app.store import Store, connect
@@ -128,34 +124,3 @@ def running(settings: Settings, log_dir: Path) -> Iterator[Harness]:
     finally:
         h.stop_all()
         delete_keys(settings)
-
-
-class RedisServer:
-    """A redis-server of the test's own (free port, no persistence): one it may stop,
-    pause or fill to its memory limit without touching the shared one."""
-
-    def __init__(self, port: int | None = None, *args: str) -> None:
-        self.port = port or free_port()
-        self.args = args  # e.g. --requirepass, or TLS (then --port 0 --tls-port ...)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> "RedisServer":
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--maxmemory-policy", "noeviction", *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_port("127.0.0.1", self.port, 10)
-        return self
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()

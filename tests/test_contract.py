@@ -418,6 +418,12 @@ def test_dumps_is_compact_utf8():
     assert dumps({"a": "é", "b": [1, 2]}) == '{"a":"é","b":[1,2]}'.encode("utf-8")
 
 
+def test_dumps_writes_non_finite_numbers_as_null():
+    out = dumps({"loss": float("nan"), "x": [1.5, float("inf")], "n": {"y": -float("inf")}})
+    assert json.loads(out) == {"loss": None, "x": [1.5, None], "n": {"y": None}}
+    assert b"NaN" not in out and b"Infinity" not in out
+
+
 # --- input limits ---------------------------------------------------------------------
 
 def test_ids_longer_than_the_limit_are_rejected():

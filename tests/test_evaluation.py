@@ -15,7 +15,7 @@ from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.offline import (METRIC_COLUMNS, RANKERS, evaluate, markdown_table,
                                            to_records)
 from stream_app.evaluation.protocol import hit_ndcg, judge
-from tests.test_store import FakeEncoder
+from tests.fakes import FakeEncoder
 
 
 def test_hit_and_ndcg():

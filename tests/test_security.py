@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from stream_app.connections import KafkaConfig, RedisConfig
-from stream_app.embedded import EmbeddedBroker, free_port
+from stream_app.embedded import EmbeddedBroker, RedisServer, free_port
 from stream_app.kafka_io import Producer, ensure_topics
 from stream_app.store import Store, connect
 from tests.conftest import make_settings
-from tests.harness import RedisServer, running
+from tests.harness import running
 from tests.tls import OPENSSL, STUNNEL, Stunnel, make_certs
 
 needs_tls_tools = pytest.mark.skipif(not (OPENSSL and STUNNEL),
@@ -135,11 +135,11 @@ def test_sasl_settings_reach_every_client():
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(security_protocol="SASL_SSL"), "needs kafka_sasl_username"),
+    (dict(security_protocol="SASL_SSL"), "needs STREAM_APP_KAFKA_SASL_USERNAME"),
     (dict(security_protocol="TLS"), "must be one of"),
     (dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="GSSAPI", sasl_username="u",
-          sasl_password="p"), "kafka_sasl_mechanism must be one of"),
-    (dict(security_protocol="SSL", ssl_keyfile="k.pem"), "needs kafka_ssl_certfile"),
+          sasl_password="p"), "STREAM_APP_KAFKA_SASL_MECHANISM must be one of"),
+    (dict(security_protocol="SSL", ssl_keyfile="k.pem"), "needs STREAM_APP_KAFKA_SSL_CERTFILE"),
 ])
 def test_inconsistent_kafka_security_settings_are_refused(changes, message):
     with pytest.raises(ValueError, match=message):

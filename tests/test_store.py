@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import uuid
 
 import numpy as np
 import pytest
@@ -16,41 +14,13 @@ from stream_app.metrics import Metrics
 from stream_app.model.interest import Interest, UserState
 from stream_app.pipeline import Processor, choices
 from stream_app.store import TRAINER_SCOPE, Store, UserWrite, connect
+from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.integration
 
 
-class FakeEncoder:
-    """Deterministic unit vectors from a hash: the model stays behind its interface."""
-
-    dim = 8
-    version = "fake-1"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def encode(self, texts):
-        self.calls += 1
-        out = np.stack([np.frombuffer(hashlib.sha256(t.encode()).digest(), dtype=np.uint8)[:8]
-                        .astype(np.float32) - 127.5 for t in texts]) if texts else \
-            np.zeros((0, 8), np.float32)
-        return out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-9)
-
-
 def run(coro):
     return asyncio.run(coro)
-
-
-@pytest.fixture
-def prefix(redis_url):
-    p = f"satest-store-{uuid.uuid4().hex[:8]}"
-    yield p
-
-    async def clean():
-        store = Store(connect(redis_url), p)
-        await store.delete_prefix()
-        await store.r.aclose()
-    run(clean())
 
 
 def _state(n: int) -> UserState:

@@ -23,7 +23,7 @@ from stream_app.pipeline import Processor
 from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
 from stream_app.versions import Registry, follow
-from tests.test_store import FakeEncoder
+from tests.fakes import FakeEncoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -405,7 +405,7 @@ def test_forget_removes_the_user_everywhere_and_a_later_event_starts_afresh(redi
                 {"event_id": "f3", "user_id": "gone", "type": "click", "item_id": "i3",
                  "ts": T0 + 3}]))
             keys = [k async for k in w.client.scan_iter(match=f"{s.key_prefix}*{{u:gone}}*")]
-            assert len(keys) == 4  # state and seen, worker's and trainer's
+            assert len(keys) == 5  # state and seen, worker's and trainer's; worker's history
             ttls = [await w.client.ttl(k) for k in keys]
             assert all(0 < t <= 3600 for t in ttls), ttls
             assert any(e.user_id == "gone" for e in trainer.buffer)

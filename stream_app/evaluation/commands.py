@@ -12,6 +12,8 @@ from stream_app.catalog_files import read_jsonl
 from stream_app.config import Settings
 from stream_app.demo import bundled
 from stream_app.embedded import EmbeddedRedis, redis_reachable
+from stream_app.evaluation.charts import (Chart, drift_charts, eval_charts, replay_charts,
+                                          write_charts)
 from stream_app.evaluation.datasets import load_movielens, repeated
 from stream_app.evaluation.drift import drift_check
 from stream_app.evaluation.offline import (FINE_TUNED_NAME, METRIC_COLUMNS, RANKERS,
@@ -34,11 +36,14 @@ def _encoder(s: Settings) -> Any:
                                    s.torch_threads), 1_000_000)
 
 
-def _write(out: Path, name: str, payload: Any, markdown: str) -> None:
+def _write(out: Path, name: str, payload: Any, markdown: str,
+           charts: Sequence[Chart] = ()) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    markdown += write_charts(out, name, charts)  # SVGs next to the Markdown, embedded in it
     (out / f"{name}.md").write_text(markdown + "\n")
-    print(f"\nreports: {out / name}.json, {out / name}.md")
+    print(f"\nreports: {out / name}.json, {out / name}.md"
+          + (f" and {len(charts)} charts ({out / name}-*.svg)" if charts else ""))
 
 
 def run_eval(settings: Settings, args: argparse.Namespace) -> int:
@@ -68,12 +73,15 @@ def _eval_dataset(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
         raise SystemExit(f"unknown variants {unknown}; known: {known}")
     print(f"{data.name}: {len(data.items)} items, {len(data.events)} ratings, "
           f"{len({e['user_id'] for e in data.events})} users", flush=True)
-    rows = asyncio.run(evaluate(s, encoder, data.items, data.events, variants))
+    curves: dict[str, Any] = {}
+    rows = asyncio.run(evaluate(s, encoder, data.items, data.events, variants, curves=curves))
     table = markdown_table(rows, METRIC_COLUMNS)
     print(table)
-    _write(Path(args.out), f"eval-{data.name}", {"dataset": data.name, "rows": rows},
+    _write(Path(args.out), f"eval-{data.name}",
+           {"dataset": data.name, "rows": rows, "prequential_windows": curves},
            f"# eval {data.name}\n\nfull ranking, seen items excluded; leave-one-out on each "
-           f"user's last rating, prequential on every rating\n\n{table}")
+           f"user's last rating, prequential on every rating\n\n{table}",
+           eval_charts(rows, curves))
 
 
 def split_variants(text: str, known: Sequence[str]) -> list[str]:
@@ -91,9 +99,16 @@ def split_variants(text: str, known: Sequence[str]) -> list[str]:
     return out
 
 
+def drift_variants(chosen: str | None) -> list[str]:
+    """The drift check's variants named in ``--variants`` (names hold commas, so they are
+    found, not split); all of them when it names none (e.g. only a dataset's variants)."""
+    named = [v for v in DRIFT_VARIANTS if chosen and v in chosen]
+    return named or list(DRIFT_VARIANTS)
+
+
 def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
     items = list(read_jsonl(bundled("sample_catalog.jsonl")))
-    variants = [v for v in (args.variants.split(",") if args.variants else DRIFT_VARIANTS)]
+    variants = drift_variants(args.variants)
     rows = asyncio.run(drift_check(s, encoder, items, variants))
     table = markdown_table(rows, [
         ("variant", lambda r: r["variant"]), ("users", lambda r: r["users"]),
@@ -103,7 +118,8 @@ def _eval_drift(s: Settings, encoder: Any, args: argparse.Namespace) -> None:
     print(table)
     _write(Path(args.out), "drift", rows,
            "# synthetic drift\n\nlag: events until at least half of the top-10 is the new "
-           "genre (after the switch) or the old one (after coming back)\n\n" + table)
+           "genre (after the switch) or the old one (after coming back)\n\n" + table,
+           drift_charts(rows))
 
 
 def run_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -128,5 +144,6 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
         print(f"training: {json.dumps(result['training'])}")
     _write(Path(args.out), f"replay-{data.name}{'-fine-tuned' if fine_tune else ''}",
            {"dataset": data.name, **result},
-           f"# replay {data.name}\n\n{table}\n\nlatency: {result['latency']}{extra}")
+           f"# replay {data.name}\n\n{table}\n\nlatency: {result['latency']}{extra}",
+           replay_charts(label, result))
     return 0

@@ -78,5 +78,9 @@ async def drift_check(settings: Settings, encoder: Encoder, items: Sequence[dict
         switch = [_lag(u["b"], run.recs, genre_of, u["to"]) for u in users.values()]
         back = [_lag(u["back"], run.recs, genre_of, u["from"]) for u in users.values()]
         rows.append({"variant": name, "users": len(users),
-                     "adaptation_lag": summarise(switch), "return_lag": summarise(back)})
+                     "adaptation_lag": summarise(switch), "return_lag": summarise(back),
+                     # per user, for the chart (a lag past its phase's events: never)
+                     "adaptation_lags": switch, "return_lags": back,
+                     "phase_events": {"adaptation": max(len(u["b"]) for u in users.values()),
+                                      "return": max(len(u["back"]) for u in users.values())}})
     return rows

@@ -25,7 +25,7 @@ from stream_app.encoder import Encoder
 from stream_app.evaluation.baselines import (DecayedPopularity, ItemKNN, Ranker, SASRec,
                                              replay_ranker)
 from stream_app.evaluation.feedback import FeedbackSimulator
-from stream_app.evaluation.protocol import judge
+from stream_app.evaluation.protocol import hit_ndcg, judge
 from stream_app.metrics import Metrics
 from stream_app.model.sequence import SequenceParams
 from stream_app.pipeline import Processor
@@ -121,7 +121,9 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     ``fine_tune``: a Trainer learns from the events and from feedback simulated on the
     lists shown; after each batch the Processor follows the registry, as a worker does.
     """
-    s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}")
+    # its own keys; no per-user history (for the console), which a replay never reads
+    s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}",
+                         user_history=0)
     client = connect(s.redis())
     store = Store(client, s.key_prefix)
     catalog = Catalog.for_settings(store, encoder.version, encoder.dim, s)
@@ -182,8 +184,11 @@ async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registr
 
 async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                    events: Sequence[dict], variants: Sequence[str],
-                   progress: bool = True) -> list[dict[str, Any]]:
-    """Each variant over the same data; the prequential and leave-one-out scores."""
+                   progress: bool = True,
+                   curves: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each variant over the same data; the prequential and leave-one-out scores.
+
+    ``curves``, when given, gets each variant's ``prequential_windows`` (for the charts)."""
     rows = []
     for name in variants:
         if name in RANKERS:
@@ -192,6 +197,8 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
             run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
                                           events, name, progress,
                                           fine_tune=name in FINE_TUNED)
+        if curves is not None:
+            curves[name] = prequential_windows(events, run.recs)
         rows.append({"variant": name, **judge(events, run.recs).as_dict(),
                      "events_per_s": round(len(events) / run.seconds, 1),
                      "dead_letters": run.dead_letters,
@@ -199,6 +206,34 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                         "training_rounds": [round_row(r) for r in run.rounds]}
                        if run.rounds else {})})
     return rows
+
+
+def prequential_windows(events: Sequence[dict], recs: dict[str, Sequence[str]],
+                        windows: int = 100, k: int = 10) -> dict[str, Any]:
+    """The prequential hits of ``judge`` in stream order, summed over ``windows`` runs of
+    consecutive events of (nearly) equal length: each window's event times, events,
+    judged events, HR@k hits and NDCG@k sum. Over all windows they add up to ``judge``'s
+    prequential figures (the same rule: each user's event against the list after that
+    user's previous one; first events and missing lists not judged)."""
+    n = min(windows, len(events))
+    bounds = [round(w * len(events) / n) for w in range(n + 1)] if n else [0]
+    previous: dict[str, Any] = {}
+    out = []
+    for w in range(n):
+        judged, hits, ndcg = 0, 0.0, 0.0
+        chunk = events[bounds[w]:bounds[w + 1]]
+        for e in chunk:
+            user = str(e["user_id"])
+            prev, previous[user] = previous.get(user), e["event_id"]
+            ranked = recs.get(prev) if prev is not None else None
+            if ranked is None:
+                continue
+            hit, gain = hit_ndcg(ranked, str(e["item_id"]), k)
+            judged, hits, ndcg = judged + 1, hits + hit, ndcg + gain
+        out.append({"first_ts": float(chunk[0].get("ts", 0.0)),
+                    "last_ts": float(chunk[-1].get("ts", 0.0)), "events": len(chunk),
+                    "judged": judged, "hits": int(hits), "ndcg": round(ndcg, 4)})
+    return {"k": k, "windows": out}
 
 
 def run_ranker(ranker: Ranker, events: Sequence[dict], label: str = "",

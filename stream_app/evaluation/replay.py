@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from stream_app.config import Settings
 from stream_app.evaluation.feedback import FeedbackSimulator
-from stream_app.evaluation.offline import training_summary
+from stream_app.evaluation.offline import prequential_windows, round_row, training_summary
 from stream_app.evaluation.protocol import judge
 from stream_app.kafka_io import Producer, consume, ensure_topics
 from stream_app.loading import load_catalog
@@ -130,12 +130,38 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
               "recommendations": len(recs),
               **judge(events, recs).as_dict(),
               "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
-              "latency": _percentiles(latency), "model_versions": sorted(model_versions)}
+              "latency": _percentiles(latency), "model_versions": sorted(model_versions),
+              # for the report's charts
+              "latency_distribution": latency_distribution(latency),
+              "prequential_windows": prequential_windows(events, recs)}
     if fine_tune:
         result["training"] = {**training_summary(rounds), "trainer_lag_s": _lag_summary(lags),
                               "trainer_memory_mb": _memory_summary(memory),
                               "settled_after_last_s": settled_after}
+        result["training_rounds"] = [round_row(r) for r in rounds]
     return result
+
+
+def latency_distribution(values: list[float], bins: int = 40) -> dict[str, Any]:
+    """Latencies (seconds) for a chart, in ms: 101 quantiles (p0..p100) and a histogram of
+    ``bins`` equal bins from 0 to the 99th percentile (``above``: how many lie past it)."""
+    if not values:
+        return {}
+    ordered = sorted(v * 1000.0 for v in values)
+    quantiles = [round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))], 2)
+                 for q in range(101)]
+    top = quantiles[99] if quantiles[99] > 0 else max(ordered[-1], 1.0)
+    width = top / bins
+    counts = [0] * bins
+    above = 0
+    for v in ordered:
+        if v > top:
+            above += 1
+        else:
+            counts[min(bins - 1, max(0, int(v / width)))] += 1
+    return {"quantiles_ms": quantiles,
+            "histogram": {"edges_ms": [round(width * n, 3) for n in range(bins + 1)],
+                          "counts": counts, "above": above}}
 
 
 def _trainer_stats(url: str) -> dict[str, Any] | None:
