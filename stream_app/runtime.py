@@ -63,6 +63,7 @@ class ProcessRuntime:
         self.health = Health(settings.ready_retry_s, settings.ready_stall_s)
         self.counts: Counter = Counter()
         self.processed: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset done
+        self.assigned: list[str] = []  # "topic/partition" this process consumes (lag timer)
         self.redis: Any = None  # the client, once started
         self.started_at = time.time()
         self.stopping = False  # set at shutdown: start-up stops waiting
@@ -211,6 +212,7 @@ class Runtime(ProcessRuntime):
             "catalog_items": len(self.catalog.index),
             "uptime_s": round(time.time() - self.started_at, 1),
             "worker": dict(self.counts),
+            "assigned_partitions": self.assigned,
             "deployment": await self.store.stats(),
             "text_cache": {"hits": self.processor.text_encoder.hits,
                            "misses": self.processor.text_encoder.misses},

@@ -51,7 +51,9 @@ def register_health(app: faust.App, runtime: ProcessRuntime) -> None:
         ``/readyz``."""
         lag = {}
         runtime.metrics.consumer_lag.clear()  # partitions moved away leave no stale series
-        for tp in app.consumer.assignment():
+        assigned = app.consumer.assignment()
+        runtime.assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in assigned)
+        for tp in assigned:
             end = app.consumer.highwater(tp)
             done = runtime.processed.get((tp.topic, tp.partition))
             if end is None:
