@@ -205,10 +205,10 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
 
     @app.timer(s.popularity_refresh_s)
     async def refresh_popularity() -> None:
-        """The deployment-wide popularity and the co-visits other workers counted."""
+        """The popularity values and the co-visits other workers counted (their logs)."""
         await runtime.ready()
         try:
-            await runtime.catalog.refresh_popularity()
+            await runtime.catalog.refresh_popularity(s.popularity_reload_s)
             await runtime.catalog.refresh_covisits()
         except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
             if not is_infrastructure(exc):

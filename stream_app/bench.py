@@ -31,6 +31,12 @@ _WORDS = ("space robots love ghosts cowboys detectives dragons heists aliens mus
 
 
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
+    if getattr(args, "relay", False):
+        from stream_app.bench_relay import run_relay
+
+        return run_relay(settings, args)
+    if getattr(args, "items", None):
+        return _run_scale(settings, args)
     run = uuid.uuid4().hex[:6]
     topics = dict(topic_items=f"bench-items-{run}", topic_activity=f"bench-activity-{run}",
                   topic_recommendations=f"bench-recs-{run}",
@@ -43,6 +49,63 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             delete_prefix(s.redis(), s.key_prefix)
     _report(figures, args.json)
     return 0
+
+
+def _run_scale(settings: Settings, args: argparse.Namespace) -> int:
+    """``--items N[,N...]``: each size on a fresh worker, key prefix and topics, in one run
+    (ratios from one run on a shared machine); the relays once, on the first broker."""
+    from stream_app.bench_scale import measure_scale, relay_figures
+
+    sizes = [int(float(n)) for n in str(args.items).split(",") if n.strip()]
+    results: dict[str, Any] = {"sizes": {}}
+    for n in sizes:
+        run = uuid.uuid4().hex[:6]
+        topics = dict(topic_items=f"bench-items-{run}",
+                      topic_activity=f"bench-activity-{run}",
+                      topic_recommendations=f"bench-recs-{run}",
+                      topic_feedback=f"bench-feedback-{run}",
+                      topic_dead_letters=f"bench-dlq-{run}")
+        s = settings.replace(app_id=f"{settings.app_id}-bench-{run}", **topics)
+        with local_system(s, key_prefix=f"{s.key_prefix}-bench-{run}") as (_, s, _):
+            try:
+                results["sizes"][n] = asyncio.run(measure_scale(s, args, n))
+                if args.relay_events and "relays" not in results:
+                    # HOOK: stream_app.bench_relay.measure_relays (raw aiokafka relay, bare
+                    # Faust pass-through) on the same broker; skipped when it is missing
+                    relays = asyncio.run(relay_figures(s, args.relay_events))
+                    if relays is not None:
+                        results["relays"] = relays
+            finally:
+                delete_prefix(s.redis(), s.key_prefix)
+        _report_scale(results)
+    first = results["sizes"][sizes[0]]["item_activity_events_per_s"]
+    results["throughput_vs_first_size"] = {
+        n: round(f["item_activity_events_per_s"] / first, 3) for n, f in results["sizes"].items()}
+    relays = results.get("relays")
+    if relays:
+        results["worker_vs_relays"] = {
+            n: {kind: round(f["item_activity_events_per_s"] / relays[kind]["events_per_s"], 3)
+                for kind in ("raw", "faust", "tuned") if kind in relays}
+            for n, f in results["sizes"].items()}
+    _report_scale(results)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2, default=str)
+    return 0
+
+
+def _report_scale(results: dict[str, Any]) -> None:
+    print("\nstream-app bench --items (one worker, synthetic catalog of vectors)")
+    for n, figures in results["sizes"].items():
+        print(f"  {n} items")
+        for key, value in figures.items():
+            print(f"    {key:<34} {value}")
+    for key in ("throughput_vs_first_size", "worker_vs_relays"):
+        if key in results:
+            print(f"  {key}: {results[key]}")
+    if "relays" in results:
+        print("  relays: " + json.dumps({k: v.get("events_per_s") for k, v in
+                                         results["relays"].items() if isinstance(v, dict)}))
 
 
 async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:

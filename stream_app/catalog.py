@@ -6,17 +6,26 @@ model version in use (the same object while that is the base model). ``use``
 swaps in another version: its vectors are computed off the event loop, changes made
 meanwhile are replayed onto them, then both the version and its matrix change in
 one assignment, between two batches' ranking steps.
+
+A catalog of at least ``ann_min_items`` items that serves (a worker's: ``serve``)
+keeps its vectors as float16 and an approximate nearest-neighbour graph per matrix
+(``ann.AnnCandidates``): ``candidates`` gives each event's rows to re-score exactly.
+The text graph follows the change log (``upsert``/``remove``, rebuilt in a thread
+and swapped in ``maintain``); a model version's graph is built with its vectors in
+``use``, before the swap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from stream_app.ann import AnnCandidates, AnnGraph, AnnParams, exact_top
 from stream_app.index import CatalogIndex
 from stream_app.model.adapter import Adapter
 from stream_app.model.covisit import CoVisits
@@ -29,7 +38,7 @@ class Catalog:
 
     def __init__(self, store: Store, base_version: str, dim: int,
                  popularity_half_life: float, covisits: CoVisits | None = None,
-                 covisit_log_max: int = 100_000) -> None:
+                 covisit_log_max: int = 100_000, ann: AnnParams | None = None) -> None:
         self.store = store
         self.base_version = base_version
         self.index = CatalogIndex(dim)
@@ -43,12 +52,18 @@ class Catalog:
         self.source = uuid.uuid4().hex  # this process's entries in the co-visit log
         self.position = "0-0"
         self._changes: list[tuple[str, list[str]]] | None = None  # recorded during a swap
+        self.ann = ann  # None: brute force at any size
+        self.serving = False  # a worker's catalog (``serve``); the trainer's never is
+        self.text_ann: AnnCandidates | None = None
+        self.ranking_ann: AnnCandidates | None = None
+        self._popular: tuple[float, int, np.ndarray] = (0.0, -1, np.zeros(0, np.int64))
 
     @classmethod
     def for_settings(cls, store: Store, base_version: str, dim: int, s: Any) -> "Catalog":
         """A catalog as ``s`` (``Settings``) configures it: the one place that wires it."""
         return cls(store, base_version, dim, s.popularity_half_life_s,
-                   CoVisits(s.covisit_history, s.covisit_keep), s.covisit_log_max)
+                   CoVisits(s.covisit_history, s.covisit_keep), s.covisit_log_max,
+                   s.ann_params())
 
     async def load(self) -> None:
         """Full load; changes after the head we read first are re-applied by ``sync``."""
@@ -70,6 +85,8 @@ class Catalog:
         if self.ranking is not self.index and pairs:
             self.ranking.upsert(zip(ids, self.adapter.item_vectors(
                 ids, np.stack([v for _, v in pairs]))))
+        if self.serving and pairs:
+            self._scale()
 
     def remove(self, item_ids: Iterable[str]) -> None:
         ids = list(item_ids)
@@ -81,20 +98,141 @@ class Catalog:
         for item_id in ids:
             self.titles.pop(item_id, None)
 
+    # --- large catalogs -------------------------------------------------------
+    @property
+    def large(self) -> bool:
+        """Ranked through candidates (``ann_min_items`` reached by a serving catalog)."""
+        return self.text_ann is not None
+
+    def serve(self) -> None:
+        """This catalog ranks (a worker's): from ``ann_min_items`` on, compact vectors
+        and nearest-neighbour graphs."""
+        if not self.serving:
+            self.serving = True
+            self._scale()
+
+    def _scale(self) -> None:
+        if (self.ann is None or not self.serving or self.text_ann is not None
+                or len(self.index) < self.ann.min_items):
+            return
+        self.index.compact()
+        self.text_ann = AnnCandidates(self.index, self.ann, "ip", "text")
+        if self.ranking is not self.index:
+            self.ranking.compact()
+            self.ranking_ann = AnnCandidates(self.ranking, _inner(self.ann), "ip", "ranking")
+        self.maintain()
+
+    def maintain(self) -> bool:
+        """Between batches: swap in graphs built meanwhile, start the builds needed.
+        True when a graph was swapped in."""
+        installed = False
+        for ann in (self.text_ann, self.ranking_ann):
+            if ann is not None:
+                installed |= ann.maintain()
+        return installed
+
+    def describe_ann(self) -> dict[str, Any]:
+        return {"large": self.large, "text": self.text_ann.describe() if self.text_ann else None,
+                "ranking": self.ranking_ann.describe() if self.ranking_ann else None}
+
+    def popular_rows(self, count: int) -> np.ndarray:
+        """The ``count`` most popular items' rows, best first (the order of decayed counts
+        does not depend on the time they are decayed to); recomputed at most once a second
+        or when items were added or removed."""
+        checked, size, rows = self._popular
+        if size == len(self.index) and time.monotonic() - checked < 1.0:
+            return rows[:count]
+        entries = self.popularity.entries
+        ids = [i for i in entries if i in self.index]
+        if ids:
+            values = np.array([entries[i] for i in ids], np.float64).reshape(-1, 2)
+            half_life = self.popularity.half_life
+            key = np.log2(np.maximum(values[:, 0], 1e-300))
+            if not np.isinf(half_life):
+                key = key + values[:, 1] / half_life
+            keep = min(len(ids), max(count, 1))
+            best = np.argpartition(-key, keep - 1)[:keep] if keep < len(ids) else \
+                np.arange(len(ids))
+            best = best[np.argsort(-key[best], kind="stable")]
+            rows = np.array([self.index.row(ids[n]) for n in best], np.int64)
+        else:
+            rows = np.zeros(0, np.int64)
+        self._popular = (time.monotonic(), len(self.index), rows)
+        return rows[:count]
+
+    def candidates(self, directions: Sequence[np.ndarray], queries: np.ndarray | None,
+                   prior_of: Any, w_popular: float, w_sequence: float, count: int
+                   ) -> list[np.ndarray]:
+        """Each event's candidate rows (sorted, unique): the ``count`` nearest items of
+        each of its interest directions (text graph) and of its sequence query (the
+        version's graph), the best ``count`` of the popular pool for each direction by
+        similarity plus the weighted prior, and the ``count`` most popular.
+        ``prior_of(rows)`` gives the prior of rows; ``queries`` is None for the base model."""
+        assert self.text_ann is not None
+        b = len(directions)
+        per_row: list[list[np.ndarray]] = [[] for _ in range(b)]
+        counts = [len(d) for d in directions]
+        owner = np.repeat(np.arange(b), counts)
+        if sum(counts):
+            stacked = np.concatenate([np.asarray(d, np.float32) for d in directions if len(d)])
+            for n, rows in zip(owner, self.text_ann.search(stacked, count)):
+                per_row[n].append(rows)
+        if queries is not None and len(self.ranking):
+            queries = np.asarray(queries, np.float32)
+            asked = np.flatnonzero(np.abs(queries).sum(axis=1) > 0)
+            if len(asked):
+                if self.ranking_ann is not None:
+                    found = self.ranking_ann.search(queries[asked], count)
+                else:  # a version swapped in below the threshold, the catalog grew since
+                    found = exact_top(self.ranking.matrix, None, queries[asked], count)
+                for n, rows in zip(asked, found):
+                    per_row[n].append(rows)
+        pool = self.popular_rows(max(self.ann.popular_pool if self.ann else 0, count))
+        if len(pool):
+            prior = w_popular * prior_of(pool)
+            top = pool[:count]
+            for n in range(b):
+                per_row[n].append(top)
+            if sum(counts) and len(pool) > count:
+                scored = stacked @ self.index.rows_f32(pool).T + prior[None, :]
+                if queries is not None and len(self.ranking):
+                    scored = scored + w_sequence * (queries[owner] @ self.ranking.rows_f32(pool).T)
+                best = np.argpartition(-scored, count - 1, axis=1)[:, :count]
+                for n, cols in zip(owner, best):
+                    per_row[n].append(pool[cols])
+        return [np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+                for rows in per_row]
+
     async def use(self, adapter: Adapter) -> float:
-        """Rank with ``adapter`` from now on; returns the seconds the vectors took."""
+        """Rank with ``adapter`` from now on; returns the seconds the vectors took (and
+        in a large catalog, its graph: built before the swap)."""
         started = time.perf_counter()
         if adapter.is_base:
             self.adapter, self.ranking = adapter, self.index
+            self.ranking_ann = None
             return time.perf_counter() - started
-        snapshot = self.index.with_matrix(self.index.matrix)
+        snapshot = self.index.with_matrix(self.index.matrix, self.index.matrix.dtype)
+        large = self.text_ann is not None and self.ann is not None
+        params = self.ann
         self._changes = []
         try:
-            vectors = await asyncio.to_thread(adapter.item_vectors, list(snapshot.ids),
-                                              snapshot.matrix)
-            if not np.isfinite(vectors).all():
-                raise ValueError(f"version {adapter.version} gives non-finite item vectors")
-            ranking = snapshot.with_matrix(vectors)
+            def build() -> tuple[CatalogIndex, AnnGraph | None]:
+                vectors = _item_vectors(adapter, list(snapshot.ids), snapshot.matrix,
+                                        np.float16 if large else np.float32)
+                if not np.isfinite(vectors).all():
+                    raise ValueError(f"version {adapter.version} gives non-finite item "
+                                     "vectors")
+                ranking = snapshot.with_matrix(vectors, vectors.dtype)
+                graph = AnnGraph.build(list(ranking.ids), ranking.matrix, _inner(params),
+                                       "ip") if large and params is not None else None
+                return ranking, graph
+
+            ranking, graph = await asyncio.to_thread(build)
+            ranking_ann = None
+            if graph is not None and params is not None:
+                ranking_ann = AnnCandidates(ranking, _inner(params), "ip", "ranking")
+                ranking_ann.graph = graph
+                ranking_ann.builds = 1
             for op, ids in self._changes:  # no await from here to the swap
                 if op == "remove":
                     ranking.remove(ids)
@@ -109,12 +247,29 @@ class Catalog:
                 ranking.upsert(zip(ids, adapter.item_vectors(ids, text)))
         finally:
             self._changes = None
-        self.adapter, self.ranking = adapter, ranking
+        self.adapter, self.ranking, self.ranking_ann = adapter, ranking, ranking_ann
         return time.perf_counter() - started
 
-    async def refresh_popularity(self) -> None:
-        """The deployment-wide counts (every worker adds its own events to them)."""
-        self.popularity.replace(await self.store.popularity())
+    async def refresh_popularity(self, reload_after_s: float = 0.0) -> int:
+        """The deployment-wide counts (every worker adds its own events to them): the
+        whole hash at the first call, then the values any worker's counting gave them
+        since (the shared log); the whole hash again when the log no longer reaches back
+        to our position, or (``reload_after_s`` > 0) when it was last read that long ago.
+        Returns how many values were read."""
+        pop = self.popularity
+        applied = 0
+        if pop.position is not None and not 0 < reload_after_s <= time.monotonic() - pop.loaded_at:
+            while True:
+                read = await self.store.popularity_since(pop.position)
+                if read is None:  # trimmed past our position: the whole hash below
+                    break
+                pop.position, changes, more = read
+                applied += pop.update(changes)
+                if not more:
+                    return applied
+        position, entries = await self.store.popularity_snapshot()
+        pop.replace(entries, position, time.monotonic())
+        return applied + len(entries)
 
     async def count_covisits(self, choices: Sequence[tuple[Sequence[str], str]],
                              share: bool = True) -> None:
@@ -138,16 +293,33 @@ class Catalog:
                 return applied
 
     async def _load_titles(self, ids: list[str]) -> None:
+        """Titles of these items; an item without one is shown by its id (not kept: a
+        catalog of vectors only costs no memory here)."""
         meta = await self.store.item_meta(ids)
-        self.titles.update((i, m.get("title") or i) for i, m in meta.items())
+        for i, m in meta.items():
+            if m.get("title"):
+                self.titles[i] = m["title"]
+            else:
+                self.titles.pop(i, None)
 
     async def sync(self) -> int:
-        """Apply catalog changes made by any worker since the last call; returns how many."""
+        """Apply catalog changes made by any worker since the last call; returns how many.
+        A large catalog also swaps in the graphs built meanwhile (``maintain``)."""
         position, changed = await self.store.catalog_changes(self.position)
         if changed:
             await self.refresh(set(changed))
         self.position = position
+        if self.maintain() or self.large:
+            await self._publish_ann()
         return len(changed)
+
+    async def _publish_ann(self) -> None:
+        """This worker's graphs, for operators and ``stream-app bench`` (``P:ann:<worker>``,
+        JSON, expiring after a minute without a sync)."""
+        import json
+
+        await self.store.r.set(f"{self.store.prefix}:ann:{self.source}",
+                               json.dumps(self.describe_ann()), ex=60)
 
     async def refresh(self, item_ids: Iterable[str]) -> None:
         ids = list(item_ids)
@@ -172,3 +344,25 @@ class Catalog:
             await self._load_titles(list(found))
             out.update(found)
         return out
+
+
+def _item_vectors(adapter: Adapter, ids: list[str], text: np.ndarray, dtype: type,
+                  chunk: int = 65536) -> np.ndarray:
+    """The version's vectors of every item, a chunk at a time (a float16 catalog is never
+    converted whole to float32)."""
+    if len(ids) <= chunk:
+        return np.asarray(adapter.item_vectors(ids, np.asarray(text, np.float32)), dtype)
+    first = adapter.item_vectors(ids[:chunk], np.asarray(text[:chunk], np.float32))
+    out = np.empty((len(ids), first.shape[1]), dtype)
+    out[:chunk] = first
+    for start in range(chunk, len(ids), chunk):
+        stop = min(len(ids), start + chunk)
+        out[start:stop] = adapter.item_vectors(ids[start:stop],
+                                               np.asarray(text[start:stop], np.float32))
+    return out
+
+
+def _inner(params: AnnParams) -> AnnParams:
+    """A model version's graph: its vectors are compared by inner product, not angle (sign
+    bits do not order them): f16 where the text graph keeps bits."""
+    return dataclasses.replace(params, dtype="f16") if params.dtype == "b1" else params

@@ -1,4 +1,5 @@
-"""Reading catalogs from JSON lines or CSV (our columns, or MovieLens movies.csv)."""
+"""Reading catalogs from JSON lines or CSV (our columns, or MovieLens movies.csv), and
+items' own vectors from a .npy or Parquet file."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 
@@ -40,3 +43,48 @@ def movielens_item(row: dict[str, str]) -> dict[str, Any]:
     if match:
         text += f" from {match.group(1)}"
     return {"item_id": row["movieId"], "title": title, "text": text + ".", "tags": genres}
+
+
+class VectorFileError(ValueError):
+    """A vectors file that does not fit the catalog (shown as one line by the CLI)."""
+
+
+def read_vectors(path: str | Path, items: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Item id -> vector from ``path``: a ``.npy`` matrix whose rows are the items in the
+    order of ``items``, or a Parquet file with ``item_id`` and ``vector`` columns (read
+    with pyarrow, when installed)."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        matrix = np.load(path, mmap_mode="r")
+        if matrix.ndim != 2 or len(matrix) != len(items):
+            raise VectorFileError(
+                f"{path}: {matrix.shape} vectors, the catalog has {len(items)} items (one "
+                "row per item, in the catalog file's order)")
+        return {str(item["item_id"]): np.asarray(row, np.float32)
+                for item, row in zip(items, matrix)}
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+        except ModuleNotFoundError:
+            raise VectorFileError(
+                f"{path}: reading Parquet needs pyarrow (pip install pyarrow), or give "
+                "the vectors as a .npy file (one row per item, in the catalog's order)"
+            ) from None
+        table = pq.read_table(path, columns=["item_id", "vector"])
+        ids = [str(i) for i in table.column("item_id").to_pylist()]
+        vectors = table.column("vector").to_pylist()
+        return {i: np.asarray(v, np.float32) for i, v in zip(ids, vectors) if v is not None}
+    raise VectorFileError(f"{path}: vectors must be a .npy or .parquet file")
+
+
+def with_vectors(items: Iterable[dict[str, Any]], vectors: Mapping[str, np.ndarray],
+                 decimals: int = 6) -> Iterator[dict[str, Any]]:
+    """The items, each with a ``vector`` field where ``vectors`` has one (rounded to
+    ``decimals``: a smaller record; a cosine moves by far less than float16 moves it),
+    made one at a time (a million items' vectors as JSON lists would not fit in memory)."""
+    for item in items:
+        vec = vectors.get(str(item["item_id"]))
+        if vec is None:
+            yield item
+        else:
+            yield {**item, "vector": np.round(np.asarray(vec, np.float64), decimals).tolist()}

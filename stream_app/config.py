@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from stream_app.ann import AnnParams
 from stream_app.connections import KafkaConfig, RedisConfig
 from stream_app.contract import Limits
 from stream_app.model.interest import InterestParams
@@ -93,7 +94,14 @@ class Settings:
         "", "Local Hugging Face model directory. Empty: the bundled all-MiniLM-L6-v2.")
     max_seq_length: int = _setting(128, "Tokens per text given to the encoder.")
     encode_batch_size: int = _setting(64, "Texts per encoder forward pass.")
-    torch_threads: int = _setting(0, "torch intra-op threads; 0 keeps torch's default.")
+    torch_threads: int = _setting(
+        0, "torch intra-op threads (ONNX Runtime's with an `onnx` encoder backend); 0 keeps "
+        "the library's default.")
+    encoder_backend: str = _setting(
+        "torch", "Text encoder: `torch`; `onnx`, the same model exported to ONNX Runtime on "
+        "first use (cached under `~/.cache/stream-app/onnx`): the same vectors and version, "
+        "faster, needs the `onnx` extra; `onnx-int8`, its weights in int8: faster still, "
+        "cosine ~0.996 to torch's vectors, so a version of its own (items re-encoded).")
     text_cache_size: int = _setting(10000, "Free-text vectors kept in memory per worker (LRU).")
     # --- interest model --------------------------------------------------
     max_interests: int = _setting(
@@ -123,8 +131,15 @@ class Settings:
     popularity_half_life_s: float = _setting(
         60 * 86400.0, "Half-life of item popularity, event-time seconds.")
     popularity_refresh_s: float = _setting(
-        1.0, "How often a worker reloads the deployment-wide popularity from Redis and "
-        "counts the co-visits other workers logged.")
+        1.0, "How often a worker applies the popularity values and the co-visits other "
+        "workers logged.")
+    popularity_reload_s: float = _setting(
+        600.0, "How often a worker also reads the whole popularity hash (HSCAN) instead of "
+        "only the log of its changes: picks up what workers of an older release counted "
+        "(they log nothing); 0: only at start and when the log was trimmed past it.")
+    popularity_log_max: int = _setting(
+        10000, "Popularity log entries (one per micro-batch, its items' new values) kept "
+        "in Redis; a worker that falls further behind reads the whole hash again.")
     weight_view: float = _setting(0.5, "Weight of a `view` event.")
     weight_click: float = _setting(1.0, "Weight of a `click` event.")
     weight_like: float = _setting(2.0, "Weight of a `like` event.")
@@ -141,6 +156,35 @@ class Settings:
     max_k: int = _setting(100, "Largest k the HTTP API accepts.")
     exclude_seen: bool = _setting(True, "Leave out items the user already interacted with.")
     seen_max: int = _setting(5000, "Most recent interacted items remembered per user.")
+    state_format: int = _setting(
+        2, "User state encoding written (every one is read): 2, float16 interest vectors "
+        "and compressed metadata; 1, the float32 and JSON of earlier releases, which they "
+        "can read: set 1 while rolling out from such a release, then 2.")
+    # --- large catalogs (stream_app/ann.py) ------------------------------
+    ann_min_items: int = _setting(
+        50000, "Catalogs with at least this many items are ranked through an approximate "
+        "nearest-neighbour index (candidates, then exact re-scoring) and their vectors kept "
+        "as float16; smaller ones by brute force over every item.")
+    ann_candidates: int = _setting(
+        100, "Candidates the index gives per interest direction and per sequence query "
+        "(and per event from the popular pool), all re-scored exactly.")
+    ann_popular_pool: int = _setting(
+        1000, "Most popular items scored against every event's interests for candidates "
+        "(a popular item far from every interest can still make a list).")
+    ann_dtype: str = _setting(
+        "i8", "The text index's copy of the vectors: `b1` (sign bits, Hamming distance), "
+        "`i8`, `f16` or `f32` (a model version's index: `f16` for `b1`); re-scoring reads "
+        "the catalog's own float16 vectors.")
+    ann_connectivity: int = _setting(16, "HNSW edges per node (M) of the index.")
+    ann_expansion_add: int = _setting(
+        128, "HNSW search width while building the index (efConstruction).")
+    ann_expansion_search: int = _setting(
+        128, "HNSW search width per query (ef; at least `ann_candidates`).")
+    ann_rebuild_fraction: float = _setting(
+        0.05, "Share of the catalog changed since the index was built (searched exactly "
+        "meanwhile) at which a new index is built in a thread and swapped in.")
+    ann_threads: int = _setting(
+        0, "Threads that build and search the index; 0: every core.")
     # --- streaming -------------------------------------------------------
     batch_size: int = _setting(256, "Most events per micro-batch.")
     batch_within_s: float = _setting(0.05, "Longest wait to fill a micro-batch, seconds.")
@@ -275,15 +319,19 @@ class Settings:
                     "trainer_negatives", "trainer_step_size", "trainer_full_softmax_items",
                     "trainer_skip_weight", "trainer_threads", "trainer_revert_windows",
                     "sequence_dim", "sequence_blocks", "sequence_heads", "covisit_keep",
-                    "covisit_log_max",
-                    "model_poll_interval_s", "model_keep_versions")
+                    "covisit_log_max", "popularity_log_max",
+                    "model_poll_interval_s", "model_keep_versions",
+                    "ann_min_items", "ann_candidates", "ann_connectivity",
+                    "ann_expansion_add", "ann_expansion_search", "ann_rebuild_fraction")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
         for name in ("max_interests", "short_term_weight", "popularity_weight",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
-                     "trainer_promotion_tolerance", "user_history"):
+                     "trainer_promotion_tolerance", "user_history", "popularity_reload_s",
+                     "ann_popular_pool",
+                     "ann_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
         self.kafka()  # the security settings fit together (ValueError naming them)
@@ -300,6 +348,15 @@ class Settings:
         if self.sequence_dim % self.sequence_heads:
             raise ValueError(f"{env_name(_field('sequence_heads'))} must divide "
                              f"{env_name(_field('sequence_dim'))}")
+        if self.ann_dtype not in ("b1", "i8", "f16", "f32"):
+            raise ValueError(f"{env_name(_field('ann_dtype'))} must be b1, i8, f16 or f32")
+        if self.ann_rebuild_fraction > 1:
+            raise ValueError(f"{env_name(_field('ann_rebuild_fraction'))} must be in (0, 1]")
+        if self.encoder_backend not in ("torch", "onnx", "onnx-int8"):
+            raise ValueError(f"{env_name(_field('encoder_backend'))} must be torch, onnx or "
+                             f"onnx-int8, not {self.encoder_backend!r}")
+        if self.state_format not in (1, 2):
+            raise ValueError(f"{env_name(_field('state_format'))} must be 1 or 2")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
 
@@ -333,6 +390,13 @@ class Settings:
         return Limits(self.max_record_bytes, self.max_text_chars, self.max_id_chars,
                       self.max_tags, self.max_tag_chars, self.rating_min, self.rating_max,
                       self.max_json_depth, self.max_future_skew_s)
+
+    def ann_params(self) -> AnnParams:
+        """How a large catalog is searched (``ann``)."""
+        return AnnParams(self.ann_min_items, self.ann_candidates, self.ann_dtype,
+                         self.ann_connectivity, self.ann_expansion_add,
+                         max(self.ann_expansion_search, self.ann_candidates),
+                         self.ann_rebuild_fraction, self.ann_threads, self.ann_popular_pool)
 
     def defaults(self) -> Defaults:
         """The weights of a score's parts for versions that fitted none."""

@@ -85,6 +85,7 @@ class ItemEvent:
     text: str = ""
     tags: tuple[str, ...] = ()
     ts: float = 0.0
+    vector: tuple[float, ...] | None = None  # the item's own vector: not encoded
 
     def embed_text(self) -> str:
         """What the encoder sees: title, text and tags."""
@@ -215,7 +216,29 @@ def _text(obj: Mapping[str, Any], name: str, max_chars: int) -> str | None:
     return value if value.strip() else None
 
 
-def parse_item(record: Record, limits: Limits) -> ItemEvent:
+def _vector(obj: Mapping[str, Any], dim: int | None) -> tuple[float, ...] | None:
+    """The optional ``vector``: a list of ``dim`` finite numbers, not all zero."""
+    value = obj.get("vector")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise ContractError("vector must be a non-empty list of numbers")
+    if dim is not None and len(value) != dim:
+        raise ContractError(f"vector has {len(value)} numbers, the model's dimension is {dim}")
+    try:
+        floats = tuple(float(v) for v in value)
+    except OverflowError:
+        raise ContractError("vector out of range", "out_of_range") from None
+    if not all(math.isfinite(v) for v in floats):
+        raise ContractError("vector must hold finite numbers", "out_of_range")
+    if not any(floats):
+        raise ContractError("vector must not be all zeros", "out_of_range")
+    return floats
+
+
+def parse_item(record: Record, limits: Limits, dim: int | None = None) -> ItemEvent:
+    """An item event; ``dim``: the model's dimension, which a ``vector`` must have."""
     obj = _load_object(record, limits)
     item_id = _str(obj, "item_id", True, limits.max_id_chars)
     deleted = obj.get("deleted", False)
@@ -234,10 +257,11 @@ def parse_item(record: Record, limits: Limits) -> ItemEvent:
     if any(len(t) > limits.max_tag_chars for t in tags):
         raise ContractError(f"tag too long: {max(len(t) for t in tags)} chars > "
                             f"{limits.max_tag_chars}", "too_long")
-    if not (title or text or tags):
+    vector = _vector(obj, dim)
+    if not (title or text or tags or vector):
         raise ContractError("item has no title, text or tags to embed", "missing_field")
     return ItemEvent(item_id=item_id, deleted=False, title=title, text=text,
-                     tags=tuple(tags), ts=ts)
+                     tags=tuple(tags), ts=ts, vector=vector)
 
 
 def parse_activity(record: Record, limits: Limits) -> ActivityEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -13,18 +13,26 @@ from stream_app.kafka_io import Producer, ensure_topics
 from stream_app.store import Store, connect
 
 
-async def load_catalog(s: Settings, bootstrap: str, items: Sequence[dict[str, Any]],
+async def load_catalog(s: Settings, bootstrap: str, items: Iterable[dict[str, Any]],
                        wait: bool = True, timeout: float = 600.0, progress: bool = True) -> int:
-    """Produce item events; with ``wait``, return how many the workers have embedded."""
+    """Produce item events (any iterable: a generator makes each record only as it is
+    sent, so a million items with vectors never sit in memory at once); with ``wait``,
+    return how many the workers have embedded."""
     store = Store(connect(s.redis()), s.key_prefix)
+    wanted: set[str] = set()
+
+    def noted() -> Iterator[dict[str, Any]]:
+        for item in items:
+            wanted.add(str(item["item_id"]))
+            yield item
+
     try:
         since = await store.catalog_head()
         await ensure_topics(bootstrap, [s.topic_items], s.topic_partitions, s.topic_replication)
         async with Producer(bootstrap) as producer:
-            await producer.send_all(s.topic_items, items, "item_id")
+            await producer.send_all(s.topic_items, noted(), "item_id")
         if not wait:
             return 0
-        wanted = {str(i["item_id"]) for i in items}
         done: set[str] = set()
         deadline = time.monotonic() + timeout
         with tqdm(total=len(wanted), desc="embedding catalog", unit="item",

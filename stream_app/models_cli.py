@@ -11,18 +11,17 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from stream_app.config import Settings
-from stream_app.encoder import default_model_path, model_version
+from stream_app.encoder import encoder_version
 from stream_app.store import connect
 from stream_app.versions import Registry, UnknownVersion
 
 
 def base_version(s: Settings) -> str:
-    """The encoder's version from its files, without loading the model."""
-    return model_version(Path(s.model_path) if s.model_path else default_model_path())
+    """The encoder's version from its files (and `encoder_backend`), without loading it."""
+    return encoder_version(s)
 
 
 def run_model_command(s: Settings, args: argparse.Namespace) -> int:

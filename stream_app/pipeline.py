@@ -26,7 +26,7 @@ from stream_app.metrics import Metrics
 from stream_app.model.interest import (CHOICES, UserState, apply_event, event_weight,
                                        forgotten_ids)
 from stream_app.model.popularity import NOT_POPULAR
-from stream_app.model.scoring import parts, rank_parts
+from stream_app.model.scoring import Parts, parts, rank_parts
 from stream_app.store import Store, UserRecord, UserWrite, text_key
 
 
@@ -161,14 +161,19 @@ class Processor:
         latest: dict[str, ItemEvent] = {}
         for rec in records:
             try:
-                item = parse_item(rec, self.limits)
+                item = parse_item(rec, self.limits, self.encoder.dim)
             except ContractError as exc:
                 out.reject(rec, exc)
                 continue
             latest[item.item_id] = item  # same key, same partition: the last one wins
         upserts = [i for i in latest.values() if not i.deleted]
         deletes = [i.item_id for i in latest.values() if i.deleted]
-        vectors = await self._item_text_vectors([i.embed_text() for i in upserts])
+        # an item's own vector (unit length, as the encoder's) instead of encoding its text
+        texts = await self._item_text_vectors([i.embed_text() for i in upserts
+                                               if i.vector is None])
+        given = iter(texts)
+        vectors = [next(given) if i.vector is None else _unit(i.vector) for i in upserts]
+        self.catalog.serve()
         await self.store.put_items(
             self.encoder.version,
             [(i.item_id, vec, {"title": i.title, "tags": list(i.tags), "ts": i.ts})
@@ -176,8 +181,13 @@ class Processor:
             deletes)
         self.catalog.upsert((i.item_id, v) for i, v in zip(upserts, vectors))
         self.catalog.remove(deletes)
-        self.catalog.titles.update((i.item_id, i.title or i.item_id) for i in upserts)
+        for i in upserts:  # an item without a title is shown by its id (not kept)
+            if i.title:
+                self.catalog.titles[i.item_id] = i.title
+            else:
+                self.catalog.titles.pop(i.item_id, None)
         out.counts["items_upserted"] += len(upserts)
+        out.counts["items_with_vectors"] += sum(i.vector is not None for i in upserts)
         out.counts["items_deleted"] += len(deletes)
         return out
 
@@ -425,22 +435,29 @@ class Processor:
                 times: Sequence[float], at: float, k: int
                 ) -> list[list[tuple[str, float, str]]]:
         """Each state's top k as (item id, score, reason): interests' strengths as of each
-        of ``times``, the popularity prior as of ``at``, the version in use."""
+        of ``times``, the popularity prior as of ``at``, the version in use. A large
+        catalog (``ann_min_items``) re-scores each event's candidates instead of every
+        item, with the same ``parts`` and ``rank_parts``."""
         index = self.catalog.index
         if not len(index):
             return [[] for _ in states]
+        self.catalog.serve()
         adapter = self.catalog.adapter
         histories = [[index.row(i) for i in st.recent_item_ids() if i in index]
                      for st in states]
         directions = [np.stack([i.direction() for i in st.interests]) if st.interests
                       else np.zeros((0, index.dim), np.float32) for st in states]
-        covisit = self.catalog.covisits.scores([st.recent_item_ids() for st in states],
-                                               index.ids)
-        p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
-                  self.catalog.popularity.prior(index.ids, at), directions, histories, covisit)
         strengths = [st.strengths(t, self.params) for st, t in zip(states, times)]
         rows = [[index.row(i) for i in ex if i in index] for ex in excludes]
-        lists = rank_parts(p, adapter.blend, self.s.defaults(), strengths, rows, k)
+        if self.catalog.large:
+            lists = self._rank_candidates(states, directions, histories, strengths, rows, at, k)
+        else:
+            covisit = self.catalog.covisits.scores([st.recent_item_ids() for st in states],
+                                                   index.ids)
+            p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
+                      self.catalog.popularity.prior(index.ids, at), directions, histories,
+                      covisit)
+            lists = rank_parts(p, adapter.blend, self.s.defaults(), strengths, rows, k)
         out = []
         for st, strength, history, ranked in zip(states, strengths, histories, lists):
             order = {n: r for r, n in enumerate(np.argsort(-strength, kind="stable"))}
@@ -451,6 +468,79 @@ class Processor:
                                       else -1, order, after))
                         for row, score, interest in ranked])
         return out
+
+    def _rank_candidates(self, states: Sequence[UserState], directions: list[np.ndarray],
+                         histories: list[list[int]], strengths: list[np.ndarray],
+                         excluded: list[list[int]], at: float, k: int
+                         ) -> list[list[tuple[int, float, int]]]:
+        """``rank_parts`` over each event's candidates (``Catalog.candidates``, and the
+        items co-visited with its latest ones) instead of every item: the same parts,
+        restricted to those columns; returns (catalog row, score, interest) lists."""
+        catalog = self.catalog
+        index, ranking, adapter = catalog.index, catalog.ranking, catalog.adapter
+        defaults = self.s.defaults()
+        blend = adapter.blend
+        w_pop = defaults.popularity if blend.popularity is None else blend.popularity
+        b = len(states)
+        queries = None
+        if not adapter.is_base:  # from the history items' vectors alone
+            used = sorted({r for h in histories for r in h})
+            at_of = {r: n for n, r in enumerate(used)}
+            queries = (adapter.sequence_queries([[at_of[r] for r in h] for h in histories],
+                                                ranking.rows_f32(used)) if used
+                       else np.zeros((b, ranking.dim), np.float32))
+
+        def prior_of(rows: np.ndarray) -> np.ndarray:
+            ids = index.ids
+            return catalog.popularity.prior([ids[int(r)] for r in rows], at)
+
+        params = catalog.ann
+        count = params.candidates + min(max((len(r) for r in excluded), default=0),
+                                        params.candidates)
+        found = catalog.candidates(directions, queries, prior_of, w_pop, blend.sequence, count)
+        # co-visits: the items with counts, scored as over the whole catalog (a row's
+        # ``keep`` best of every item), each row's non-zero ones among its candidates
+        known = [i for i in catalog.covisits.rows if i in index]
+        if known:
+            scores = catalog.covisits.scores([st.recent_item_ids() for st in states], known)
+            known_rows = np.array([index.row(i) for i in known], np.int64)
+        cols, covisit_at = [], []
+        for n in range(b):
+            extra = np.flatnonzero(scores[n]) if known else np.zeros(0, np.int64)
+            row_cols = np.union1d(found[n], known_rows[extra]) if len(extra) else found[n]
+            cols.append(row_cols)
+            covisit_at.append((np.searchsorted(row_cols, known_rows[extra]), scores[n][extra])
+                              if len(extra) else None)
+        union = np.unique(np.concatenate(cols)) if b else np.zeros(0, np.int64)
+        prior_union = prior_of(union)
+        width = max(1, max((len(c) for c in cols), default=1))
+        sims, seq, priors, covs, bars = [], [], [], [], []
+        for n in range(b):
+            c = cols[n]
+            text = index.rows_f32(c)
+            cov = np.zeros((1, len(c)), np.float32)
+            if covisit_at[n] is not None:
+                cov[0, covisit_at[n][0]] = covisit_at[n][1]
+            p = parts(adapter, text, ranking.rows_f32(c) if ranking is not index else text,
+                      prior_union[np.searchsorted(union, c)], [directions[n]], [histories[n]],
+                      cov, None if queries is None else queries[n:n + 1])
+            pad = width - len(c)
+            sims.append(np.pad(p.sims, ((0, 0), (0, pad))))
+            priors.append(np.pad(p.prior, (0, pad)))
+            covs.append(np.pad(p.covisit[0], (0, pad)))
+            if p.sequence is not None:
+                seq.append(np.pad(p.sequence[0], (0, pad)))
+            ex = np.asarray(excluded[n], np.int64)
+            at_ex = np.searchsorted(c, ex)
+            hit = at_ex < len(c)
+            hit[hit] = c[at_ex[hit]] == ex[hit]
+            bars.append([*at_ex[hit].tolist(), *range(len(c), width)])
+        batch = Parts(np.stack(seq) if seq else None, np.stack(priors),
+                      np.concatenate(sims) if sims else np.zeros((0, width), np.float32),
+                      [len(d) for d in directions], np.stack(covs))
+        ranked = rank_parts(batch, blend, defaults, strengths, bars, k)
+        return [[(int(c[pos]), score, interest) for pos, score, interest in lists]
+                for c, lists in zip(cols, ranked)]
 
     def quoted(self, source: str) -> str:
         """A user's own text as outputs may show it (``show_user_text``)."""
@@ -466,6 +556,11 @@ class Processor:
         label = (self.quoted(source) if source.startswith("text:")
                  else f'"{self.catalog.titles.get(source, source)}"')
         return f"interest {order[interest] + 1} of {len(interests)}: {label}"
+
+
+def _unit(vector: Sequence[float]) -> np.ndarray:
+    vec = np.asarray(vector, np.float32)
+    return vec / max(float(np.linalg.norm(vec)), 1e-12)
 
 
 def encode(encoder: Encoder, texts: list[str]) -> np.ndarray:

@@ -136,7 +136,7 @@ class Runtime(ProcessRuntime):
 
     async def _start(self) -> None:
         self.redis = client = connect(self.settings.redis())
-        self.store = Store(client, self.settings.key_prefix)
+        self.store = Store.for_settings(client, self.settings)
         self.registry = Registry(client, self.settings.key_prefix, self.encoder.version)
         self.catalog = Catalog.for_settings(self.store, self.encoder.version, self.encoder.dim,
                                             self.settings)

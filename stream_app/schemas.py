@@ -175,7 +175,7 @@ def items_schema(settings: Settings) -> dict[str, Any]:
     return _input(
         settings, settings.topic_items, "item_id", "items",
         "An item to add, update (the last event of an item wins) or delete. Unless "
-        "`deleted` is true, it needs a title, a text or tags to embed.",
+        "`deleted` is true, it needs a title, a text or tags to embed, or a `vector`.",
         {"item_id": _id(limits, "the item", True),
          "title": {"description": "embedded as `title. text. tags`; checked unless "
                                   "`deleted` is true (see `allOf`)"},
@@ -186,7 +186,12 @@ def items_schema(settings: Settings) -> dict[str, Any]:
          "ts": _ts("when the item was added"),
          "deleted": {"description": "true: remove the item from every worker's catalog "
                                     "(title, text and tags are then ignored)",
-                     "type": "boolean"}},
+                     "type": "boolean"},
+         "vector": {"description": "the item's own vector, used instead of encoding its "
+                                   "text: as many finite numbers as the model's dimension "
+                                   "(checked by the worker), not all zero; scaled to unit "
+                                   "length", "type": "array", "minItems": 1,
+                    "items": {"type": "number"}}},
         ("item_id",),
         [{"if": {"required": ["deleted"], "properties": {"deleted": {"const": True}}},
           "else": {
@@ -194,7 +199,8 @@ def items_schema(settings: Settings) -> dict[str, Any]:
                              "text": _text(limits, "the description"), "tags": tags},
               "anyOf": [{"required": ["title"], "properties": {"title": not_blank}},
                         {"required": ["text"], "properties": {"text": not_blank}},
-                        {"required": ["tags"], "properties": {"tags": {"minItems": 1}}}]}}])
+                        {"required": ["tags"], "properties": {"tags": {"minItems": 1}}},
+                        {"required": ["vector"]}]}}])
 
 
 def activity_schema(settings: Settings) -> dict[str, Any]:
@@ -504,11 +510,14 @@ def openapi(settings: Settings | None = None) -> dict[str, Any]:
             "catalog_items": {"type": "integer", "minimum": 0},
             "uptime_s": {"type": "number"},
             "worker": _counts("this worker's counters"),
+            "assigned_partitions": {"type": "array", "items": {"type": "string"},
+                                    "description": "the topic/partition pairs this worker "
+                                                   "consumes (sampled every lag_interval_s)"},
             "deployment": _counts("deployment-wide counters (Redis)"),
             "text_cache": _obj({"hits": {"type": "integer"}, "misses": {"type": "integer"}},
                                ("hits", "misses")),
         }, ("model_version", "base_model_version", "catalog_items", "uptime_s", "worker",
-            "deployment", "text_cache")),
+            "assigned_partitions", "deployment", "text_cache")),
         "Interests": _obj({
             "user_id": {"type": "string"},
             "events_applied": {"type": "integer", "minimum": 1},

@@ -2,9 +2,9 @@
 
 Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot;
 S is the state scope: empty for workers, ":trainer" for the trainer's own replica):
-  PS:{u:<user>}:state  hash vec (interest vectors, float32), meta (JSON), ver (CAS token)
-  PS:{u:<user>}:seen   zset item_id -> last interaction ts (trimmed to seen_max)
-  P:{u:<user>}:history list of JSON snapshots, oldest first, one per applied event (workers
+  PS:{u:<user>}:state  hash meta (the state, format 2 below), vec (empty), ver (CAS token)
+  PS:{u:<user>}:seen   zset item_id -> last interaction ts, whole seconds (trimmed to seen_max)
+  P:{u:<user>}:history list of snapshots, oldest first, one per applied event (workers
                        only, trimmed to user_history): event ts/id/type/item, each interest's
                        strength and what shaped it, the top-k ids and scores it got
   P:items:meta         hash item_id -> JSON {title, tags, ts}
@@ -12,9 +12,24 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
   P:items:log          stream of catalog changes {id, op}; workers tail it
   P:textvec:<model>    hash sha1(text) -> float32 bytes (item text cache)
   PS:popularity        hash item_id -> "count,ts": decayed interaction count
+  PS:popularity:log{PS:popularity}
+                       stream of the values the hash took {"": previous entry id,
+                       item_id: "count,ts" or "" (removed)}; workers follow it (trimmed to
+                       popularity_log_max; the hash tag keeps it in the hash's cluster slot)
   PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen, earlier...]]}
   P:stats              hash of deployment-wide counters
 
+User state formats (``state_format``; every format is read, one is written):
+  1  vec = the interests' vectors, float32; meta = JSON {ts, n, off, ids, rec, int}
+     (releases before format 2); seen scores are event times as given.
+  2  meta = b"\x02", the length of Z (uint32, little-endian), Z = zlib of the JSON array
+     [ts, n, off, ids, rec ids, rec times, [[long, short, ts, src, srcw, scale], ...]],
+     then each interest's vector / scale as float16 (scale: its largest magnitude, so the
+     halves keep float16's full relative precision whatever the magnitude); vec = b"".
+     Seen scores are whole seconds (a listpack-encoded zset stores them as integers).
+     History entries: b"\x02" + raw deflate of a JSON array [ts, id, type, interests,
+     top ids, top scores, item, text] (or of the entry's own JSON object when it has
+     other keys); format 1 wrote the JSON object as is.
 A user's keys expire ``user_ttl_s`` after their last write. A ``forget`` event empties
 them (in each scope as it gets there): the seen set and the history go, the state keeps only
 the latest event ids (to recognise a redelivery) and expires after ``forget_tombstone_s``.
@@ -24,6 +39,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import struct
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -36,6 +54,11 @@ ITEM_LOG_MAXLEN = 1_000_000
 TRAINER_SCOPE = ":trainer"  # the trainer's own replica of user state and popularity
 SCOPES = ("", TRAINER_SCOPE)
 MODEL_HISTORY_MAX = 1000  # promotions remembered (versions.Registry)
+STATE_FORMAT = 2  # the user state encoding written by default (see the module docstring)
+STATE_FORMATS = (1, 2)
+POPULARITY_LOG_MAX = 10_000  # entries of a worker scope's popularity log (popularity_log_max)
+_V2 = b"\x02"  # first byte of a format-2 state or history entry (format 1 starts with "{")
+_LOG_CHUNK = 2000  # items per log entry (Lua's unpack takes at most ~8000 values)
 
 # KEYS: state, seen, history. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen
 # set and the history start over), ttl (s, 0: none), then score/member pairs.
@@ -73,11 +96,33 @@ return 1
 """
 
 
-# KEYS: popularity hash. ARGV: half-life (s, or 'inf'), then item/weight/ts triples.
-# Each value is "count,ts": the decayed count as of ts (see model/popularity.py).
-_POPULARITY_SCRIPT = """
+# Appends one entry per chunk of (item, value) pairs to the popularity log KEYS[2], each
+# with the id of the entry before it under the field "" (item ids are never empty): a
+# reader whose position is not that id missed entries trimmed away and reads the hash.
+_LOG_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local function log(key, maxlen, order, values)
+  if tonumber(maxlen) <= 0 or #order == 0 then return end
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  local prev = last[1] and last[1][1] or '0-0'
+  for first = 1, #order, %d do
+    local entry = {'', prev}
+    for n = first, math.min(first + %d - 1, #order) do
+      entry[#entry + 1] = order[n]
+      entry[#entry + 1] = values[order[n]]
+    end
+    prev = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(entry))
+  end
+end
+""" % (_LOG_CHUNK, _LOG_CHUNK)
+
+# KEYS: popularity hash, its log. ARGV: half-life (s, or 'inf'), log maxlen (0: no log),
+# then item/weight/ts triples. Each value is "count,ts": the decayed count as of ts (see
+# model/popularity.py); the log gets each item's value after the call.
+_POPULARITY_SCRIPT = _LOG_LUA + """
 local hl = tonumber(ARGV[1])
-for i = 2, #ARGV, 3 do
+local order, values = {}, {}
+for i = 3, #ARGV, 3 do
   local item, w, t = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local cur = redis.call('HGET', KEYS[1], item)
   local v, ts = 0, t
@@ -92,8 +137,24 @@ for i = 2, #ARGV, 3 do
     if hl ~= math.huge then w = w * 2 ^ (-(ts - t) / hl) end
     v = v + w
   end
-  redis.call('HSET', KEYS[1], item, string.format('%.17g,%.17g', v, ts))
+  local value = string.format('%.17g,%.17g', v, ts)
+  redis.call('HSET', KEYS[1], item, value)
+  if not values[item] then order[#order + 1] = item end
+  values[item] = value
 end
+log(KEYS[2], ARGV[2], order, values)
+return 1
+"""
+
+# KEYS: popularity hash, its log. ARGV: log maxlen (0: no log), then the items removed.
+_POPULARITY_REMOVE_SCRIPT = _LOG_LUA + """
+local order, values = {}, {}
+for i = 2, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  if not values[ARGV[i]] then order[#order + 1] = ARGV[i] end
+  values[ARGV[i]] = ''
+end
+log(KEYS[2], ARGV[1], order, values)
 return 1
 """
 
@@ -129,8 +190,26 @@ def text_key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def _encode_state(state: UserState) -> tuple[bytes, bytes]:
-    """Interest vectors concatenated (float32) and everything else as JSON."""
+def _encode_state(state: UserState, fmt: int = STATE_FORMAT) -> tuple[bytes, bytes]:
+    """(vec, meta) as the state hash holds them in format ``fmt`` (module docstring)."""
+    if fmt == 1:
+        return _encode_state_v1(state)
+    scales = [float(np.max(np.abs(i.vector))) if i.vector.size else 0.0
+              for i in state.interests]
+    scales = [s if 0.0 < s < math.inf else 1.0 for s in scales]
+    halves = b"".join((np.asarray(i.vector, np.float32) / np.float32(s)).astype(np.float16)
+                      .tobytes() for i, s in zip(state.interests, scales))
+    body = zlib.compress(json.dumps([
+        state.last_ts, state.n_events, state.offsets, list(state.recent_ids),
+        [i for i, _ in state.recent_items], [t for _, t in state.recent_items],
+        [[i.long, i.short, i.ts, i.source, i.source_weight, s]
+         for i, s in zip(state.interests, scales)],
+    ], separators=(",", ":"), ensure_ascii=False).encode(), 1)
+    return b"", _V2 + struct.pack("<I", len(body)) + body + halves
+
+
+def _encode_state_v1(state: UserState) -> tuple[bytes, bytes]:
+    """Format 1: interest vectors concatenated (float32) and everything else as JSON."""
     vec = b"".join(i.vector.astype(np.float32).tobytes() for i in state.interests)
     meta = json.dumps({
         "ts": state.last_ts, "n": state.n_events,
@@ -145,6 +224,8 @@ def _encode_state(state: UserState) -> tuple[bytes, bytes]:
 def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
     if meta is None:
         return UserState()
+    if meta[:1] == _V2:
+        return _decode_state_v2(meta)
     m = json.loads(meta)
     rows = m.get("int", [])
     vectors = (np.frombuffer(vec, dtype=np.float32).reshape(len(rows), -1) if rows and vec
@@ -157,16 +238,99 @@ def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
                      recent_items=tuple((str(i), float(t)) for i, t in m.get("rec", ())))
 
 
+def _decode_state_v2(meta: bytes) -> UserState:
+    (size,) = struct.unpack_from("<I", meta, 1)
+    ts, n, offsets, ids, rec_ids, rec_ts, rows = json.loads(zlib.decompress(meta[5:5 + size]))
+    halves = np.frombuffer(meta, np.float16, offset=5 + size)
+    vectors = (halves.reshape(len(rows), -1).astype(np.float32) if rows
+               else np.zeros((0, 0), np.float32))
+    interests = tuple(Interest(vectors[k] * np.float32(scale), long, short, at, source, weight)
+                      for k, (long, short, at, source, weight, scale) in enumerate(rows))
+    return UserState(interests=interests, last_ts=ts, n_events=int(n),
+                     offsets={str(p): int(o) for p, o in offsets.items()},
+                     recent_ids=tuple(ids),
+                     recent_items=tuple((str(i), float(t)) for i, t in zip(rec_ids, rec_ts)))
+
+
+_HISTORY_KEYS = ("ts", "id", "type", "i", "top")
+
+
+def _encode_history(entry: dict[str, Any], fmt: int = STATE_FORMAT) -> bytes:
+    """A history snapshot as the list holds it in format ``fmt`` (module docstring)."""
+    if fmt == 1:
+        return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+    known = (set(_HISTORY_KEYS) <= entry.keys() <= {*_HISTORY_KEYS, "item", "text"}
+             and entry.get("item", "") is not None and entry.get("text", "") is not None
+             and all(isinstance(t, (list, tuple)) and len(t) == 2 for t in entry["top"]))
+    packed: Any = ([*(entry[k] for k in _HISTORY_KEYS[:4]), [t[0] for t in entry["top"]],
+                    [t[1] for t in entry["top"]], entry.get("item"), entry.get("text")]
+                   if known else entry)
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw: no zlib header or checksum
+    return _V2 + deflate.compress(json.dumps(packed, separators=(",", ":"),
+                                             ensure_ascii=False).encode()) + deflate.flush()
+
+
+def _decode_history(raw: bytes) -> dict[str, Any]:
+    if raw[:1] != _V2:
+        return json.loads(raw)
+    packed = json.loads(zlib.decompress(raw[1:], wbits=-15))
+    if isinstance(packed, dict):
+        return packed
+    ts, event_id, kind, interests, top_ids, top_scores, item, text = packed
+    entry = {"ts": ts, "id": event_id, "type": kind, "i": interests,
+             "top": [[i, s] for i, s in zip(top_ids, top_scores)]}
+    if item is not None:
+        entry["item"] = item
+    if text is not None:
+        entry["text"] = text
+    return entry
+
+
+def _log_key(key: str) -> str:
+    """``key``:log in ``key``'s cluster slot (one script writes both; not possible for a
+    key with braces that make no hash tag: a key prefix with a lone brace)."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    if start >= 0 and end > start + 1:  # key has a hash tag of its own: it is kept
+        return f"{key}:log"
+    return f"{key}:log{{{key}}}"
+
+
+def _parse_popularity(value: bytes) -> tuple[float, float]:
+    count, ts = value.split(b",")
+    return float(count), float(ts)
+
+
 class Store:
     """All Redis access of the app, pipelined per batch."""
 
-    def __init__(self, client: Any, prefix: str, scope: str = "") -> None:
+    def __init__(self, client: Any, prefix: str, scope: str = "",
+                 state_format: int = STATE_FORMAT,
+                 popularity_log_max: int = POPULARITY_LOG_MAX) -> None:
+        if state_format not in STATE_FORMATS:
+            raise ValueError(f"state format {state_format}: one of {STATE_FORMATS}")
         self.r = client
         self.prefix = prefix
         self.scoped = prefix + scope  # user state and popularity: one replica per scope
+        self.state_format = state_format  # what user writes use; every format is read
+        self.popularity_log_max = popularity_log_max
         self._cas = client.register_script(_CAS_SCRIPT)
         self._popularity = client.register_script(_POPULARITY_SCRIPT)
+        self._popularity_remove = client.register_script(_POPULARITY_REMOVE_SCRIPT)
         self._history = client.register_script(_HISTORY_SCRIPT)
+
+    @classmethod
+    def for_settings(cls, client: Any, s: Any, scope: str = "") -> "Store":
+        """A store as ``s`` (``Settings``) configures it."""
+        return cls(client, s.key_prefix, scope, s.state_format, s.popularity_log_max)
+
+    def _popularity_keys(self, scope: str | None = None) -> tuple[str, str, int]:
+        """The popularity hash of a scope (default: ours), its log and the log's length
+        (none for the trainer's replica: one writer, which counts its own)."""
+        key = f"{self.prefix}{scope}:popularity" if scope is not None \
+            else f"{self.scoped}:popularity"
+        tail = scope if scope is not None else self.scoped[len(self.prefix):]
+        return key, _log_key(key), 0 if tail == TRAINER_SCOPE else self.popularity_log_max
 
     # --- keys -------------------------------------------------------------
     def _state_key(self, user_id: str) -> str:
@@ -206,12 +370,13 @@ class Store:
     async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> list[str]:
         """Compare-and-set each user; returns the users whose version moved (lost the race)."""
         pipe = self.r.pipeline(transaction=False)
+        whole = self.state_format >= 2  # seen scores in whole seconds
         for w in writes:
-            vec, meta = _encode_state(w.state)
+            vec, meta = _encode_state(w.state, self.state_format)
             args: list[Any] = [w.expected_version, vec, meta, seen_max, int(w.reset),
                                max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0]
             for item_id, ts in w.seen:
-                args += [ts, item_id]
+                args += [math.floor(ts) if whole else ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
                                   self._history_key(w.user_id)], args=args, client=pipe)
         res = await pipe.execute()
@@ -224,8 +389,7 @@ class Store:
         like the user's other keys."""
         by_user: dict[str, list[bytes]] = {}
         for user_id, entry in entries:
-            by_user.setdefault(user_id, []).append(json.dumps(
-                entry, separators=(",", ":"), ensure_ascii=False).encode())
+            by_user.setdefault(user_id, []).append(_encode_history(entry, self.state_format))
         if not by_user or keep <= 0:
             return
         ttl = max(int(ttl_s), 1) if ttl_s > 0 else 0
@@ -238,7 +402,7 @@ class Store:
     async def read_history(self, user_id: str, last: int = 0) -> list[dict[str, Any]]:
         """The user's snapshots, oldest first (the newest ``last`` of them; 0: all)."""
         raw = await self.r.lrange(self._history_key(user_id), -last if last > 0 else 0, -1)
-        return [json.loads(v) for v in raw]
+        return [_decode_history(v) for v in raw]
 
     # --- catalog ----------------------------------------------------------
     async def catalog_head(self) -> str:
@@ -287,10 +451,13 @@ class Store:
         for item_id in deletes:
             pipe.hdel(self._vec_key(model_version), item_id)
             pipe.hdel(self._meta_key, item_id)
-            for scope in SCOPES:  # a deleted item's popularity goes with it
-                pipe.hdel(f"{self.prefix}{scope}:popularity", item_id)
             pipe.xadd(self._log_key, {"id": item_id, "op": "delete"},
                       maxlen=ITEM_LOG_MAXLEN, approximate=True)
+        if deletes:
+            for scope in SCOPES:  # a deleted item's popularity goes with it (logged)
+                key, log, maxlen = self._popularity_keys(scope)
+                await self._popularity_remove(keys=[key, log], args=[maxlen, *deletes],
+                                              client=pipe)
         await pipe.execute()
 
     async def text_vectors(self, model_version: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
@@ -342,20 +509,50 @@ class Store:
     # --- popularity -------------------------------------------------------
     async def add_popularity(self, increments: Sequence[tuple[str, float, float]],
                              half_life: float) -> None:
-        """Decayed interaction counts, shared by all workers (applied events only)."""
+        """Decayed interaction counts, shared by all workers (applied events only); the
+        values they give are logged for the workers that follow (``popularity_since``)."""
         if increments:
-            args: list[Any] = ["inf" if half_life == float("inf") else half_life]
+            key, log, maxlen = self._popularity_keys()
+            args: list[Any] = ["inf" if half_life == float("inf") else half_life, maxlen]
             for item_id, weight, ts in increments:
                 args += [item_id, weight, ts]
-            await self._popularity(keys=[f"{self.scoped}:popularity"], args=args)
+            await self._popularity(keys=[key, log], args=args)
 
     async def popularity(self) -> dict[str, tuple[float, float]]:
         raw = await self.r.hgetall(f"{self.scoped}:popularity")
-        out = {}
-        for item_id, value in raw.items():
-            count, ts = value.split(b",")
-            out[item_id.decode()] = (float(count), float(ts))
-        return out
+        return {item_id.decode(): _parse_popularity(value) for item_id, value in raw.items()}
+
+    async def popularity_snapshot(self, count: int = 5000
+                                  ) -> tuple[str, dict[str, tuple[float, float]]]:
+        """The whole hash (HSCAN: Redis is never blocked on a large one) and the log
+        position to follow it from: read before the hash, so a change made meanwhile is in
+        both, and applying a logged value again changes nothing."""
+        key, log, _ = self._popularity_keys()
+        last = await self.r.xrevrange(log, count=1)
+        out: dict[str, tuple[float, float]] = {}
+        async for item_id, value in self.r.hscan_iter(key, count=count):
+            out[item_id.decode()] = _parse_popularity(value)
+        return (last[0][0].decode() if last else "0-0"), out
+
+    async def popularity_since(self, since: str, count: int = 1000
+                               ) -> tuple[str, list[tuple[str, tuple[float, float] | None]],
+                                          bool] | None:
+        """Values the hash took after log position ``since``, in order (None: removed):
+        (new position, changes, more: ``count`` entries read, the log may hold more).
+        None when entries after ``since`` were trimmed away: read the hash again."""
+        _, log, _ = self._popularity_keys()
+        res = await self.r.xread({log: since}, count=count)
+        if not res:
+            return since, [], False
+        changes: list[tuple[str, tuple[float, float] | None]] = []
+        position = since
+        for entry_id, fields in res[0][1]:
+            if fields.get(b"", b"").decode() != position:
+                return None
+            position = entry_id.decode()
+            changes += [(item.decode(), _parse_popularity(value) if value else None)
+                        for item, value in fields.items() if item]
+        return position, changes, len(res[0][1]) >= count
 
     # --- counters ---------------------------------------------------------
     async def incr_stats(self, counts: dict[str, int]) -> None:

@@ -44,7 +44,7 @@ class TrainerRuntime(ProcessRuntime):
     async def _start(self) -> None:
         s = self.settings
         self.redis = client = connect(s.redis())
-        store = Store(client, s.key_prefix, scope=TRAINER_SCOPE)
+        store = Store.for_settings(client, s, scope=TRAINER_SCOPE)
         catalog = Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
                                         s)
         self.trainer = Trainer(s, store, self.encoder, catalog,

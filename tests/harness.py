@@ -91,9 +91,11 @@ class Harness:
         return [r for r in recs if r.get("event_id") in event_ids]
 
 
-def http(worker: WorkerProcess, path: str) -> tuple[int, Any]:
+def http(worker: WorkerProcess, path: str, token: str = "") -> tuple[int, Any]:
+    request = urllib.request.Request(
+        worker.url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(worker.url + path, timeout=10) as resp:
+        with urllib.request.urlopen(request, timeout=10) as resp:
             body = resp.read()
             status = resp.status
             ctype = resp.headers.get("Content-Type", "")
@@ -124,3 +126,15 @@ def running(settings: Settings, log_dir: Path) -> Iterator[Harness]:
     finally:
         h.stop_all()
         delete_keys(settings)
+
+
+def wait_catalog(workers: Iterable[WorkerProcess], items: int, timeout: float = 60.0,
+                 token: str = "") -> None:
+    """Until every worker has ``items`` items in its catalog (each embeds its partitions'
+    items and syncs the others' from Redis): activity sent earlier is dead-lettered."""
+    deadline = time.monotonic() + timeout
+    for worker in workers:
+        while http(worker, "/stats", token)[1].get("catalog_items") != items:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"catalog of {worker.url} never reached {items} items")
+            time.sleep(0.25)

@@ -12,7 +12,7 @@ import pytest
 
 from stream_app.embedded import EmbeddedBroker, RedisServer, free_port
 from tests.conftest import make_settings
-from tests.harness import Harness, delete_keys, http, running
+from tests.harness import Harness, delete_keys, http, running, wait_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ def test_a_worker_waits_for_redis_instead_of_crashing(kafka_bootstrap, sample_ca
             server.start()
             worker.wait_healthy(90)
             h.produce(settings.topic_items, sample_catalog[:20], key_field="item_id")
-            time.sleep(2)
+            wait_catalog([worker], 20)
             events = _events("w", 10, [i["item_id"] for i in sample_catalog[:20]])
             h.produce(settings.topic_activity, events)
             recs = h.recommendations_for({e["event_id"] for e in events}, timeout=60)
@@ -87,6 +87,7 @@ def test_redis_out_of_memory_retries_the_batch_and_dead_letters_nothing(
             worker.wait_healthy(120)
             items = [i["item_id"] for i in sample_catalog[:20]]
             h.produce(settings.topic_items, sample_catalog[:20], key_field="item_id")
+            wait_catalog([worker], 20)
             before = _events("before", 20, items)
             h.produce(settings.topic_activity, before)
             h.recommendations_for({e["event_id"] for e in before}, timeout=60)
@@ -132,7 +133,7 @@ def test_a_worker_waits_for_the_broker_instead_of_crashing(redis_url, sample_cat
         h.ensure_topics()
         worker.wait_healthy(120)
         h.produce(settings.topic_items, sample_catalog[:10], key_field="item_id")
-        time.sleep(2)
+        wait_catalog([worker], 10)
         events = _events("k", 5, [i["item_id"] for i in sample_catalog[:10]])
         h.produce(settings.topic_activity, events)
         recs = h.recommendations_for({e["event_id"] for e in events}, timeout=60)

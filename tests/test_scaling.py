@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.conftest import make_settings
-from tests.harness import http, running
+from tests.harness import http, running, wait_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +20,7 @@ def test_two_workers_split_the_partitions_and_both_progress(kafka_bootstrap, red
         for w in workers:
             w.wait_healthy(120)
         h.produce(settings.topic_items, sample_catalog[:20], key_field="item_id")
-        deadline = time.monotonic() + 60  # each worker embeds its items' partitions
-        while not all(http(w, "/stats")[1].get("catalog_items") == 20 for w in workers):
-            assert time.monotonic() < deadline, "the catalog never reached both workers"
-            time.sleep(0.25)
+        wait_catalog(workers, 20)
         events = [{"event_id": f"s-{n}", "user_id": f"su{n % 40}", "type": "click",
                    "item_id": sample_catalog[n % 20]["item_id"], "ts": 1_760_000_000.0 + n}
                   for n in range(200)]

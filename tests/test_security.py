@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 
 import faust
 import pytest
@@ -17,7 +16,7 @@ from stream_app.embedded import EmbeddedBroker, RedisServer, free_port
 from stream_app.kafka_io import Producer, ensure_topics
 from stream_app.store import Store, connect
 from tests.conftest import make_settings
-from tests.harness import running
+from tests.harness import running, wait_catalog
 from tests.tls import OPENSSL, STUNNEL, Stunnel, make_certs
 
 needs_tls_tools = pytest.mark.skipif(not (OPENSSL and STUNNEL),
@@ -94,7 +93,7 @@ def test_a_worker_over_mutual_tls_to_kafka_and_redis(tls_redis, certs, sample_ca
             worker = h.start_worker()
             worker.wait_healthy(120)
             h.produce(settings.topic_items, sample_catalog[:10], key_field="item_id")
-            time.sleep(2)
+            wait_catalog([worker], 10)
             events = [{"event_id": f"tls-{n}", "user_id": f"tu{n % 3}", "type": "click",
                        "item_id": sample_catalog[n]["item_id"], "ts": 1_760_000_000.0 + n}
                       for n in range(6)]
@@ -167,7 +166,7 @@ def test_http_needs_the_token_except_probes_and_metrics(kafka_bootstrap, redis_u
         worker = h.start_worker()
         worker.wait_healthy(120)
         h.produce(settings.topic_items, sample_catalog[:10], key_field="item_id")
-        time.sleep(2)
+        wait_catalog([worker], 10, token="t0ken")
         h.produce(settings.topic_activity, [
             {"event_id": "tok-1", "user_id": "tok-u", "type": "text",
              "text": "my secret wish: space operas", "ts": 1_760_000_000.0}])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -21,19 +22,39 @@ def decayed_add(value: float, ts: float, weight: float, at: float,
 
 
 class Popularity:
-    """Item -> (decayed count, as-of ts); the ranking prior is log(1 + count decayed to now)."""
+    """Item -> (decayed count, as-of ts); the ranking prior is log(1 + count decayed to now).
+
+    A worker's copy of the deployment-wide counts: ``replace`` with the whole shared hash,
+    then ``update`` with the values it took since (the shared log), from ``position``."""
 
     def __init__(self, half_life: float) -> None:
         self.half_life = half_life
         self.entries: dict[str, tuple[float, float]] = {}
+        self.position: str | None = None  # where in the shared log ``entries`` stand
+        self.loaded_at = -math.inf  # when the whole hash was last read (time.monotonic)
 
     def add(self, increments: Iterable[tuple[str, float, float]]) -> None:
         for item_id, weight, at in increments:
             value, ts = self.entries.get(item_id, (0.0, at))
             self.entries[item_id] = decayed_add(value, ts, weight, at, self.half_life)
 
-    def replace(self, entries: Mapping[str, tuple[float, float]]) -> None:
+    def replace(self, entries: Mapping[str, tuple[float, float]],
+                position: str | None = None, at: float = -math.inf) -> None:
+        """The whole shared hash, as of log ``position``, read at ``at``."""
         self.entries = dict(entries)
+        self.position, self.loaded_at = position, at
+
+    def update(self, changes: Iterable[tuple[str, tuple[float, float] | None]]) -> int:
+        """Values the shared hash took, in order (None: the item's count was removed);
+        returns how many."""
+        n = 0
+        for item_id, entry in changes:
+            if entry is None:
+                self.entries.pop(item_id, None)
+            else:
+                self.entries[item_id] = entry
+            n += 1
+        return n
 
     def prior(self, item_ids: Sequence[str], at: float) -> np.ndarray:
         """log(1 + decayed count) for each item, as of event time ``at``."""

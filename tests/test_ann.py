@@ -1,0 +1,220 @@
+"""Large catalogs: nearest-neighbour candidates, exact re-scoring, the graph kept in step
+with the catalog's changes and with the model version (thresholds lowered by settings)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from stream_app.ann import AnnCandidates, exact_top
+from stream_app.catalog import Catalog
+from stream_app.config import Settings
+from stream_app.index import CatalogIndex
+from stream_app.metrics import Metrics
+from stream_app.model.adapter import Adapter, Blend
+from stream_app.model.interest import Interest, UserState
+from stream_app.model.sequence import Window, fit_sequence
+from stream_app.pipeline import Processor
+from tests.fakes import FakeEncoder
+
+DIM = 32
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def clustered(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
+    """Unit vectors around ``n // 25`` topic centres (real embeddings cluster too)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // 25), dim))
+    x = centres[rng.integers(len(centres), size=n)] + 0.5 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near(x: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
+    """Interest-like queries: catalog items moved a little."""
+    rng = np.random.default_rng(seed)
+    q = x[rng.integers(len(x), size=n)] + 0.1 * rng.normal(size=(n, x.shape[1]))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def settings(**over) -> Settings:
+    return Settings(**{"ann_min_items": 500, "ann_candidates": 60, "ann_popular_pool": 200,
+                       "ann_threads": 1, **over})
+
+
+def catalog_of(vectors: np.ndarray, s: Settings, ann: bool = True) -> Catalog:
+    catalog = Catalog.for_settings(None, "enc", vectors.shape[1], s)
+    if not ann:
+        catalog.ann = None
+    catalog.upsert((f"i{n}", v) for n, v in enumerate(vectors))
+    return catalog
+
+
+def recall(found: list, truth: list, k: int = 10) -> float:
+    return float(np.mean([len(set(f[:k]) & set(t[:k])) / max(1, min(k, len(t)))
+                          for f, t in zip(found, truth)]))
+
+
+@pytest.mark.parametrize("dtype", ["b1", "i8", "f16"])
+def test_candidates_hold_the_exact_top_10(dtype):
+    dim = 128 if dtype == "b1" else DIM  # sign bits need the width a text model has
+    x = clustered(3000, dim)
+    index = CatalogIndex(dim)
+    index.upsert((f"i{n}", v) for n, v in enumerate(x))
+    ann = AnnCandidates(index, replace(settings(ann_dtype=dtype).ann_params(), dtype=dtype))
+    ann.build_now()
+    assert ann.graph is not None and len(ann.graph) == 3000
+    queries = near(x, 200)
+    truth = [set(np.argsort(-(x @ q))[:10]) for q in queries]
+    found = ann.search(queries, 60)  # unordered: re-scored exactly afterwards
+    assert np.mean([len(t & set(f)) / 10 for f, t in zip(found, truth)]) >= 0.98
+
+
+def test_exact_top_is_the_brute_force_top():
+    x = clustered(1000)
+    q = clustered(5, seed=3)
+    for rows, got in zip(q, exact_top(x.astype(np.float16), None, q, 7)):
+        assert set(got) == set(np.argsort(-(x @ rows))[:7])
+
+
+def test_upserts_and_deletes_are_searched_at_once_and_folded_into_the_next_graph():
+    x = clustered(2000)
+    index = CatalogIndex(DIM)
+    index.upsert((f"i{n}", v) for n, v in enumerate(x))
+    params = replace(settings().ann_params(), rebuild_fraction=0.01)
+    ann = AnnCandidates(index, params)
+    ann.build_now()
+    target = x[7]
+    index.upsert([("new", target)])  # a new item exactly where the query points
+    index.remove(["i7"])  # the old one there leaves; the last row moves into its hole
+    (rows,) = ann.search(target[None, :], 20)
+    ids = {index.ids[r] for r in rows}
+    assert "new" in ids and "i7" not in ids
+    assert all(r < len(index) for r in rows)
+    assert ann.changed.count == 2  # the hole (now holding "new") and the emptied last row
+    index.upsert((f"more{n}", v) for n, v in enumerate(clustered(30, seed=5)))
+    assert ann.needs_build()
+    ann.maintain()  # starts the rebuild in a thread ...
+    index.upsert([("during", x[9])])  # ... while the stream goes on
+    assert ann.wait(60)
+    assert ann.graph is not None and len(ann.graph) == 2030
+    assert ann.changed.count == 1  # only what changed after the new snapshot
+    (rows,) = ann.search(x[9][None, :], 10)
+    assert "during" in {index.ids[r] for r in rows}
+    ann.close()
+
+
+def _states(x: np.ndarray, n: int, seed: int = 2) -> list[UserState]:
+    rng = np.random.default_rng(seed)
+    states = []
+    for u in range(n):
+        picks = rng.integers(len(x), size=3)
+        interests = tuple(Interest(x[p] * (1 + u % 3), 1.0 + j, 0.5 * j, 1000.0, f"i{p}", 1.0)
+                          for j, p in enumerate(picks[: 1 + u % 3]))
+        states.append(UserState(interests=interests, last_ts=1000.0, n_events=3,
+                                recent_items=tuple((f"i{p}", 1000.0) for p in picks)))
+    return states
+
+
+def _ranked(catalog: Catalog, s: Settings, states: list[UserState], seen: list) -> list:
+    proc = Processor(s, None, FakeEncoder(), catalog, Metrics())
+    return proc._ranked(states, seen, [1000.0] * len(states), 1000.0, 10)
+
+
+def _shared_counts(catalogs: list[Catalog], x: np.ndarray) -> None:
+    rng = np.random.default_rng(4)
+    popular = [(f"i{i}", float(w), 1000.0) for i, w in
+               zip(rng.integers(len(x), size=300), rng.pareto(1.5, size=300) * 5)]
+    choices = [((f"i{a}", f"i{b}"), f"i{c}") for a, b, c in rng.integers(len(x), size=(400, 3))]
+    for catalog in catalogs:
+        catalog.popularity.add(popular)
+        catalog.covisits.add(choices)
+
+
+def test_large_catalog_lists_match_exact_ranking():
+    """Candidates from the graphs, then the same scoring: the lists of a brute-force
+    ranking of every item (popularity, co-visits, exclusions, interest shares)."""
+    x = clustered(2500)
+    s = settings()
+    large, exact = catalog_of(x, s), catalog_of(x, s, ann=False)
+    _shared_counts([large, exact], x)
+    states = _states(x, 40)
+    seen = [frozenset(f"i{i}" for i in range(u, 2500, 97)) for u in range(40)]
+    _ranked(large, s, states[:1], seen[:1])  # the first ranking makes it large ...
+    assert large.large and large.index.compacted and not exact.large
+    large.text_ann.wait(60)  # ... and starts the graph's build in a thread
+    assert large.text_ann.graph is not None
+    got, want = _ranked(large, s, states, seen), _ranked(exact, s, states, seen)
+    assert recall([[i for i, _, _ in r] for r in got], [[i for i, _, _ in r] for r in want]) \
+        >= 0.98
+    same = [(g, w) for g, w in zip(got, want) if [i for i, _, _ in g] == [i for i, _, _ in w]]
+    assert len(same) >= 0.9 * len(got)
+    for g, w in same:  # the same score and reason (float16 vectors: within 2e-3)
+        assert [r for _, _, r in g] == [r for _, _, r in w]
+        np.testing.assert_allclose([v for _, v, _ in g], [v for _, v, _ in w], atol=2e-3)
+    assert not any(i in ex for r, ex in zip(got, seen) for i, _, _ in r)
+
+
+def test_rescoring_every_item_as_candidate_is_exact_scoring():
+    """With every item a candidate the restricted path is the full one, to float16."""
+    x = clustered(700)
+    s = settings(ann_candidates=700, ann_popular_pool=700)
+    large, exact = catalog_of(x, s), catalog_of(x, s, ann=False)
+    _shared_counts([large, exact], x)
+    states, seen = _states(x, 12), [frozenset({"i1", "i2"})] * 12
+    _ranked(large, s, states[:1], seen[:1])
+    large.text_ann.wait(60)
+    for g, w in zip(_ranked(large, s, states, seen), _ranked(exact, s, states, seen)):
+        assert [i for i, _, _ in g] == [i for i, _, _ in w]
+        np.testing.assert_allclose([v for _, v, _ in g], [v for _, v, _ in w], atol=2e-3)
+
+
+def _trained(ids: list[str], x: np.ndarray, version: str = "enc+ft00001") -> Adapter:
+    params = replace(Settings().sequence_params(), length=4, dim=8, blocks=1, heads=2,
+                     dropout=0.0, lr=1e-2, epochs=2.0, batch_size=8)
+    windows = [Window(tuple(range(s, s + 4))) for s in range(0, 40)]
+    weights, _ = fit_sequence(None, windows, ids[:50], x[:50], params)
+    return Adapter(version, "enc", weights, Blend(1.0, 1.0, None, None))
+
+
+def test_a_model_version_gets_its_own_graph_before_it_ranks():
+    x = clustered(1500)
+    s = settings()
+    large, exact = catalog_of(x, s), catalog_of(x, s, ann=False)
+    _shared_counts([large, exact], x)
+    states = _states(x, 20)
+    seen = [frozenset()] * 20
+    _ranked(large, s, states[:1], seen[:1])
+    large.text_ann.wait(60)
+    adapter = _trained(list(large.index.ids), x)
+    asyncio.run(large.use(adapter))
+    asyncio.run(exact.use(adapter))
+    ann = large.ranking_ann
+    assert ann is not None and ann.graph is not None and len(ann.graph) == 1500
+    assert large.ranking.dim == 8 and large.ranking.compacted
+    assert ann.params.dtype != "b1"  # inner products: never sign bits
+    got, want = _ranked(large, s, states, seen), _ranked(exact, s, states, seen)
+    assert recall([[i for i, _, _ in r] for r in got], [[i for i, _, _ in r] for r in want]) \
+        >= 0.98
+    # the version's graph follows the catalog's changes like the text one
+    large.upsert([("fresh", x[3])])
+    assert ann.changed.count >= 1 and "fresh" in large.ranking
+    asyncio.run(large.use(Adapter.base("enc")))  # back to the plain encoder: no graph
+    assert large.ranking is large.index and large.ranking_ann is None
+
+
+def test_below_the_threshold_nothing_changes():
+    x = clustered(300)
+    s = settings()
+    catalog = catalog_of(x, s)
+    _ranked(catalog, s, _states(x, 3), [frozenset()] * 3)
+    assert not catalog.large and not catalog.index.compacted and catalog.text_ann is None
+
+
+def test_the_trainers_catalog_never_goes_large():
+    """Only a catalog that ranks (a worker's) compacts and builds graphs."""
+    catalog = catalog_of(clustered(800), settings())
+    assert not catalog.serving and not catalog.large
+    assert catalog.index.matrix.dtype == np.float32
