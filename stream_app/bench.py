@@ -26,6 +26,8 @@ from stream_app.kafka_io import Producer, consume
 from stream_app.loading import load_catalog
 from stream_app.processes import local_system
 
+STALL_S = 60.0  # a flood fails when no recommendation arrived for this long
+
 _WORDS = ("space robots love ghosts cowboys detectives dragons heists aliens music war family "
           "comedy history ocean mountains zombies spies time travel romance murder").split()
 
@@ -141,7 +143,7 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
             words = " ".join(rng.choice(_WORDS) for _ in range(6))
             return {"event_id": f"text-{n}", "user_id": f"user-{rng.randrange(args.users)}",
                     "type": rng.choice(["search", "text"]), "text": f"{words} #{n}",
-                    "ts": 1.8e9 + n}
+                    "ts": 1.7e9 + args.events + n}  # after the item events, in the past
 
         await _flood(s, [item_event(n, "warm") for n in range(200)], received, "warm-up")
         if args.trained:  # measured once the worker ranks with it
@@ -152,6 +154,12 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
             s, [text_event(n) for n in range(args.text_events)], received, "text events")
         figures["latency_ms_at_50_events_per_s"] = await _paced(
             s, [item_event(n, "paced") for n in range(300)], received, rate=50.0)
+        if getattr(args, "rate", None):  # --rate R|half: the latency at a higher rate too
+            rate = (figures["item_activity_events_per_s"] / 2 if args.rate == "half"
+                    else float(args.rate))
+            figures[f"latency_ms_at_{rate:.0f}_events_per_s"] = await _paced(
+                s, [item_event(n, "rated") for n in range(max(300, int(rate * 5)))],
+                received, rate=rate)
     finally:
         task.cancel()
     return figures
@@ -206,11 +214,18 @@ async def _flood(s: Settings, events: list[dict[str, Any]], received: dict[str, 
         await producer.send_all(s.topic_activity, events, "user_id")
     ids = [e["event_id"] for e in events]
     with tqdm(total=len(ids), desc=label, unit="event") as bar:
-        seen = 0
+        seen, progressed = 0, time.monotonic()
         while seen < len(ids):
             await asyncio.sleep(0.1)
             now_seen = sum(1 for i in ids if i in received)
             bar.update(now_seen - seen)
+            if now_seen > seen:
+                progressed = time.monotonic()
+            elif time.monotonic() - progressed > STALL_S:
+                raise RuntimeError(
+                    f"{label}: {len(ids) - now_seen} of {len(ids)} events got no "
+                    f"recommendation for {STALL_S:.0f} s (dead-lettered? see the "
+                    f"{s.topic_dead_letters} topic)")
             seen = now_seen
     end = max(received[i] for i in ids)
     return round(len(ids) / (end - start), 1)
@@ -218,13 +233,21 @@ async def _flood(s: Settings, events: list[dict[str, Any]], received: dict[str, 
 
 async def _paced(s: Settings, events: list[dict[str, Any]], received: dict[str, float],
                  rate: float) -> dict[str, float]:
+    """Send ``events`` at ``rate`` per second, in ticks (each tick's due events, then a
+    flush); an event counts from when the broker confirmed it (its tick's flush)."""
     sent: dict[str, float] = {}
     async with Producer(s.kafka()) as producer:
-        for e in events:
-            await producer.send(s.topic_activity, e, key=e["user_id"])
+        start, i = time.perf_counter(), 0
+        while i < len(events):
+            due = max(i + 1, min(len(events), int((time.perf_counter() - start) * rate) + 1))
+            for e in events[i:due]:
+                await producer.send(s.topic_activity, e, key=e["user_id"])
             await producer.flush()
-            sent[e["event_id"]] = time.perf_counter()
-            await asyncio.sleep(1.0 / rate)
+            now = time.perf_counter()
+            for e in events[i:due]:
+                sent[e["event_id"]] = now
+            i = due
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
     while not all(i in received for i in sent):
         await asyncio.sleep(0.05)
     lat = sorted((received[i] - t) * 1000 for i, t in sent.items())

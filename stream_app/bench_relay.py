@@ -1,20 +1,25 @@
-"""`stream-app bench --relay`: what Kafka relaying costs through the raw client and Faust.
+"""`stream-app bench --relay`: what relaying Kafka records costs through the raw client
+and through Faust, on one broker, in one run.
 
-The same pre-produced flood of N records goes, on one broker, through
+The same pre-produced flood of N activity-sized records (~150 bytes, keyed by user) goes
+through, each in a process of its own (a clean interpreter, as a worker runs):
 
-- ``raw``: an aiokafka relay (``getmany`` -> a send per record -> wait for every
-  delivery -> commit), the client's ceiling;
-- ``faust``: a bare Faust agent as Faust is commonly used, forwarding each record
+- ``raw``: an aiokafka relay: ``getmany`` -> a send per record -> wait for every
+  delivery -> commit; the client's ceiling;
+- ``faust``: a bare Faust agent as Faust is commonly written, forwarding each record
   (``async for event in stream.events(): await topic.send(...)``) on an app with
-  Faust's default settings (what ``new_app`` was before it was tuned);
+  Faust's default settings (raw bytes, ``acks=all``, the configured fetch wait): what
+  ``app.new_app`` was before it was tuned;
 - ``tuned``: a Faust pass-through that runs the worker's own batch loop
-  (``app.run_batches`` over ``take_events``, outputs confirmed by ``app.send_confirmed``
-  before the batch is acknowledged) on ``app.new_app``'s settings;
+  (``app.run_batches`` over ``take_events``, each batch's outputs confirmed by
+  ``app.send_confirmed`` before the batch is acknowledged) on ``app.new_app``, i.e.
+  the worker without the model and Redis.
 
-each in its own process. Throughput comes from the broker's timestamps of the relayed
-records (first to last, so start-up and group joins are left out); then records are
-sent at a fixed rate (by default half the relay's own maximum) and a reader measures
-end-to-end latency: from handing the record to a producer to reading its copy.
+Throughput comes from the broker timestamps of the relayed records (the relay's send
+times), first to last, so start-up and the group join are left out. Then records are
+sent at a fixed rate (default: half that relay's maximum, at most 5,000/s) for a few
+seconds and a reader measures end-to-end latency, from handing a record to the producer
+to reading its relayed copy (the reader polls with a 5 ms fetch wait).
 
 Other benchmarks call :func:`measure_relays` with a running broker's settings.
 """
@@ -26,20 +31,22 @@ import asyncio
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 from stream_app.config import Settings
 from stream_app.kafka_io import Kafka, ensure_topics
 
 KINDS = ("raw", "faust", "tuned")
-LABELS = {"raw": "raw aiokafka relay", "faust": "bare Faust agent (per record)",
-          "tuned": "tuned Faust agent (batches)"}
-_MAX_PACED_RATE = 5000.0  # the paced sender and reader share the machine with the relay
+LABELS = {"raw": "raw aiokafka relay", "faust": "bare Faust agent, per record",
+          "tuned": "tuned Faust agent, batches"}
+MAX_PACED_RATE = 5000.0  # the paced sender and its reader share the machine with the relay
 
 
 @dataclass
@@ -47,15 +54,15 @@ class RelayFigures:
     kind: str
     events: int
     events_per_s: float
-    latency_rate: float = 0.0  # events/s of the paced run
-    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, max
     seconds: float = 0.0  # first to last relayed record of the flood
+    latency_rate: float = 0.0  # events/s of the paced run (0: none)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99, max
 
 
 # --- the flood and the measurements (parent side) ------------------------------------------
 
 def flood_value(n: int, rng: random.Random, sent: float | None = None) -> bytes:
-    """An activity event of the usual size (about 150 bytes)."""
+    """An activity event of the usual size (about 150 bytes); ``sent``: wall clock."""
     event: dict[str, Any] = {"event_id": f"relay-{n}", "user_id": f"user-{rng.randrange(500)}",
                              "type": rng.choice(("view", "click", "like", "purchase")),
                              "item_id": str(rng.randrange(10000)), "ts": 1.7e9 + n}
@@ -65,7 +72,7 @@ def flood_value(n: int, rng: random.Random, sent: float | None = None) -> bytes:
 
 
 async def produce_flood(kafka: Kafka, topic: str, events: int, seed: int = 1) -> None:
-    """``events`` records keyed by user into ``topic``, all confirmed before returning."""
+    """``events`` records keyed by user into ``topic``, all confirmed on return."""
     from aiokafka import AIOKafkaProducer
 
     from stream_app.connections import kafka_config
@@ -76,8 +83,7 @@ async def produce_flood(kafka: Kafka, topic: str, events: int, seed: int = 1) ->
     await producer.start()
     try:
         for n in range(events):
-            value = flood_value(n, rng)
-            await producer.send(topic, value, key=f"user-{n % 500}".encode())
+            await producer.send(topic, flood_value(n, rng), key=f"user-{n % 500}".encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -86,9 +92,9 @@ async def produce_flood(kafka: Kafka, topic: str, events: int, seed: int = 1) ->
 async def collect_timestamps(kafka: Kafka, topic: str, count: int,
                              child: subprocess.Popen | None = None,
                              timeout: float = 600.0) -> list[float]:
-    """Broker timestamps (the relay's send times, seconds) of the first ``count`` records
-    of ``topic``, read as they arrive (a broker's end offsets are not a record count on
-    every Kafka-compatible broker: tansu's are not)."""
+    """Broker timestamps (seconds) of the first ``count`` records of ``topic``, read as
+    they arrive. (Counting by end offsets is not portable: tansu's ListOffsets does not
+    give record counts.)"""
     from aiokafka import AIOKafkaConsumer
 
     from stream_app.connections import kafka_config
@@ -102,7 +108,7 @@ async def collect_timestamps(kafka: Kafka, topic: str, count: int,
     try:
         while len(out) < count:
             if child is not None and child.poll() is not None:
-                raise RuntimeError(f"relay process exited with code {child.returncode}")
+                raise RuntimeError(f"the relay process exited with code {child.returncode}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{topic}: {len(out)} of {count} records after {timeout}s")
             batch = await consumer.getmany(timeout_ms=500, max_records=10000)
@@ -113,11 +119,26 @@ async def collect_timestamps(kafka: Kafka, topic: str, count: int,
     return out[:count]
 
 
-async def _paced_latency(kafka: Kafka, topic_in: str, topic_out: str, rate: float,
-                         seconds: float, seed: int = 2) -> dict[str, float]:
-    """Send at ``rate`` for ``seconds`` (in 5 ms ticks), read the relayed copies, and
-    return latency percentiles in ms (from handing a record to the producer to reading
-    it back)."""
+def flood_rate(stamps: Sequence[float]) -> tuple[float, float]:
+    """(events/s, seconds) from the relayed records' timestamps, first to last."""
+    span = max(stamps) - min(stamps)
+    return (round((len(stamps) - 1) / span, 1) if span > 0 else float("inf")), round(span, 3)
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    lat = sorted(values)
+    if not lat:
+        return {}
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
+    return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(lat[-1], 1)}
+
+
+async def paced_latency(kafka: Kafka, topic_in: str, topic_out: str, rate: float,
+                        seconds: float, seed: int = 2) -> dict[str, float]:
+    """Send at ``rate`` for ``seconds`` (5 ms ticks), read the relayed copies, and return
+    latency percentiles in ms, from handing a record to the producer to reading it."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.structs import TopicPartition
 
@@ -131,12 +152,12 @@ async def _paced_latency(kafka: Kafka, topic_in: str, topic_out: str, rate: floa
     await producer.start()
     received: dict[str, float] = {}
     try:
-        parts = reader.partitions_for_topic(topic_out) or set()
-        tps = [TopicPartition(topic_out, p) for p in parts]
+        tps = [TopicPartition(topic_out, p)
+               for p in sorted(reader.partitions_for_topic(topic_out) or ())]
         reader.assign(tps)
         await reader.seek_to_end(*tps)
         for tp in tps:
-            await reader.position(tp)  # resolved before the first paced record is sent
+            await reader.position(tp)  # resolved before the first paced record goes out
 
         async def read() -> None:
             while True:
@@ -175,83 +196,105 @@ async def _paced_latency(kafka: Kafka, topic_in: str, topic_out: str, rate: floa
     return percentiles([v * 1000 for v in received.values()])
 
 
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    lat = sorted(values)
-    if not lat:
-        return {}
-
-    def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1)
-    return {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99), "max": round(lat[-1], 1)}
-
-
-def flood_rate(stamps: Sequence[float]) -> tuple[float, float]:
-    """(events/s, seconds) from the relayed records' timestamps, first to last."""
-    span = max(stamps) - min(stamps)
-    return (round((len(stamps) - 1) / span, 1) if span > 0 else float("inf")), round(span, 3)
-
-
 async def measure_one(s: Settings, kind: str, topic_in: str, events: int, run: str,
                       rate: float | None = None, latency_s: float = 4.0,
                       timeout: float = 600.0, profile: str | None = None) -> RelayFigures:
-    """One relay process of ``kind`` over the flood already in ``topic_in``: its
-    throughput, then its latency at ``rate`` (None: half its own maximum, at most
-    5000/s)."""
+    """One relay process of ``kind`` over the flood of ``events`` records already in
+    ``topic_in`` (its own: the paced records go there too): its throughput, then
+    (``latency_s`` > 0) its latency at ``rate`` (None: half its own maximum, at most
+    ``MAX_PACED_RATE``). ``profile``: a cProfile output file for the relay process."""
     topic_out = f"relay-out-{kind}-{run}"
     await ensure_topics(s.kafka(), [topic_out], s.topic_partitions, s.topic_replication)
-    child = start_child(s, kind, topic_in, topic_out, f"relay-{kind}-{run}", profile=profile)
-    try:
-        stamps = await collect_timestamps(s.kafka(), topic_out, events, child, timeout)
-        per_s, seconds = flood_rate(stamps)
-        figures = RelayFigures(kind, events, per_s, seconds=seconds)
-        if latency_s > 0:
-            figures.latency_rate = round(rate or min(_MAX_PACED_RATE, per_s / 2), 1)
-            figures.latency_ms = await _paced_latency(s.kafka(), topic_in, topic_out,
-                                                      figures.latency_rate, latency_s)
-        return figures
-    finally:
-        stop_child(child)
+    with tempfile.TemporaryFile() as log:
+        child = start_child(s, kind, topic_in, topic_out, f"relay-{kind}-{run}", log,
+                            profile=profile)
+        try:
+            stamps = await collect_timestamps(s.kafka(), topic_out, events, child, timeout)
+            per_s, seconds = flood_rate(stamps)
+            figures = RelayFigures(kind, events, per_s, seconds)
+            if latency_s > 0:
+                figures.latency_rate = round(rate or min(MAX_PACED_RATE, per_s / 2), 1)
+                figures.latency_ms = await paced_latency(s.kafka(), topic_in, topic_out,
+                                                         figures.latency_rate, latency_s)
+            return figures
+        except BaseException:
+            log.seek(0)
+            print(f"--- {kind} relay log (tail) ---\n"
+                  + log.read().decode(errors="replace")[-4000:], file=sys.stderr)
+            raise
+        finally:
+            stop_child(child)
 
 
 async def measure_relays(s: Settings, events: int = 20000, kinds: Sequence[str] = KINDS,
                          rate: float | None = None, latency_s: float = 4.0,
                          profile_dir: str | None = None) -> dict[str, Any]:
-    """The flood produced once, then each relay in turn on it; figures and ratios to the
-    raw relay. ``s`` must name a running broker (``kafka_bootstrap_servers``)."""
+    """The same flood produced up front into one input topic per relay, then each relay
+    in turn over its copy: a dict with the settings that matter, each kind's
+    :class:`RelayFigures` (as a dict) and each kind's events/s as a ratio to the raw
+    relay's. ``s`` must name a running broker (``kafka_bootstrap_servers``);
+    ``latency_s`` 0 skips the paced runs; the topics are deleted afterwards."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown relay {sorted(unknown)}; one of {', '.join(KINDS)}")
     run = uuid.uuid4().hex[:6]
-    topic_in = f"relay-in-{run}"
-    await ensure_topics(s.kafka(), [topic_in], s.topic_partitions, s.topic_replication)
-    await produce_flood(s.kafka(), topic_in, events)
-    results: dict[str, Any] = {"events": events, "partitions": s.topic_partitions}
-    for kind in kinds:
-        profile = os.path.join(profile_dir, f"{kind}.prof") if profile_dir else None
-        results[kind] = asdict(await measure_one(s, kind, topic_in, events, run, rate,
-                                                 latency_s, profile=profile))
+    inputs = {kind: f"relay-in-{kind}-{run}" for kind in kinds}
+    await ensure_topics(s.kafka(), inputs.values(), s.topic_partitions, s.topic_replication)
+    for topic in inputs.values():
+        await produce_flood(s.kafka(), topic, events)
+    results: dict[str, Any] = {
+        "events": events, "partitions": s.topic_partitions,
+        "settings": {k: getattr(s, k, None) for k in (
+            "batch_size", "batch_within_s", "kafka_fetch_max_wait_ms",
+            "kafka_producer_batch_bytes", "kafka_producer_linger_ms", "faust_event_stats")}}
+    try:
+        for kind in kinds:
+            profile = os.path.join(profile_dir, f"{kind}.prof") if profile_dir else None
+            results[kind] = asdict(await measure_one(s, kind, inputs[kind], events, run, rate,
+                                                     latency_s, profile=profile))
+    finally:
+        await _delete_topics(s.kafka(), [*inputs.values()]
+                             + [f"relay-out-{kind}-{run}" for kind in kinds])
     if "raw" in results:
         raw = results["raw"]["events_per_s"]
         results["ratios"] = {k: round(results[k]["events_per_s"] / raw, 3)
-                             for k in kinds if k != "raw" and k in results}
+                             for k in kinds if k != "raw"}
     return results
+
+
+async def _delete_topics(kafka: Kafka, names: list[str]) -> None:
+    """Best effort: a shared broker keeps no benchmark topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from stream_app.connections import kafka_config
+
+    admin = AIOKafkaAdminClient(**kafka_config(kafka).client_args())
+    try:
+        await admin.start()
+        await admin.delete_topics(names)
+    except Exception:  # noqa: BLE001 - leftovers are harmless
+        pass
+    finally:
+        await admin.close()
 
 
 # --- the relay processes (child side) ------------------------------------------------------
 
 def start_child(s: Settings, kind: str, topic_in: str, topic_out: str, group: str,
+                log: IO[bytes] | int = subprocess.DEVNULL,
                 profile: str | None = None) -> subprocess.Popen:
+    """``python -m stream_app.bench_relay KIND IN OUT GROUP`` with ``s`` in its
+    environment (under cProfile when ``profile`` names an output file)."""
     if kind not in KINDS:
         raise ValueError(f"unknown relay {kind!r}; one of {', '.join(KINDS)}")
     env = {**os.environ, **s.env(), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else [])
-    cmd += ["-m", "stream_app.bench_relay"]
-    return subprocess.Popen(cmd + [kind, topic_in, topic_out, group], env=env,
-                            stdout=subprocess.DEVNULL if not os.environ.get(
-                                "STREAM_APP_RELAY_DEBUG") else None,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd + ["-m", "stream_app.bench_relay", kind, topic_in, topic_out,
+                                   group], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def stop_child(child: subprocess.Popen, timeout: float = 30.0) -> None:
-    import signal
-
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
         try:
@@ -286,66 +329,9 @@ async def raw_relay(s: Settings, topic_in: str, topic_out: str, group: str,
         await consumer.stop()
 
 
-def faust_relay_app(s: Settings, kind: str, topic_in: str, topic_out: str, group: str) -> Any:
-    """The Faust app of the ``faust`` or ``tuned`` relay (not started)."""
-    import faust
-
-    from stream_app.app import new_app, raw_topic, run_batches, send_confirmed
-    from stream_app.health import Health
-    from stream_app.kafka_transport import App
-    from stream_app.pipeline import Outputs
-
-    if kind == "faust":
-        app = baseline_app(s, group)
-    else:
-        app = new_app(s, group)
-    app.conf.web_enabled = False
-    for key, value in json.loads(os.environ.get("RELAY_EXPERIMENT_CONF", "{}")).items():
-        setattr(app.conf, key, value)  # EXPERIMENT
-    src, dst = raw_topic(app, s, topic_in), raw_topic(app, s, topic_out)
-
-    if kind == "faust":
-        @app.agent(src, name="relay")
-        async def forward(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                await dst.send(key=event.key, value=event.value)
-        return app
-
-    class PassThrough:
-        health = Health(60.0, 600.0)
-        stopping = False
-
-        async def ready(self) -> None:
-            return None
-
-        def on_retry(self, topic: str, cause: str, error: str) -> None:
-            pass
-
-        def on_progress(self, topic: str, records: Any) -> None:
-            pass
-
-        async def publish(self, *args: Any) -> None:
-            pass
-
-    async def process(records: Any) -> Outputs:
-        return Outputs(recommendations=[(r.key, r.value) for r in records])
-
-    async def emit(out: Outputs) -> None:
-        await send_confirmed([(dst, key, value) for key, value in out.recommendations])
-
-    @app.agent(src, name="relay")
-    async def relay(stream: faust.StreamT) -> None:
-        await run_batches(stream, s, PassThrough(), topic_in, process, emit)
-
-    assert isinstance(app, App)
-    return app
-
-
 def baseline_app(s: Settings, app_id: str) -> Any:
     """A Faust app as the worker's was before tuning: Faust's defaults, raw bytes,
-    ``acks=all`` and the configurable fetch wait (else tansu holds each fetch 1.5 s)."""
-    import tempfile
-
+    ``acks=all`` and the configured fetch wait (tansu would hold each fetch 1.5 s)."""
     from stream_app.app import broker_url
     from stream_app.kafka_transport import App
 
@@ -360,50 +346,73 @@ def baseline_app(s: Settings, app_id: str) -> Any:
                autodiscover=False, store="memory://")
 
 
+class _PassThrough:
+    """The BatchRuntime of the tuned relay: always ready, nothing to account."""
+
+    stopping = False
+
+    def __init__(self) -> None:
+        from stream_app.health import Health
+
+        self.health = Health(60.0, 600.0)
+
+    async def ready(self) -> None:
+        return None
+
+    def on_retry(self, topic: str, cause: str, error: str) -> None:
+        pass
+
+    def on_progress(self, topic: str, records: Any) -> None:
+        pass
+
+    async def publish(self, topic: str, out: Any, batch_records: int, seconds: float) -> None:
+        pass
+
+
+def faust_relay_app(s: Settings, kind: str, topic_in: str, topic_out: str, group: str) -> Any:
+    """The Faust app of the ``faust`` or ``tuned`` relay (not started)."""
+    import faust
+
+    from stream_app.app import new_app, raw_topic, run_batches, send_confirmed
+    from stream_app.pipeline import Outputs
+
+    app = baseline_app(s, group) if kind == "faust" else new_app(s, group)
+    app.conf.web_enabled = False
+    src, dst = raw_topic(app, s, topic_in), raw_topic(app, s, topic_out)
+
+    if kind == "faust":
+        @app.agent(src, name="relay")
+        async def forward(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await dst.send(key=event.key, value=event.value)
+        return app
+
+    async def process(records: Any) -> Outputs:
+        return Outputs(recommendations=[(r.key, r.value) for r in records])
+
+    async def emit(out: Outputs) -> None:
+        await send_confirmed([(dst, key, value) for key, value in out.recommendations])
+
+    @app.agent(src, name="relay")
+    async def relay(stream: faust.StreamT) -> None:
+        await run_batches(stream, s, _PassThrough(), topic_in, process, emit)
+    return app
+
+
 def child_main(argv: Sequence[str]) -> int:
     kind, topic_in, topic_out, group = argv
-    if os.environ.get("RELAY_EXPERIMENT_SWITCH"):  # EXPERIMENT
-        sys.setswitchinterval(float(os.environ["RELAY_EXPERIMENT_SWITCH"]))
-    if os.environ.get("RELAY_EXPERIMENT_COUNT"):  # EXPERIMENT
-        import atexit, collections, threading
-        from asyncio import selector_events
-        from aiokafka import conn
-        counts = collections.Counter()
-        orig = conn.AIOKafkaConnection.send
-        def send(self, request, expect_response=True):
-            counts[type(request).__name__] += 1
-            return orig(self, request, expect_response)
-        conn.AIOKafkaConnection.send = send
-        origw = selector_events._SelectorSocketTransport.write
-        def write(self, data):
-            t0 = time.perf_counter()
-            origw(self, data)
-            counts["write_s"] += time.perf_counter() - t0
-            counts["write_bytes"] += len(data)
-            counts["writes"] += 1
-        selector_events._SelectorSocketTransport.write = write
-        def dump(*a):
-            print("COUNTS", dict(counts), file=sys.stderr, flush=True)
-        def loop():
-            while True:
-                time.sleep(2)
-                dump()
-        threading.Thread(target=loop, daemon=True).start()
     s = Settings.from_env()
     if kind == "raw":
-        import signal
-
         async def main() -> None:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
             await raw_relay(s, topic_in, topic_out, group, stop)
         asyncio.run(main())
         return 0
     from faust.worker import Worker
 
-    app = faust_relay_app(s, kind, topic_in, topic_out, group)
-    worker = Worker(app, loglevel="warning", quiet=True)
+    worker = Worker(faust_relay_app(s, kind, topic_in, topic_out, group),
+                    loglevel="warning", quiet=True)
     worker.spinner = None
     worker.execute_from_commandline()
     return 0
@@ -412,15 +421,15 @@ def child_main(argv: Sequence[str]) -> int:
 # --- the command ---------------------------------------------------------------------------
 
 def run_relay(settings: Settings, args: argparse.Namespace) -> int:
-    """``stream-app bench --relay``: an embedded broker unless one is configured."""
+    """``stream-app bench --relay``: on an embedded broker unless one is configured."""
     from stream_app.embedded import LocalStack
 
-    kinds = [k.strip() for k in (getattr(args, "relays", None) or ",".join(KINDS)).split(",")]
+    events = getattr(args, "relay_events", None) or 20000
+    rate = getattr(args, "rate", None)  # "half" (or none): half each relay's own maximum
     with LocalStack(settings) as stack:
         results = asyncio.run(measure_relays(
-            stack.settings, events=args.events, kinds=kinds,
-            rate=getattr(args, "rate", None), latency_s=getattr(args, "latency_s", 4.0),
-            profile_dir=getattr(args, "profile_dir", None)))
+            stack.settings, events=events, rate=None if rate in (None, "half") else float(rate),
+            latency_s=4.0))
     report(results)
     if getattr(args, "json", None):
         with open(args.json, "w") as fh:
@@ -429,18 +438,21 @@ def run_relay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def report(results: dict[str, Any]) -> None:
-    print(f"\nstream-app bench --relay ({results['events']} events, "
-          f"{results['partitions']} partitions, one process each)")
+    print(f"\nstream-app bench --relay ({results['events']:,} records, "
+          f"{results['partitions']} partitions, each relay in a process of its own)")
     for kind in KINDS:
         if kind not in results:
             continue
         r = results[kind]
-        lat = r["latency_ms"]
         ratio = results.get("ratios", {}).get(kind)
-        print(f"  {LABELS[kind]:<32} {r['events_per_s']:>10,.0f} events/s"
-              + (f"  ({ratio:.3f}x raw)" if ratio is not None else "")
-              + (f"  latency at {r['latency_rate']:,.0f}/s: p50 {lat['p50']} ms, "
-                 f"p95 {lat['p95']} ms, p99 {lat['p99']} ms" if lat else ""))
+        line = (f"  {LABELS[kind]:<30} {r['events_per_s']:>9,.0f} events/s"
+                + (f" {ratio:>6.3f}x raw" if ratio is not None else " " * 12))
+        lat = r["latency_ms"]
+        if lat:
+            line += (f"   at {r['latency_rate']:,.0f}/s: p50 {lat['p50']} / p95 {lat['p95']}"
+                     f" / p99 {lat['p99']} ms")
+        print(line)
+    print("  settings: " + ", ".join(f"{k}={v}" for k, v in results["settings"].items()))
 
 
 if __name__ == "__main__":

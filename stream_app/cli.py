@@ -374,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --items: longest wait for the catalog and its index")
     bench.add_argument("--relay", action="store_true",
                        help="only the relays (stream_app/bench_relay.py)")
+    bench.add_argument("--rate",
+                       help="also measure latency at this many events/s (a number, or `half`: "
+                       "half the item-event rate just measured); with --relay: the relays' "
+                       "paced rate (default: half each one's maximum)")
     bench.add_argument("--footprint", action="store_true",
                        help="Redis bytes per user (--users users' events; --catalog: a "
                        "MovieLens dir, else synthetic) and the popularity refresh's cost, "

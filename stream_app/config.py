@@ -16,7 +16,7 @@ from stream_app.ann import AnnParams
 from stream_app.connections import KafkaConfig, RedisConfig
 from stream_app.contract import Limits
 from stream_app.model.interest import InterestParams
-from stream_app.model.scoring import Defaults
+from stream_app.model.scoring import BLEND_PARTS, Defaults
 from stream_app.model.sequence import SequenceParams
 
 ENV_PREFIX = "STREAM_APP_"
@@ -87,8 +87,18 @@ class Settings:
         10.0, "Consumer group session timeout: a dead worker's partitions move after this.")
     kafka_heartbeat_interval_s: float = _setting(3.0, "Consumer group heartbeat interval.")
     kafka_fetch_max_wait_ms: int = _setting(
-        100, "Longest a consumer fetch waits for data (brokers that hold fetches add this "
-        "much latency).")
+        20, "Longest a consumer fetch waits for data (brokers that hold fetches, as tansu "
+        "does, add up to this much latency; Apache Kafka answers as soon as data arrives).")
+    kafka_producer_batch_bytes: int = _setting(
+        262144, "Largest producer batch per partition, bytes: a micro-batch's "
+        "recommendations for one partition fit one batch, so one produce request confirms "
+        "them (Faust's default, 16384, holds ~8 recommendations).")
+    kafka_producer_linger_ms: int = _setting(
+        0, "How long the producer waits for more records before sending a batch, ms; 0: "
+        "at once (a micro-batch is handed over whole, so it is one batch anyway).")
+    faust_event_stats: bool = _setting(
+        False, "Faust's per-message and per-event statistics (its Monitor sensor), read "
+        "only by Faust's own statistics pages; off saves ~13% of the Faust path's cost.")
     # --- model -----------------------------------------------------------
     model_path: str = _setting(
         "", "Local Hugging Face model directory. Empty: the bundled all-MiniLM-L6-v2.")
@@ -116,6 +126,9 @@ class Settings:
         0.6, "Cosine below which an event opens a new interest instead of joining one.")
     recent_items: int = _setting(
         50, "Latest chosen items kept per user: the sequence the trained model reads.")
+    interest_weight: float = _setting(
+        1.0, "Weight of the cosine of a user's interests with an item's text vector in every "
+        "score, in versions that fitted none (0: text does not rank; the ID-only ablation).")
     popularity_weight: float = _setting(
         0.5, "Weight of the prior log(1 + decayed item popularity) in every score.")
     covisit_weight: float = _setting(
@@ -187,7 +200,9 @@ class Settings:
         0, "Threads that build and search the index; 0: every core.")
     # --- streaming -------------------------------------------------------
     batch_size: int = _setting(256, "Most events per micro-batch.")
-    batch_within_s: float = _setting(0.05, "Longest wait to fill a micro-batch, seconds.")
+    batch_within_s: float = _setting(
+        0.01, "Longest wait to fill a micro-batch, seconds (a flood fills `batch_size` "
+        "sooner; a slow stream waits this long at most: it adds to every event's latency).")
     dedupe_window: int = _setting(256, "Recent event ids remembered per user to drop duplicates.")
     max_text_chars: int = _setting(2000, "Longer free text is rejected to dead-letters.")
     max_record_bytes: int = _setting(1_000_000, "Larger records are rejected to dead-letters.")
@@ -269,6 +284,11 @@ class Settings:
     sequence_item_ids: bool = _setting(
         True, "Items also get a learned ID embedding, zero until a round trains on them; "
         "off: text only (an ablation).")
+    trainer_blend_fit: str = _setting(
+        "sequence", "Which weights of a version's score the trainer fits on held-out choices "
+        "(comma-separated among sequence, interest, covisit, popularity, or `all`); the "
+        "others keep the settings' values. Fitting all of them on a round's few hundred "
+        "held-out choices chased their noise on sparse data (docs/evaluation.md).")
     trainer_promotion_tolerance: float = _setting(
         0.1, "A candidate is promoted unless its held-out NDCG@10 is below the plain "
         "encoder's, or below the current version's by more than this share.")
@@ -315,6 +335,7 @@ class Settings:
                     "topic_partitions", "topic_replication", "catalog_sync_interval_s",
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
+                    "kafka_producer_batch_bytes",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
                     "trainer_negatives", "trainer_step_size", "trainer_full_softmax_items",
                     "trainer_skip_weight", "trainer_threads", "trainer_revert_windows",
@@ -326,7 +347,8 @@ class Settings:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
-        for name in ("max_interests", "short_term_weight", "popularity_weight",
+        for name in ("max_interests", "short_term_weight", "popularity_weight", "interest_weight",
+                     "kafka_producer_linger_ms",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
                      "trainer_promotion_tolerance", "user_history", "popularity_reload_s",
@@ -359,6 +381,11 @@ class Settings:
             raise ValueError(f"{env_name(_field('state_format'))} must be 1 or 2")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
+        fitted = [n.strip() for n in self.trainer_blend_fit.split(",") if n.strip()]
+        if fitted != ["all"] and not set(fitted) <= set(BLEND_PARTS):
+            raise ValueError(f"{env_name(_field('trainer_blend_fit'))} must name weights among "
+                             f"{', '.join(BLEND_PARTS)} (or be `all`), not "
+                             f"{self.trainer_blend_fit!r}")
 
     def interest_params(self) -> InterestParams:
         return InterestParams(self.max_interests, self.long_half_life_s, self.short_half_life_s,
@@ -399,8 +426,11 @@ class Settings:
                          self.ann_rebuild_fraction, self.ann_threads, self.ann_popular_pool)
 
     def defaults(self) -> Defaults:
-        """The weights of a score's parts for versions that fitted none."""
-        return Defaults(self.popularity_weight, self.covisit_weight)
+        """The weights of a score's parts for versions that fitted none, and which of a
+        version's weights the trainer fits."""
+        fitted = tuple(n.strip() for n in self.trainer_blend_fit.split(",") if n.strip())
+        return Defaults(self.popularity_weight, self.covisit_weight, self.interest_weight,
+                        BLEND_PARTS if fitted == ("all",) else fitted)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

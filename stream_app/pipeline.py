@@ -458,13 +458,14 @@ class Processor:
                       self.catalog.popularity.prior(index.ids, at), directions, histories,
                       covisit)
             lists = rank_parts(p, adapter.blend, self.s.defaults(), strengths, rows, k)
+        interest_weight = self.s.defaults().weights(adapter.blend).interest
         out = []
         for st, strength, history, ranked in zip(states, strengths, histories, lists):
             order = {n: r for r, n in enumerate(np.argsort(-strength, kind="stable"))}
             after = index.ids[history[-1]] if history and not adapter.is_base else None
             # a version that gives interests no weight ranks by sequence and prior alone
             out.append([(index.ids[row], score,
-                         self._reason(st.interests, interest if adapter.blend.interest > 0
+                         self._reason(st.interests, interest if interest_weight > 0
                                       else -1, order, after))
                         for row, score, interest in ranked])
         return out
@@ -480,7 +481,7 @@ class Processor:
         index, ranking, adapter = catalog.index, catalog.ranking, catalog.adapter
         defaults = self.s.defaults()
         blend = adapter.blend
-        w_pop = defaults.popularity if blend.popularity is None else blend.popularity
+        w_pop = defaults.weights(blend).popularity
         b = len(states)
         queries = None
         if not adapter.is_base:  # from the history items' vectors alone

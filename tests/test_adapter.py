@@ -42,9 +42,9 @@ def test_base_version_ranks_with_the_text_vectors_as_they_are():
     assert base.sequence is None and base.scorer is None
     np.testing.assert_array_equal(base.item_vectors(IDS, text), text)
     assert base.sequence_queries(HISTORIES, text) is None
-    assert base.blend == Blend(1.0, 1.0, None, None)  # the settings' weights for the rest
+    assert base.blend == Blend(1.0, None, None, None)  # the settings' weights for the rest
     assert base.meta() == {"version": "enc", "base_version": "enc",
-                           "blend": {"sequence": 1.0, "interest": 1.0, "popularity": None,
+                           "blend": {"sequence": 1.0, "interest": None, "popularity": None,
                                      "covisit": None},
                            "sequence": None, "id_items": 0}
     back = Adapter.from_bytes(base.to_bytes())

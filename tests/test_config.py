@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from stream_app.config import ENV_PREFIX, Settings, env_name, settings_table
-from stream_app.model.scoring import Defaults
+from stream_app.model.scoring import BLEND_PARTS, Defaults
 from stream_app.model.sequence import SequenceParams
 
 FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -210,7 +210,8 @@ def test_trainer_settings_reach_the_objective():
         == (0.01, 2.5, 64, 500, 100, 0.5)
     assert (p.seed, p.use_text, p.use_ids) == (7, True, False)
     assert s.interest_params().recent_items == 4  # the model reads what users keep
-    assert s.defaults() == Defaults(popularity=0.25, covisit=2.0)
+    assert s.defaults() == Defaults(popularity=0.25, covisit=2.0, interest=1.0,
+                                    fitted=("sequence",))
 
 
 def test_the_model_has_one_source_of_defaults():
@@ -231,7 +232,14 @@ def test_the_model_has_one_source_of_defaults():
     assert set(mirror) - set(required) == {"use_text", "use_ids"}
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(Defaults))
     assert dataclasses.asdict(s.defaults()) == {"popularity": s.popularity_weight,
-                                                "covisit": s.covisit_weight}
+                                                "covisit": s.covisit_weight,
+                                                "interest": s.interest_weight,
+                                                "fitted": ("sequence",)}
+    assert s.replace(trainer_blend_fit="all").defaults().fitted == BLEND_PARTS
+    assert s.replace(trainer_blend_fit="sequence, covisit").defaults().fitted == (
+        "sequence", "covisit")
+    with pytest.raises(ValueError, match="TRAINER_BLEND_FIT"):
+        Settings.from_env({"STREAM_APP_TRAINER_BLEND_FIT": "sequence,colour"})
     assert Settings(recent_items=0).sequence_params().length == 1  # reads at least one
 
 

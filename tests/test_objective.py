@@ -24,7 +24,7 @@ from stream_app.model.objective import (
     sequences,
     train_and_judge,
 )
-from stream_app.model.scoring import Defaults
+from stream_app.model.scoring import BLEND_PARTS, Defaults
 from stream_app.model.sequence import (
     SequenceParams,
     SequenceScorer,
@@ -35,7 +35,7 @@ from stream_app.model.sequence import (
 
 N, D, LENGTH = 60, 8, 8
 IDS = [f"i{n}" for n in range(N)]
-NO_WEIGHTS = Defaults(popularity=0.0, covisit=0.0)
+NO_WEIGHTS = Defaults(popularity=0.0, covisit=0.0, interest=1.0, fitted=BLEND_PARTS)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible fits
 

@@ -48,7 +48,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ablation: single interest": {"max_interests": 1, "open_threshold": -1.0},
     "ablation: no popularity prior": {"popularity_weight": 0.0},
     FINE_TUNED_NAME: {},
-    "fine-tuned, ablation: ID only (no text)": {"sequence_item_text": False},
+    # no text anywhere: items enter the sequence model by ID only, interests do not rank
+    "fine-tuned, ablation: ID only (no text)": {"sequence_item_text": False,
+                                                "interest_weight": 0.0},
     "fine-tuned, ablation: text only (no ID)": {"sequence_item_ids": False},
 }
 FINE_TUNED = frozenset({FINE_TUNED_NAME, "fine-tuned, ablation: ID only (no text)",

@@ -33,7 +33,7 @@ class Blend:
     """The weights of a score's parts (None: the settings' weight)."""
 
     sequence: float = 1.0
-    interest: float = 1.0
+    interest: float | None = None
     popularity: float | None = None
     covisit: float | None = None
 
@@ -147,5 +147,5 @@ class Adapter:
                 raise ValueError(f"version {meta['version']} holds non-finite weights")
             b = meta.get("blend", {})
             return cls(meta["version"], meta["base_version"], weights,
-                       Blend(b.get("sequence", 1.0), b.get("interest", 1.0),
+                       Blend(b.get("sequence", 1.0), b.get("interest"),
                              b.get("popularity"), b.get("covisit")))

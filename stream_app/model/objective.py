@@ -136,12 +136,14 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
 def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
               defaults: Defaults) -> Adapter:
     """``adapter`` with the blend that ranks ``examples`` best, searched from the settings'
-    weights (``defaults``; unchanged without any examples)."""
+    weights (``defaults``: which weights are fitted, and the others' values; unchanged
+    without any examples)."""
     examples = _judged(examples, table)
     if not examples or adapter.is_base:
         return adapter
-    start = Blend(1.0, 1.0, defaults.popularity, defaults.covisit)
-    return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table), start))
+    start = Blend(1.0, defaults.interest, defaults.popularity, defaults.covisit)
+    return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table), start,
+                                        names=defaults.fitted))
 
 
 def train_and_judge(start: Adapter, current: Adapter, seqs: Sequence[Sequence[int]],

@@ -56,28 +56,40 @@ def parts(adapter: Adapter, text: np.ndarray, ranking: np.ndarray, prior: np.nda
                  np.asarray(covisit, np.float32))
 
 
+BLEND_PARTS = ("sequence", "interest", "covisit", "popularity")
+
+
 @dataclass(frozen=True)
 class Defaults:
-    """The settings' weights, for a blend that fitted none (the plain encoder's)."""
+    """The settings' weights, for a blend that fitted none (the plain encoder's), and
+    which of a blend's weights the trainer fits (the others keep these)."""
 
     popularity: float
     covisit: float
+    interest: float
+    fitted: tuple[str, ...]  # the blend's weights the trainer fits (BLEND_PARTS)
+
+    def weights(self, blend: Blend) -> Blend:
+        """``blend`` with every weight it leaves to the settings (None) filled in."""
+        return Blend(blend.sequence,
+                     self.interest if blend.interest is None else blend.interest,
+                     self.popularity if blend.popularity is None else blend.popularity,
+                     self.covisit if blend.covisit is None else blend.covisit)
 
 
 def rank_parts(p: Parts, blend: Blend, defaults: Defaults,
                strengths: Sequence[np.ndarray], excludes: Sequence[Sequence[int]], k: int
                ) -> list[list[tuple[int, float, int]]]:
     """Each row's top k as (item row, score, interest index or -1), best first."""
-    w_pop = defaults.popularity if blend.popularity is None else blend.popularity
-    w_cov = defaults.covisit if blend.covisit is None else blend.covisit
+    w = defaults.weights(blend)
     out = []
     at = 0
     for n, m in enumerate(p.counts):
         prior = p.prior[n] if p.prior.ndim == 2 else p.prior
-        base = w_pop * prior + w_cov * p.covisit[n]
+        base = w.popularity * prior + w.covisit * p.covisit[n]
         if p.sequence is not None:
-            base = base + blend.sequence * p.sequence[n]
-        sims = blend.interest * p.sims[at:at + m]
+            base = base + w.sequence * p.sequence[n]
+        sims = w.interest * p.sims[at:at + m]
         at += m
         out.append(rank_interests(sims, np.asarray(strengths[n], np.float64), base, k,
                                   excludes[n]))
@@ -128,17 +140,19 @@ def _pools(p: Parts, excludes: Sequence[Sequence[int]], positives: Sequence[int]
 
 def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequence[int]],
               positives: Sequence[int], start: Blend, k: int = 10, sweeps: int = 2,
-              margin: float = 1.0) -> Blend:
-    """The weights of the four parts that rank these held-out choices best by NDCG@k:
-    from ``start`` (the settings' weights, sequence 1), each weight in turn over a grid,
-    ``sweeps`` times. A move is taken only when it is better by more than ``margin``
-    standard errors of the paired per-choice difference: a round holds a few hundred
-    choices, and weights that win on their noise rank the stream worse than the
-    settings' weights. The sequence weight is fitted too, so a version whose sequence
-    model does not help serves as the plain weights would (its weight 0)."""
-    weights = {name: float(getattr(start, name) or 0.0)
-               for name in ("sequence", "interest", "covisit", "popularity")}
-    unused = Defaults(0.0, 0.0)
+              margin: float = 1.0, names: Sequence[str] = BLEND_PARTS) -> Blend:
+    """The weights (of ``names``; the others stay at ``start``'s) that rank these held-out
+    choices best by NDCG@k: from ``start`` (the settings' weights, sequence 1), each
+    weight in turn over a grid, ``sweeps`` times. A move is taken only when it is better
+    by more than ``margin`` standard errors of the paired per-choice difference: a round
+    holds a few hundred choices, and weights that win on their noise rank the stream
+    worse than the settings' weights. With the sequence weight among ``names``, a version
+    whose sequence model does not help serves as the plain weights would (its weight 0)."""
+    unknown = set(names) - set(BLEND_PARTS)
+    if unknown:
+        raise ValueError(f"unknown blend weights {sorted(unknown)}; known: {BLEND_PARTS}")
+    weights = {name: float(getattr(start, name) or 0.0) for name in BLEND_PARTS}
+    unused = Defaults(0.0, 0.0, 0.0, ())
     p, excludes, positives = _pools(p, excludes, positives, POOL)
     seen: dict[tuple[float, ...], np.ndarray] = {}  # a later sweep meets earlier trials again
 
@@ -151,7 +165,7 @@ def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequ
 
     best = gains(weights)
     for _ in range(sweeps):
-        for name in weights:
+        for name in [n for n in BLEND_PARTS if n in names]:
             for value in BLEND_GRID:
                 trial = {**weights, name: value}
                 if not any(trial.values()) or trial == weights:

@@ -1,0 +1,27 @@
+"""`stream-app bench` on a tiny run: every event kind it floods gets its recommendation
+(a text event dated in the future would be dead-lettered and the bench would wait for
+ever), and the figures it prints are sane."""
+
+from __future__ import annotations
+
+import json
+
+from stream_app.bench import run_bench
+from stream_app.cli import build_parser
+from tests.conftest import make_settings
+
+
+def test_a_tiny_bench_measures_items_text_and_latency(kafka_bootstrap, redis_url, tmp_path,
+                                                      capsys):
+    s = make_settings(kafka_bootstrap, redis_url, "bench")
+    out = tmp_path / "bench.json"
+    args = build_parser().parse_args(["bench", "--events", "60", "--text-events", "12",
+                                      "--users", "20", "--rate", "40", "--json", str(out)])
+    assert run_bench(s, args) == 0
+    figures = json.loads(out.read_text())
+    assert figures["item_activity_events_per_s"] > 0
+    assert figures["text_activity_events_per_s"] > 0
+    for key in ("latency_ms_at_50_events_per_s", "latency_ms_at_40_events_per_s"):
+        lat = figures[key]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"], (key, lat)
+    assert "item_activity_events_per_s" in capsys.readouterr().out
