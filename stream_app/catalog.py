@@ -62,8 +62,9 @@ class Catalog:
     def for_settings(cls, store: Store, base_version: str, dim: int, s: Any) -> "Catalog":
         """A catalog as ``s`` (``Settings``) configures it: the one place that wires it."""
         return cls(store, base_version, dim, s.popularity_half_life_s,
-                   CoVisits(s.covisit_history, s.covisit_keep), s.covisit_log_max,
-                   s.ann_params())
+                   CoVisits(s.covisit_history, s.covisit_keep, s.covisit_recency,
+                            s.covisit_pair_recency),
+                   s.covisit_log_max, s.ann_params())
 
     async def load(self) -> None:
         """Full load; changes after the head we read first are re-applied by ``sync``."""

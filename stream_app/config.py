@@ -138,6 +138,12 @@ class Settings:
         20, "Latest chosen items of a user that a choice is counted together with, and that "
         "the co-visit score reads.")
     covisit_keep: int = _setting(100, "Items per user that get a co-visit score (its best).")
+    covisit_recency: float = _setting(
+        0.8, "In a user's co-visit score, the item chosen k choices back weighs this ** k "
+        "(1: all of the latest `covisit_history` alike).")
+    covisit_pair_recency: float = _setting(
+        0.9, "A co-visit pair whose items were chosen k + 1 choices apart counts this ** k "
+        "(1: every pair within `covisit_history` counts once).")
     covisit_log_max: int = _setting(
         100000, "Co-visit log entries (one per micro-batch) kept in Redis for workers that "
         "start later; a new worker counts what the log still holds.")
@@ -379,6 +385,9 @@ class Settings:
                              f"onnx-int8, not {self.encoder_backend!r}")
         if self.state_format not in (1, 2):
             raise ValueError(f"{env_name(_field('state_format'))} must be 1 or 2")
+        for name in ("covisit_recency", "covisit_pair_recency"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{env_name(_field(name))} must be in (0, 1]")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
         fitted = [n.strip() for n in self.trainer_blend_fit.split(",") if n.strip()]

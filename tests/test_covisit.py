@@ -124,3 +124,34 @@ def test_sparse_from_the_start_scores_as_dense(monkeypatch):
     np.testing.assert_allclose(sparse.scores(histories, ids), dense.scores(histories, ids),
                                rtol=1e-5, atol=1e-6)
     assert dense._c.c.sum() == pytest.approx(sum(sum(r.values()) for r in sparse._c.c))
+
+
+def test_recency_weighs_the_latest_history_items_most():
+    """With recency r, the item chosen k choices back counts r ** k: history [a, b] scores
+    c as 1 * (a-c) * r + 1 * (b-c) (b is the latest); an unknown latest item still takes
+    its place in the count."""
+    r = 0.5
+    cv = _toy(recency=r)
+    ids = ["a", "b", "c"]
+    plain = _toy().scores([["a", "b"]], ids)[0]
+    weighted = cv.scores([["a", "b"]], ids)[0]
+    # a-c 1, b-c 1 (cosines 1 and 1/sqrt(2)); a is 1 back, b 0 back
+    assert weighted[2] == pytest.approx(r * 1 + 1 / math.sqrt(2), rel=1e-6)
+    assert plain[2] == pytest.approx(1 + 1 / math.sqrt(2), rel=1e-6)
+    assert cv.scores([["a", "b", "unknown"]], ids)[0][2] == pytest.approx(
+        r * r * 1 + r / math.sqrt(2), rel=1e-6)
+
+
+def test_pair_recency_counts_close_pairs_more():
+    """With pair recency p, choosing c after [a, b] counts b-c once (adjacent) and a-c
+    p times (two apart), both ways."""
+    p = 0.5
+    cv = CoVisits(pair_recency=p)
+    cv.add([((), "a"), (("a",), "b"), (("a", "b"), "c")])
+    ids = ["a", "b", "c"]
+    rows = [cv.rows[i] for i in ids]
+    c = cv._c.c[np.ix_(rows, rows)]
+    np.testing.assert_allclose(c, [[0, 1, p], [1, 0, 1], [p, 1, 0]])
+    plain = CoVisits()
+    plain.add([((), "a"), (("a",), "b"), (("a", "b"), "c")])
+    np.testing.assert_allclose(plain._c.c[np.ix_(rows, rows)], [[0, 1, 1], [1, 0, 1], [1, 1, 0]])

@@ -195,3 +195,29 @@ def test_a_short_catalog_gives_a_shorter_list():
     out = blend(scores, np.array([1.0]), np.array([0.0, 0.0, 0.3, 0.6]), k=4, exclude=[0])
     assert len(out) == 3 and {i for i, _, _ in out} == {1, 2, 3}
     assert not blend(scores, np.array([1.0]), scores[0], k=3, exclude=[0, 1, 2, 3])
+
+
+def test_best_indices_are_the_full_partitions_best():
+    """The block-maximum shortcut picks the same entries as a full argpartition, on long
+    and short rows, with barred (-inf) entries, with fewer finite entries than wanted,
+    and for rows sorted either way (the bound's worst cases)."""
+    from stream_app.model.ranking import best_indices
+
+    rng = np.random.default_rng(7)
+    rows = [rng.random(n).astype(np.float32) for n in (5, 300, 10_000, 12_345)]
+    rows.append(np.sort(rng.random(10_000)).astype(np.float32))
+    rows.append(np.sort(rng.random(10_000))[::-1].astype(np.float32))
+    barred = rng.random(10_000).astype(np.float32)
+    barred[rng.choice(10_000, 9_000, replace=False)] = -np.inf
+    rows.append(barred)
+    few = np.full(10_000, -np.inf, np.float32)
+    few[[3, 500, 9_999]] = [0.1, 0.7, 0.4]
+    rows.append(few)
+    for row in rows:
+        for want in (1, 10, 37):
+            want = min(want, len(row))
+            got = best_indices(row, want)
+            expected = np.argpartition(-row, want - 1)[:want]
+            assert len(got) == want == len(set(got.tolist()))
+            assert sorted(row[got].tolist()) == sorted(row[expected].tolist())
+    assert set(best_indices(few, 3).tolist()) == {3, 500, 9_999}

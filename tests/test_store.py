@@ -238,9 +238,11 @@ def test_a_worker_counts_each_batchs_choices_after_ranking_and_shares_them(redis
         assert "i5" not in procs[0].catalog.covisits.rows
         out = await procs[0].process_activity(_records("act", "u", ["i1", "i2"], start=2))
         assert len(out.recommendations) == 2
-        # i1 after i0, then i2 after both: counted, and logged for the other worker
+        # i1 after i0, then i2 after both (i0 two choices back: a pair recency's weight):
+        # counted, and logged for the other worker
         cv = procs[0].catalog.covisits
-        assert cv.scores([["i0"]], ["i1", "i2", "i3"]).tolist() == [[1.0, 1.0, 0.0]]
+        np.testing.assert_allclose(cv.scores([["i0"]], ["i1", "i2", "i3"]),
+                                   [[1.0, settings.covisit_pair_recency, 0.0]], rtol=1e-6)
         assert await procs[1].catalog.refresh_covisits() == 3
         np.testing.assert_array_equal(procs[1].catalog.covisits.scores([["i0"], ["i2"]],
                                                                          procs[1].catalog.index.ids),
@@ -301,7 +303,8 @@ def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redi
         assert len(out.recommendations) == 3
         popularity = await store.popularity()
         assert {i: round(c) for i, (c, _) in popularity.items()} == {"i0": 1, "i1": 1, "i2": 1}
-        assert proc.catalog.covisits.scores([["i0"]], ["i1", "i2"]).tolist() == [[1.0, 1.0]]
+        np.testing.assert_allclose(proc.catalog.covisits.scores([["i0"]], ["i1", "i2"]),
+                                   [[1.0, settings.covisit_pair_recency]], rtol=1e-6)
         again = await proc.process_activity(batch)  # a redelivery: nothing owed any more
         assert (again.counts["applied"], again.counts["duplicates"]) == (0, 3)
         assert {i: round(c) for i, (c, _) in (await store.popularity()).items()} == \

@@ -1,9 +1,10 @@
 """Co-visitation: which items are chosen together, counted online, instantly.
 
 When a user chooses j, every pair (i, j) with i among that user's previous
-``history`` chosen items counts once (both ways). An item's co-visit score for a
+``history`` chosen items counts once (both ways), or ``pair_recency ** k`` when i was
+chosen k + 1 choices before j. An item's co-visit score for a
 user is its summed cosine similarity, c[i, j] / sqrt(n[i] n[j]), to the user's
-latest ``history`` items. This is the part of a score that moves with every event
+latest ``history`` items, the one chosen k choices back weighted ``recency ** k``. This is the part of a score that moves with every event
 (the sequence model moves with every training round). Only each row's ``keep`` best
 items get a score, so serving and held-out judging rank the same sparse part.
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from stream_app.model.ranking import best_indices
 
 DENSE_MAX_ITEMS = 10_000  # a dense n x n float32 matrix up to this many items (400 MB)
 
@@ -71,9 +74,12 @@ class _Sparse:
 class CoVisits:
     """Co-visitation counts over item ids (any id: rows are assigned as ids appear)."""
 
-    def __init__(self, history: int = 20, keep: int = 100) -> None:
+    def __init__(self, history: int = 20, keep: int = 100, recency: float = 1.0,
+                 pair_recency: float = 1.0) -> None:
         self.history = history
         self.keep = keep
+        self.recency = recency  # a history item k choices back weighs recency ** k
+        self.pair_recency = pair_recency  # a pair k + 1 choices apart counts this ** k
         self.rows: dict[str, int] = {}
         self.counts = np.zeros(0, np.float64)
         self._c: _Dense | _Sparse = _Dense(0)
@@ -96,8 +102,8 @@ class CoVisits:
             col = self._row(chosen)
             self.counts[col] += 1.0
             before = [i for i in dict.fromkeys(previous) if i != chosen][-self.history:]
-            for item_id in before:
-                self._c.add(self._row(item_id), col, 1.0)
+            for back, item_id in enumerate(reversed(before)):
+                self._c.add(self._row(item_id), col, self.pair_recency ** back)
 
     def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str]
                ) -> np.ndarray:
@@ -112,14 +118,19 @@ class CoVisits:
         at = np.array([self.rows.get(i, -1) for i in item_ids], np.int64)
         known = at >= 0
         for r, history in enumerate(histories):
-            rows = [self.rows[i] for i in list(history)[-self.history:] if i in self.rows]
-            if not rows:
+            tail = list(history)[-self.history:]
+            back = [(self.rows[i], len(tail) - 1 - k) for k, i in enumerate(tail)
+                    if i in self.rows]
+            if not back:
                 continue
-            sims = self._c.weighted_sum(rows, norms[rows], n) * norms
+            rows = [row for row, _ in back]
+            weights = norms[rows] * self.recency ** np.array([b for _, b in back], np.float64)
+            sims = self._c.weighted_sum(rows, weights, n) * norms
             row = np.zeros(len(item_ids), np.float32)
             row[known] = sims[at[known]]
             if self.keep < len(row):
-                cut = np.argpartition(-row, self.keep)[self.keep:]
-                row[cut] = 0.0
-            out[r] = row
+                top = best_indices(row, self.keep)
+                out[r, top] = row[top]
+            else:
+                out[r] = row
         return out

@@ -7,6 +7,31 @@ from typing import Sequence
 import numpy as np
 
 
+_CHUNK = 128  # best_indices: items per block whose maximum bounds the k-th best
+
+
+def best_indices(row: np.ndarray, want: int) -> np.ndarray:
+    """Indices of ``want`` largest entries of ``row`` (unordered; -inf entries only when
+    fewer than ``want`` are finite), as ``np.argpartition(-row, want - 1)[:want]`` gives,
+    several times faster on a long row: the ``want``-th largest block maximum ``t`` is
+    at most the ``want``-th largest entry (``want`` blocks each hold an entry >= t), so
+    only the entries >= t, a few per block at most, need partitioning."""
+    n = len(row)
+    if want >= n:
+        return np.arange(n)
+    blocks = n // _CHUNK
+    if blocks < 4 * want:
+        return np.argpartition(-row, want - 1)[:want]
+    maxes = row[:blocks * _CHUNK].reshape(blocks, _CHUNK).max(axis=1)
+    bound = np.partition(maxes, blocks - want)[blocks - want]
+    if np.isnan(bound):  # NaN scores: the plain partition (NaN sorts last)
+        return np.argpartition(-row, want - 1)[:want]
+    cand = np.flatnonzero(row >= bound)
+    if len(cand) <= want:
+        return cand
+    return cand[np.argpartition(-row[cand], want - 1)[:want]]
+
+
 def top_k(scores: np.ndarray, k: int, exclude: Sequence[Sequence[int]]) -> list[list[tuple[int, float]]]:
     """Best k column indices per row, best first, skipping each row's excluded columns.
 
@@ -25,7 +50,7 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[Sequence[int]]) -> list[
         if kk <= 0:
             out.append([])
             continue
-        idx = np.argpartition(-row, kk - 1)[:kk] if kk < n_items else np.arange(n_items)
+        idx = best_indices(row, kk)
         idx = idx[np.argsort(-row[idx], kind="stable")]
         out.append([(int(i), float(row[i])) for i in idx if np.isfinite(row[i])][:kk])
     return out
@@ -61,8 +86,7 @@ def blend(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
         if n <= 0:
             return
         masked = np.where(barred, -np.inf, row)
-        want = min(n_items, n)
-        idx = np.argpartition(-masked, want - 1)[:want] if want < n_items else np.arange(n_items)
+        idx = best_indices(masked, min(n_items, n))
         for i in idx[np.argsort(-masked[idx], kind="stable")]:
             if n <= 0 or not np.isfinite(masked[i]):
                 break
