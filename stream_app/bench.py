@@ -27,6 +27,9 @@ from stream_app.loading import load_catalog
 from stream_app.processes import local_system
 
 STALL_S = 60.0  # a flood fails when no recommendation arrived for this long
+# the reader's fetch wait: tansu holds a fetch this long, which would add to every latency
+# measured (the relay bench's reader uses the same)
+READER_FETCH_WAIT_MS = 5
 
 _WORDS = ("space robots love ghosts cowboys detectives dragons heists aliens music war family "
           "comedy history ocean mountains zombies spies time travel romance murder").split()
@@ -127,7 +130,8 @@ async def _measure(s: Settings, args: argparse.Namespace) -> dict[str, Any]:
         figures["model_version"] = await _promote_trained(s, random.Random(2))
 
     async def reader() -> None:
-        async for _, value in consume(s.kafka(), s.topic_recommendations):
+        async for _, value in consume(s.kafka(), s.topic_recommendations,
+                                      fetch_max_wait_ms=READER_FETCH_WAIT_MS):
             if isinstance(value, dict):
                 received.setdefault(value["event_id"], time.perf_counter())
                 versions[value["event_id"]] = value.get("model_version", "")

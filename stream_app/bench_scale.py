@@ -124,7 +124,7 @@ async def _ann_ready(s: Settings, n: int, timeout: float) -> dict[str, Any] | No
 
 
 async def measure_scale(s: Settings, args: argparse.Namespace, n: int) -> dict[str, Any]:
-    from stream_app.bench import _flood, _paced
+    from stream_app.bench import READER_FETCH_WAIT_MS, _flood, _paced
 
     rng = random.Random(1)
     dim = _dim(s)
@@ -160,7 +160,8 @@ async def measure_scale(s: Settings, args: argparse.Namespace, n: int) -> dict[s
     served: dict[str, list[str]] = {}
 
     async def reader() -> None:
-        async for _, value in consume(s.kafka(), s.topic_recommendations):
+        async for _, value in consume(s.kafka(), s.topic_recommendations,
+                                      fetch_max_wait_ms=READER_FETCH_WAIT_MS):
             if isinstance(value, dict):
                 received.setdefault(value["event_id"], time.perf_counter())
                 served[value["event_id"]] = [i["item_id"] for i in value["items"]]

@@ -295,6 +295,14 @@ class Settings:
         "(comma-separated among sequence, interest, covisit, popularity, or `all`); the "
         "others keep the settings' values. Fitting all of them on a round's few hundred "
         "held-out choices chased their noise on sparse data (docs/evaluation.md).")
+    sequence_weight: float = _setting(
+        0.0, "The sequence model's weight in a trained version's score before the trainer "
+        "fits it on held-out choices (0: a version serves as the plain model unless its "
+        "sequence model clearly ranks better).")
+    trainer_blend_margin: float = _setting(
+        1.0, "Standard errors (of the paired per-choice difference on held-out choices) by "
+        "which a fitted weight's move must rank better to be taken; higher keeps the "
+        "settings' weights (sequence weight 1) unless the evidence is clearer.")
     trainer_promotion_tolerance: float = _setting(
         0.1, "A candidate is promoted unless its held-out NDCG@10 is below the plain "
         "encoder's, or below the current version's by more than this share.")
@@ -354,6 +362,7 @@ class Settings:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
         for name in ("max_interests", "short_term_weight", "popularity_weight", "interest_weight",
+                     "trainer_blend_margin", "sequence_weight",
                      "kafka_producer_linger_ms",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
@@ -439,7 +448,8 @@ class Settings:
         version's weights the trainer fits."""
         fitted = tuple(n.strip() for n in self.trainer_blend_fit.split(",") if n.strip())
         return Defaults(self.popularity_weight, self.covisit_weight, self.interest_weight,
-                        BLEND_PARTS if fitted == ("all",) else fitted)
+                        BLEND_PARTS if fitted == ("all",) else fitted,
+                        self.trainer_blend_margin, self.sequence_weight)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

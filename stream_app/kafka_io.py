@@ -70,13 +70,16 @@ class Producer:
 
 
 async def consume(kafka: Kafka, topic: str, from_beginning: bool = True,
-                  idle_timeout: float | None = None) -> AsyncIterator[tuple[bytes | None, Any]]:
+                  idle_timeout: float | None = None, fetch_max_wait_ms: int = 50
+                  ) -> AsyncIterator[tuple[bytes | None, Any]]:
     """Yield (key, decoded JSON or raw bytes) from every partition, outside any group.
 
-    Stops after ``idle_timeout`` seconds without a record (None: never).
+    Stops after ``idle_timeout`` seconds without a record (None: never). A broker that
+    holds fetches (tansu) delays each record by up to ``fetch_max_wait_ms``; latency
+    benchmarks read with a short one so the reader does not add to what they measure.
     """
     consumer = AIOKafkaConsumer(topic, **kafka_config(kafka).client_args(),
-                                group_id=None, fetch_max_wait_ms=50,
+                                group_id=None, fetch_max_wait_ms=fetch_max_wait_ms,
                                 auto_offset_reset="earliest" if from_beginning else "latest",
                                 enable_auto_commit=False)
     try:

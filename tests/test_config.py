@@ -211,7 +211,7 @@ def test_trainer_settings_reach_the_objective():
     assert (p.seed, p.use_text, p.use_ids) == (7, True, False)
     assert s.interest_params().recent_items == 4  # the model reads what users keep
     assert s.defaults() == Defaults(popularity=0.25, covisit=2.0, interest=1.0,
-                                    fitted=("sequence",))
+                                    fitted=("sequence",), margin=1.0, sequence=0.0)
 
 
 def test_the_model_has_one_source_of_defaults():
@@ -234,7 +234,9 @@ def test_the_model_has_one_source_of_defaults():
     assert dataclasses.asdict(s.defaults()) == {"popularity": s.popularity_weight,
                                                 "covisit": s.covisit_weight,
                                                 "interest": s.interest_weight,
-                                                "fitted": ("sequence",)}
+                                                "fitted": ("sequence",),
+                                                "margin": s.trainer_blend_margin,
+                                                "sequence": s.sequence_weight}
     assert s.replace(trainer_blend_fit="all").defaults().fitted == BLEND_PARTS
     assert s.replace(trainer_blend_fit="sequence, covisit").defaults().fitted == (
         "sequence", "covisit")

@@ -35,7 +35,8 @@ from stream_app.model.sequence import (
 
 N, D, LENGTH = 60, 8, 8
 IDS = [f"i{n}" for n in range(N)]
-NO_WEIGHTS = Defaults(popularity=0.0, covisit=0.0, interest=1.0, fitted=BLEND_PARTS)
+NO_WEIGHTS = Defaults(popularity=0.0, covisit=0.0, interest=1.0, fitted=BLEND_PARTS,
+                      margin=1.0, sequence=1.0)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible fits
 

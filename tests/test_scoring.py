@@ -23,7 +23,7 @@ from stream_app.model.scoring import (
 )
 from stream_app.model.sequence import Window, fit_sequence
 
-NONE = Defaults(popularity=0.0, covisit=0.0, interest=1.0, fitted=())
+NONE = Defaults(popularity=0.0, covisit=0.0, interest=1.0, fitted=(), margin=1.0, sequence=1.0)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible fits
 
 
@@ -59,9 +59,9 @@ def test_every_part_counts_by_its_weight_and_a_zero_weight_removes_it():
     assert _rows(_rank(p, Blend(1.0, 1.0, 1.0, 0.0), 2)[0]) == [0, 1]  # no co-visits
     # a blend that fitted none of them: the settings' weights
     assert _rows(_rank(p, Blend(1.0, 1.0), 2)[0])[:1] == [0]
-    assert _rank(p, Blend(1.0, 1.0), 2, Defaults(2.0, 0.0, 1.0, ()))[0] == [
+    assert _rank(p, Blend(1.0, 1.0), 2, Defaults(2.0, 0.0, 1.0, (), 1.0, 1.0))[0] == [
         (1, 8.0, -1), (0, 5.0, -1)]
-    assert _rank(p, Blend(1.0, 1.0, None, 0.0), 1, Defaults(0.0, 9.0, 1.0, ()))[0] \
+    assert _rank(p, Blend(1.0, 1.0, None, 0.0), 1, Defaults(0.0, 9.0, 1.0, (), 1.0, 1.0))[0] \
         == [(0, 5.0, -1)]  # a fitted weight wins over the default
     # no sequence model (the plain encoder): the sequence weight plays no part
     plain = replace(p, sequence=None)
@@ -69,7 +69,7 @@ def test_every_part_counts_by_its_weight_and_a_zero_weight_removes_it():
     # one prior for every row, or each row its own
     two = Parts(None, np.array([[0, 1, 0], [1, 0, 0]], np.float32), np.zeros((0, 3)), [0, 0],
                 np.zeros((2, 3), np.float32))
-    assert [r[0][0] for r in _rank(two, Blend(), 1, Defaults(1.0, 0.0, 1.0, ()))] == [1, 0]
+    assert [r[0][0] for r in _rank(two, Blend(), 1, Defaults(1.0, 0.0, 1.0, (), 1.0, 1.0))] == [1, 0]
 
 
 def test_excluded_rows_never_appear():
@@ -245,11 +245,29 @@ def test_the_blend_fits_only_the_weights_it_is_told_to():
 
 
 def test_settings_weights_fill_what_a_blend_leaves_open():
-    d = Defaults(popularity=0.5, covisit=2.0, interest=0.0, fitted=("sequence",))
+    d = Defaults(popularity=0.5, covisit=2.0, interest=0.0, fitted=("sequence",), margin=1.0,
+                 sequence=1.0)
     assert d.weights(Blend()) == Blend(1.0, 0.0, 0.5, 2.0)
     assert d.weights(Blend(0.5, 3.0, 1.0, 0.0)) == Blend(0.5, 3.0, 1.0, 0.0)
     # interest weight 0 (the ID-only ablation): interests do not rank
     p = Parts(None, np.zeros(3, np.float32), np.array([[0.0, 0.0, 1.0]], np.float32), [1],
               np.array([[0.0, 1.0, 0.0]], np.float32))
     assert _rank(p, Blend(), 1, d)[0][0][0] == 1
-    assert _rank(p, Blend(), 1, Defaults(0.5, 0.0, 1.0, ()))[0][0][0] == 2
+    assert _rank(p, Blend(), 1, Defaults(0.5, 0.0, 1.0, (), 1.0, 1.0))[0][0][0] == 2
+
+
+def test_a_fit_that_starts_at_sequence_weight_zero_stays_there_on_noise():
+    """STREAM_APP_SEQUENCE_WEIGHT=0: a version serves as the plain model unless its
+    sequence part clearly ranks better; an informative sequence part is taken up."""
+    rng = np.random.default_rng(4)
+    rows, n = 300, 60
+    positives = rng.integers(n, size=rows)
+    noise = lambda: rng.normal(size=(rows, n)).astype(np.float32)  # noqa: E731
+    start = Blend(0.0, 1.0, 0.5, 1.0)
+    args = ([np.ones(1)] * rows, [[] for _ in range(rows)], list(positives), start)
+    assert fit_blend(Parts(noise(), noise(), noise(), [1] * rows, noise()), *args,
+                     names=("sequence",)).sequence == 0.0
+    informative = noise()
+    informative[np.arange(rows), positives] += 4.0
+    assert fit_blend(Parts(informative, noise(), noise(), [1] * rows, noise()), *args,
+                     names=("sequence",)).sequence > 0.0

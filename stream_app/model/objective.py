@@ -141,9 +141,9 @@ def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
     examples = _judged(examples, table)
     if not examples or adapter.is_base:
         return adapter
-    start = Blend(1.0, defaults.interest, defaults.popularity, defaults.covisit)
+    start = Blend(defaults.sequence, defaults.interest, defaults.popularity, defaults.covisit)
     return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table), start,
-                                        names=defaults.fitted))
+                                        margin=defaults.margin, names=defaults.fitted))
 
 
 def train_and_judge(start: Adapter, current: Adapter, seqs: Sequence[Sequence[int]],

@@ -68,6 +68,8 @@ class Defaults:
     covisit: float
     interest: float
     fitted: tuple[str, ...]  # the blend's weights the trainer fits (BLEND_PARTS)
+    margin: float  # standard errors a fitted weight's move must win by (``fit_blend``)
+    sequence: float  # the sequence model's weight a version's fitting starts from
 
     def weights(self, blend: Blend) -> Blend:
         """``blend`` with every weight it leaves to the settings (None) filled in."""
@@ -152,7 +154,7 @@ def fit_blend(p: Parts, strengths: Sequence[np.ndarray], excludes: Sequence[Sequ
     if unknown:
         raise ValueError(f"unknown blend weights {sorted(unknown)}; known: {BLEND_PARTS}")
     weights = {name: float(getattr(start, name) or 0.0) for name in BLEND_PARTS}
-    unused = Defaults(0.0, 0.0, 0.0, ())
+    unused = Defaults(0.0, 0.0, 0.0, (), 0.0, 0.0)
     p, excludes, positives = _pools(p, excludes, positives, POOL)
     seen: dict[tuple[float, ...], np.ndarray] = {}  # a later sweep meets earlier trials again
 
