@@ -22,7 +22,7 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -105,6 +105,21 @@ def cosine_stats(got: np.ndarray, want: np.ndarray) -> dict[str, float]:
             "p01": float(np.percentile(cosine, 1)) if len(cosine) else float("nan")}
 
 
+def _rotated(encoders: dict[str, Any], order: list[str], chunks: list[list[str]],
+             run: Callable[[Any, list[str]], list[np.ndarray]]
+             ) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+    """Each chunk through every backend (``run(encoder, chunk)``), the backends' order
+    rotating from chunk to chunk: seconds spent per backend, and each one's outputs."""
+    spent = dict.fromkeys(order, 0.0)
+    out: dict[str, list[np.ndarray]] = {b: [] for b in order}
+    for n, chunk in enumerate(chunks):
+        for backend in order[n % len(order):] + order[:n % len(order)]:
+            began = time.perf_counter()
+            out[backend].extend(run(encoders[backend], chunk))
+            spent[backend] += time.perf_counter() - began
+    return spent, out
+
+
 def measure(backends: Sequence[str], texts: list[str], settings: Settings,
             rounds: int = ROUNDS, one_by_one: int = ONE_BY_ONE,
             log: Any = print) -> dict[str, Any]:
@@ -136,25 +151,15 @@ def measure(backends: Sequence[str], texts: list[str], settings: Settings,
     # the order rotating) so that the load of a shared machine falls on all backends alike;
     # not text by text: the thread pools of one library, still spinning, would slow the next.
     step = SLICE_BATCHES * max(1, settings.encode_batch_size)
+    slices = [texts[start:start + step] for start in range(0, len(texts), step)]
+    blocks = [singles[start:start + SINGLES_BLOCK]
+              for start in range(0, len(singles), SINGLES_BLOCK)]
     for r in range(rounds):
-        spent = dict.fromkeys(order, 0.0)
-        vectors = {b: [] for b in order}
-        for n, start in enumerate(range(0, len(texts), step)):
-            part = texts[start:start + step]
-            for backend in order[n % len(order):] + order[:n % len(order)]:
-                began = time.perf_counter()
-                vectors[backend].append(encoders[backend].encode(part))
-                spent[backend] += time.perf_counter() - began
+        spent, vectors = _rotated(encoders, order, slices, lambda enc, part: [enc.encode(part)])
         for backend in order:
             batched[backend].append(len(texts) / spent[backend])
-        spent = dict.fromkeys(order, 0.0)
-        single_vectors = {b: [] for b in order}
-        for n, start in enumerate(range(0, len(singles), SINGLES_BLOCK)):
-            block = singles[start:start + SINGLES_BLOCK]
-            for backend in order[n % len(order):] + order[:n % len(order)]:
-                began = time.perf_counter()
-                single_vectors[backend].extend(encoders[backend].encode([t]) for t in block)
-                spent[backend] += time.perf_counter() - began
+        spent, single_vectors = _rotated(encoders, order, blocks,
+                                         lambda enc, block: [enc.encode([t]) for t in block])
         for backend in order:
             single[backend].append(len(singles) / spent[backend])
         log(f"  round {r + 1}/{rounds}: " + ", ".join(
