@@ -399,8 +399,7 @@ class Settings:
                 raise ValueError(f"{env_name(_field(name))} must be in (0, 1]")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
-        fitted = [n.strip() for n in self.trainer_blend_fit.split(",") if n.strip()]
-        if fitted != ["all"] and not set(fitted) <= set(BLEND_PARTS):
+        if not set(self.blend_fit()) <= set(BLEND_PARTS):
             raise ValueError(f"{env_name(_field('trainer_blend_fit'))} must name weights among "
                              f"{', '.join(BLEND_PARTS)} (or be `all`), not "
                              f"{self.trainer_blend_fit!r}")
@@ -443,13 +442,16 @@ class Settings:
                          max(self.ann_expansion_search, self.ann_candidates),
                          self.ann_rebuild_fraction, self.ann_threads, self.ann_popular_pool)
 
+    def blend_fit(self) -> tuple[str, ...]:
+        """The weights named by ``trainer_blend_fit`` (`all`: every one)."""
+        names = tuple(n.strip() for n in self.trainer_blend_fit.split(",") if n.strip())
+        return BLEND_PARTS if names == ("all",) else names
+
     def defaults(self) -> Defaults:
         """The weights of a score's parts for versions that fitted none, and which of a
         version's weights the trainer fits."""
-        fitted = tuple(n.strip() for n in self.trainer_blend_fit.split(",") if n.strip())
         return Defaults(self.popularity_weight, self.covisit_weight, self.interest_weight,
-                        BLEND_PARTS if fitted == ("all",) else fitted,
-                        self.trainer_blend_margin, self.sequence_weight)
+                        self.blend_fit(), self.trainer_blend_margin, self.sequence_weight)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)

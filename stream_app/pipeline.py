@@ -141,6 +141,7 @@ class Processor:
                  metrics: Metrics) -> None:
         self.s = settings
         self.limits = settings.limits()  # what an input record may hold
+        self.defaults = settings.defaults()  # the score's weights a blend leaves open
         self.store = store
         self.encoder = encoder
         self.text_encoder = CachedEncoder(encoder, settings.text_cache_size)
@@ -457,8 +458,8 @@ class Processor:
             p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
                       self.catalog.popularity.prior(index.ids, at), directions, histories,
                       covisit)
-            lists = rank_parts(p, adapter.blend, self.s.defaults(), strengths, rows, k)
-        interest_weight = self.s.defaults().weights(adapter.blend).interest
+            lists = rank_parts(p, adapter.blend, self.defaults, strengths, rows, k)
+        interest_weight = self.defaults.weights(adapter.blend).interest
         out = []
         for st, strength, history, ranked in zip(states, strengths, histories, lists):
             order = {n: r for r, n in enumerate(np.argsort(-strength, kind="stable"))}
@@ -479,7 +480,7 @@ class Processor:
         restricted to those columns; returns (catalog row, score, interest) lists."""
         catalog = self.catalog
         index, ranking, adapter = catalog.index, catalog.ranking, catalog.adapter
-        defaults = self.s.defaults()
+        defaults = self.defaults
         blend = adapter.blend
         w_pop = defaults.weights(blend).popularity
         b = len(states)
