@@ -63,7 +63,7 @@ class Catalog:
         """A catalog as ``s`` (``Settings``) configures it: the one place that wires it."""
         return cls(store, base_version, dim, s.popularity_half_life_s,
                    CoVisits(s.covisit_history, s.covisit_keep, s.covisit_recency,
-                            s.covisit_pair_recency),
+                            s.covisit_pair_recency, s.covisit_backward),
                    s.covisit_log_max, s.ann_params())
 
     async def load(self) -> None:

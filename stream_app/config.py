@@ -144,6 +144,10 @@ class Settings:
     covisit_pair_recency: float = _setting(
         0.9, "A co-visit pair whose items were chosen k + 1 choices apart counts this ** k "
         "(1: every pair within `covisit_history` counts once).")
+    covisit_backward: float = _setting(
+        1.0, "How much a co-visit pair counts backward (the earlier item for a user whose "
+        "latest is the later one) against forward (the later item after the earlier); 1: "
+        "order ignored, 0: only what users chose next counts.")
     covisit_log_max: int = _setting(
         100000, "Co-visit log entries (one per micro-batch) kept in Redis for workers that "
         "start later; a new worker counts what the log still holds.")
@@ -302,7 +306,8 @@ class Settings:
     trainer_blend_margin: float = _setting(
         1.0, "Standard errors (of the paired per-choice difference on held-out choices) by "
         "which a fitted weight's move must rank better to be taken; higher keeps the "
-        "settings' weights (sequence weight 1) unless the evidence is clearer.")
+        "settings' weights (`STREAM_APP_SEQUENCE_WEIGHT` for the sequence model's) unless "
+        "the evidence is clearer.")
     trainer_promotion_tolerance: float = _setting(
         0.1, "A candidate is promoted unless its held-out NDCG@10 is below the plain "
         "encoder's, or below the current version's by more than this share.")
@@ -397,6 +402,8 @@ class Settings:
         for name in ("covisit_recency", "covisit_pair_recency"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{env_name(_field(name))} must be in (0, 1]")
+        if not 0 <= self.covisit_backward <= 1:
+            raise ValueError(f"{env_name(_field('covisit_backward'))} must be in [0, 1]")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
         if not set(self.blend_fit()) <= set(BLEND_PARTS):

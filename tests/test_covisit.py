@@ -155,3 +155,16 @@ def test_pair_recency_counts_close_pairs_more():
     plain = CoVisits()
     plain.add([((), "a"), (("a",), "b"), (("a", "b"), "c")])
     np.testing.assert_allclose(plain._c.c[np.ix_(rows, rows)], [[0, 1, 1], [1, 0, 1], [1, 1, 0]])
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0])
+def test_backward_weighs_what_came_before_against_what_came_after(monkeypatch, dense_max):
+    """a then b: for a user whose latest is a, b scores fully (it came after a); for one
+    whose latest is b, a scores ``backward`` times that (1: order ignored, 0: only what
+    users chose next). Dense and sparse counts alike."""
+    monkeypatch.setattr(covisit_module, "DENSE_MAX_ITEMS", dense_max)
+    for backward in (1.0, 0.25, 0.0):
+        cv = CoVisits(backward=backward)
+        cv.add([((), "a"), (("a",), "b")])  # a chosen once, b once: cosine norm 1
+        np.testing.assert_allclose(cv.scores([["a"], ["b"]], ["a", "b"]),
+                                   [[0, 1], [backward, 0]], rtol=1e-6)

@@ -130,6 +130,16 @@ def test_parts_are_the_sequence_logits_the_cosines_and_the_given_priors():
     np.testing.assert_allclose(p.sequence, queries @ ranking.T, atol=1e-5)
     np.testing.assert_array_equal(p.sequence[1], 0)  # no history: no sequence score
     np.testing.assert_allclose(p.sims, base.sims, atol=1e-6)  # cosines in the text space
+    # a version served with sequence weight 0 does not run its model
+    skipped = parts(trained, text, ranking, prior, interests, [[0], [], [3, 4]], covisit,
+                    with_sequence=False)
+    assert skipped.sequence is None
+    np.testing.assert_array_equal(skipped.sims, p.sims)
+    zero = replace(trained, blend=Blend(0.0, 1.0, 0.5, 1.0))
+    d = Defaults(0.5, 1.0, 1.0, (), 1.0, 0.0)
+    strengths = [np.ones(m) for m in p.counts]
+    assert (rank_parts(skipped, zero.blend, d, strengths, [[], [], []], 5)
+            == rank_parts(p, zero.blend, d, strengths, [[], [], []], 5))
 
     empty = parts(trained, np.zeros((0, 4), np.float32), np.zeros((0, 8), np.float32),
                   np.zeros(0, np.float32), interests, [[], [], []], np.zeros((3, 0)))

@@ -1,8 +1,9 @@
 """Co-visitation: which items are chosen together, counted online, instantly.
 
 When a user chooses j, every pair (i, j) with i among that user's previous
-``history`` chosen items counts once (both ways), or ``pair_recency ** k`` when i was
-chosen k + 1 choices before j. An item's co-visit score for a
+``history`` chosen items counts once, or ``pair_recency ** k`` when i was chosen k + 1
+choices before j: forward ("after i comes j") in full, and backward ("before j came i")
+``backward`` times that (1: symmetric, order ignored; 0: only what came after counts). An item's co-visit score for a
 user is its summed cosine similarity, c[i, j] / sqrt(n[i] n[j]), to the user's
 latest ``history`` items, the one chosen k choices back weighted ``recency ** k``. This is the part of a score that moves with every event
 (the sequence model moves with every training round). Only each row's ``keep`` best
@@ -40,9 +41,9 @@ class _Dense:
         self.c = bigger
         return self
 
-    def add(self, i: int, j: int, w: float) -> None:
+    def add(self, i: int, j: int, w: float, back: float) -> None:
         self.c[i, j] += w
-        self.c[j, i] += w
+        self.c[j, i] += w * back
 
     def weighted_sum(self, rows: Sequence[int], weights: np.ndarray, n: int) -> np.ndarray:
         return np.asarray(weights, np.float32) @ self.c[list(rows), :n]
@@ -56,9 +57,10 @@ class _Sparse:
         self.c.extend({} for _ in range(n - len(self.c)))
         return self
 
-    def add(self, i: int, j: int, w: float) -> None:
+    def add(self, i: int, j: int, w: float, back: float) -> None:
         self.c[i][j] = self.c[i].get(j, 0.0) + w
-        self.c[j][i] = self.c[j].get(i, 0.0) + w
+        if back:
+            self.c[j][i] = self.c[j].get(i, 0.0) + w * back
 
     def weighted_sum(self, rows: Sequence[int], weights: np.ndarray, n: int) -> np.ndarray:
         out = np.zeros(n, dtype=np.float32)
@@ -75,11 +77,12 @@ class CoVisits:
     """Co-visitation counts over item ids (any id: rows are assigned as ids appear)."""
 
     def __init__(self, history: int = 20, keep: int = 100, recency: float = 1.0,
-                 pair_recency: float = 1.0) -> None:
+                 pair_recency: float = 1.0, backward: float = 1.0) -> None:
         self.history = history
         self.keep = keep
         self.recency = recency  # a history item k choices back weighs recency ** k
         self.pair_recency = pair_recency  # a pair k + 1 choices apart counts this ** k
+        self.backward = backward  # the reverse direction of a pair counts this much of it
         self.rows: dict[str, int] = {}
         self.counts = np.zeros(0, np.float64)
         self._c: _Dense | _Sparse = _Dense(0)
@@ -103,7 +106,8 @@ class CoVisits:
             self.counts[col] += 1.0
             before = [i for i in dict.fromkeys(previous) if i != chosen][-self.history:]
             for back, item_id in enumerate(reversed(before)):
-                self._c.add(self._row(item_id), col, self.pair_recency ** back)
+                self._c.add(self._row(item_id), col, self.pair_recency ** back,
+                            self.backward)
 
     def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str]
                ) -> np.ndarray:

@@ -35,21 +35,27 @@ class Parts:
 
 def parts(adapter: Adapter, text: np.ndarray, ranking: np.ndarray, prior: np.ndarray,
           interests: Sequence[np.ndarray], histories: Sequence[Sequence[int]],
-          covisit: np.ndarray, queries: np.ndarray | None = None) -> Parts:
+          covisit: np.ndarray, queries: np.ndarray | None = None,
+          with_sequence: bool = True) -> Parts:
     """``text`` (N, d) text vectors, ``ranking`` (N, e) the version's item vectors (rows
     aligned), ``interests`` each row's (m, d) unit directions, ``histories`` each row's
     latest chosen items as rows, oldest first, ``covisit`` (b, N) co-visit scores.
 
     The N items may be any subset of the catalog (a large catalog's candidates): then
     ``queries`` gives the sequence model's (b, e) queries, computed from the histories
-    beforehand (``histories`` is then unused)."""
+    beforehand (``histories`` is then unused).
+
+    ``with_sequence`` False: no sequence part (serving a version whose sequence weight is 0
+    need not run its model; the trainer's judging always has it, to fit that weight)."""
     counts = [len(i) for i in interests]
     n_items = len(text)
     if sum(counts) and n_items:
         sims = np.concatenate([np.asarray(i, np.float32) for i in interests if len(i)]) @ text.T
     else:
         sims = np.zeros((sum(counts), n_items), np.float32)
-    if queries is None and not adapter.is_base:
+    if not with_sequence:
+        queries = None
+    elif queries is None and not adapter.is_base:
         queries = adapter.sequence_queries(histories, ranking) if n_items else None
     sequence = None if queries is None or adapter.is_base else queries @ ranking.T
     return Parts(sequence, np.asarray(prior, np.float32), sims, counts,
