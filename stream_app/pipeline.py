@@ -457,7 +457,7 @@ class Processor:
                                                    index.ids)
             p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
                       self.catalog.popularity.prior(index.ids, at), directions, histories,
-                      covisit, with_sequence=adapter.blend.sequence != 0)
+                      covisit, with_sequence=adapter.ranks_by_sequence)
             lists = rank_parts(p, adapter.blend, self.defaults, strengths, rows, k)
         interest_weight = self.defaults.weights(adapter.blend).interest
         out = []
@@ -485,7 +485,7 @@ class Processor:
         w_pop = defaults.weights(blend).popularity
         b = len(states)
         queries = None
-        if not adapter.is_base and blend.sequence != 0:  # from the history items' vectors
+        if adapter.ranks_by_sequence:  # from the history items' vectors alone
             used = sorted({r for h in histories for r in h})
             at_of = {r: n for n, r in enumerate(used)}
             queries = (adapter.sequence_queries([[at_of[r] for r in h] for h in histories],
@@ -526,7 +526,7 @@ class Processor:
             p = parts(adapter, text, ranking.rows_f32(c) if ranking is not index else text,
                       prior_union[np.searchsorted(union, c)], [directions[n]], [histories[n]],
                       cov, None if queries is None else queries[n:n + 1],
-                      with_sequence=queries is not None)
+                      with_sequence=adapter.ranks_by_sequence)
             pad = width - len(c)
             sims.append(np.pad(p.sims, ((0, 0), (0, pad))))
             priors.append(np.pad(p.prior, (0, pad)))

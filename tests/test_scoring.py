@@ -136,6 +136,8 @@ def test_parts_are_the_sequence_logits_the_cosines_and_the_given_priors():
     assert skipped.sequence is None
     np.testing.assert_array_equal(skipped.sims, p.sims)
     zero = replace(trained, blend=Blend(0.0, 1.0, 0.5, 1.0))
+    assert trained.ranks_by_sequence and not zero.ranks_by_sequence
+    assert not Adapter.base("enc").ranks_by_sequence
     d = Defaults(0.5, 1.0, 1.0, (), 1.0, 0.0)
     strengths = [np.ones(m) for m in p.counts]
     assert (rank_parts(skipped, zero.blend, d, strengths, [[], [], []], 5)

@@ -58,6 +58,12 @@ class Adapter:
     def is_base(self) -> bool:
         return self.sequence is None
 
+    @property
+    def ranks_by_sequence(self) -> bool:
+        """Its sequence model enters the score: a trained version whose sequence weight
+        is not 0 (serving need not run the model otherwise)."""
+        return not self.is_base and self.blend.sequence != 0
+
     def with_blend(self, blend: Blend) -> "Adapter":
         return Adapter(self.version, self.base_version, self.sequence, blend, self._scorer)
 

@@ -3,11 +3,13 @@
 When a user chooses j, every pair (i, j) with i among that user's previous
 ``history`` chosen items counts once, or ``pair_recency ** k`` when i was chosen k + 1
 choices before j: forward ("after i comes j") in full, and backward ("before j came i")
-``backward`` times that (1: symmetric, order ignored; 0: only what came after counts). An item's co-visit score for a
-user is its summed cosine similarity, c[i, j] / sqrt(n[i] n[j]), to the user's
-latest ``history`` items, the one chosen k choices back weighted ``recency ** k``. This is the part of a score that moves with every event
-(the sequence model moves with every training round). Only each row's ``keep`` best
-items get a score, so serving and held-out judging rank the same sparse part.
+``backward`` times that (1: symmetric, order ignored; 0: only what came after counts).
+An item's co-visit score for a user is its summed cosine similarity,
+c[i, j] / sqrt(n[i] n[j]), to the user's latest ``history`` items, the one chosen k
+choices back weighted ``recency ** k``. This is the part of a score that moves with
+every event (the sequence model moves with every training round). Only each row's
+``keep`` best items get a score, so serving and held-out judging rank the same sparse
+part.
 
 Pure: counts live in memory; ``Store`` shares increments between workers.
 """
