@@ -27,7 +27,7 @@ from stream_app.model.interest import (CHOICES, UserState, apply_event, event_we
                                        forgotten_ids)
 from stream_app.model.popularity import NOT_POPULAR
 from stream_app.model.scoring import Parts, parts, rank_parts
-from stream_app.store import Store, UserRecord, UserWrite, text_key
+from stream_app.store import Store, UserRecord, UserWrite, Written, text_key
 
 
 @dataclass(frozen=True)
@@ -232,8 +232,7 @@ class Processor:
         key = tuple((r.topic, r.partition, r.offset) for r in records)
         owed = self._owed.pop(key, None) or Owed()
         try:
-            snapshots, popular = await self.apply_activity(records, out)
-            owed.add(popular, choices(snapshots), out.counts["applied"])
+            snapshots, _ = await self.apply_activity(records, out, owed)
             ranked = self._rank(snapshots, out)
             if self.s.user_history > 0:
                 owed.history += self._history(snapshots, ranked)
@@ -250,9 +249,12 @@ class Processor:
         out.counts["duplicates"] -= earlier
         return out
 
-    async def apply_activity(self, records: Sequence[Record], out: Outputs
+    async def apply_activity(self, records: Sequence[Record], out: Outputs,
+                             owed: "Owed | None" = None
                              ) -> tuple[list[Snapshot], list[tuple[str, float, float]]]:
-        """Parse, fold into user state (compare-and-set); the popularity increments to count."""
+        """Parse, fold into user state (compare-and-set); the popularity increments to count.
+        ``owed`` gets each user's counts as soon as their write went through, so that when
+        a later write fails, the retry (which finds those events applied) still counts them."""
         events: list[tuple[Record, ActivityEvent]] = []
         for rec in records:
             try:
@@ -260,7 +262,7 @@ class Processor:
             except ContractError as exc:
                 out.reject(rec, exc)
         pending = await self._with_vectors(events, out)
-        return await self._apply(pending, out)
+        return await self._apply(pending, out, owed)
 
     async def count(self, owed: "Owed", share: bool = True) -> None:
         """Popularity increments, then co-visits (``share``: logged for the other workers
@@ -299,9 +301,11 @@ class Processor:
                                     source))
         return pending
 
-    async def _apply(self, pending: list[_Pending], out: Outputs
+    async def _apply(self, pending: list[_Pending], out: Outputs, owed: "Owed | None"
                      ) -> tuple[list[Snapshot], list[tuple[str, float, float]]]:
-        """Fold each user's events into their state; compare-and-set until no writer raced."""
+        """Fold each user's events into their state; compare-and-set until no writer raced.
+        When some users' writes failed, the others' are booked in ``owed``, then the first
+        failure is raised (the batch is retried)."""
         by_user: dict[str, list[_Pending]] = {}
         for p in pending:
             by_user.setdefault(p.event.user_id, []).append(p)
@@ -313,17 +317,23 @@ class Processor:
             current = await self.store.read_users(todo)
             folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
             writes = [f.write for f in folded.values() if f.write is not None]
-            lost = set(await self.store.write_users(writes, self.s.seen_max)) if writes else set()
+            written = await self.store.write_users(writes, self.s.seen_max) if writes \
+                else Written([], {})
+            lost = set(written.lost)
             for uid, f in folded.items():
-                if uid in lost:
+                if uid in lost or uid in written.failed:
                     continue
                 snapshots.update((id(s.pending), s) for s in f.snapshots)
                 out.counts["applied"] += f.applied
                 out.counts["rewound"] += f.rewound
                 out.counts["forgotten"] += f.forgotten
                 out.counts["duplicates"] += len(by_user[uid]) - f.applied
-                if f.write is not None:
-                    popular += f.write.popular
+                mine = f.write.popular if f.write is not None else []
+                popular += mine
+                if owed is not None:
+                    owed.add(mine, choices(f.snapshots), f.applied)
+            if written.failed:
+                raise next(iter(written.failed.values()))
             if lost:
                 attempt += 1
                 self.metrics.cas_conflicts.inc(len(lost))

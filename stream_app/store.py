@@ -169,6 +169,15 @@ class UserRecord:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What ``Store.write_users`` did not write: users that lost the compare-and-set, and
+    users whose command failed, with the error (the others were written)."""
+
+    lost: list[str]
+    failed: dict[str, Exception]
+
+
+@dataclass(frozen=True)
 class UserWrite:
     user_id: str
     expected_version: int
@@ -367,8 +376,10 @@ class Store:
             out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen)
         return out
 
-    async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> list[str]:
-        """Compare-and-set each user; returns the users whose version moved (lost the race)."""
+    async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> "Written":
+        """Compare-and-set each user, in one pipeline. The users whose version moved (lost
+        the race) and those whose command failed (Redis out of memory, a failover) come
+        back apart from the rest, which went through: a pipeline is not atomic."""
         pipe = self.r.pipeline(transaction=False)
         whole = self.state_format >= 2  # seen scores in whole seconds
         for w in writes:
@@ -379,8 +390,10 @@ class Store:
                 args += [math.floor(ts) if whole else ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
                                   self._history_key(w.user_id)], args=args, client=pipe)
-        res = await pipe.execute()
-        return [w.user_id for w, ok in zip(writes, res) if not ok]
+        res = await pipe.execute(raise_on_error=False)
+        failed = {w.user_id: r for w, r in zip(writes, res) if isinstance(r, Exception)}
+        return Written([w.user_id for w, ok in zip(writes, res)
+                        if not ok and w.user_id not in failed], failed)
 
     async def append_history(self, entries: Sequence[tuple[str, dict[str, Any]]], keep: int,
                              ttl_s: float) -> None:

@@ -65,8 +65,8 @@ def test_a_state_of_the_previous_release_reads_and_is_rewritten_compact(redis_ur
             rec = (await store.read_users(["u"]))["u"]
             assert rec.version == 3 and rec.seen == {"i1"}
             _check_old_state(rec.state)
-            assert await store.write_users(
-                [UserWrite("u", 3, rec.state, [("i9", 1700000050.25)])], 10) == []
+            assert (await store.write_users(
+                [UserWrite("u", 3, rec.state, [("i9", 1700000050.25)])], 10)).lost == []
             await store.append_history([("u", {**_decode_history(OLD_HISTORY), "id": "e-8"})],
                                        keep=10, ttl_s=0)
             vec, meta = await store.r.hmget(key, "vec", "meta")
@@ -81,7 +81,7 @@ def test_a_state_of_the_previous_release_reads_and_is_rewritten_compact(redis_ur
             assert history[0] == {**history[1], "id": "e-7"}
             # a deployment still rolling out from the earlier release writes its format
             old = Store(store.r, prefix, state_format=1)
-            assert await old.write_users([UserWrite("u", 4, again.state, [])], 10) == []
+            assert (await old.write_users([UserWrite("u", 4, again.state, [])], 10)).lost == []
             assert (await store.r.hget(key, "meta"))[:1] == b"{"
             _check_old_state(_decode_state(*await store.r.hmget(key, "vec", "meta")),
                              exact=False)

@@ -6,6 +6,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from redis.exceptions import OutOfMemoryError
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
@@ -35,12 +36,15 @@ def test_compare_and_set_rejects_a_stale_writer(redis_url, prefix):
     async def go():
         store = Store(connect(redis_url), prefix)
         try:
-            assert await store.write_users([UserWrite("u", 0, _state(1), [("a", 1.0)])], 10) == []
+            written = await store.write_users([UserWrite("u", 0, _state(1), [("a", 1.0)])], 10)
+            assert written.lost == [] and written.failed == {}
             rec = (await store.read_users(["u"]))["u"]
             assert rec.version == 1 and rec.state.n_events == 1 and rec.seen == {"a"}
             # a zombie still holding version 0 must lose, and change nothing
-            assert await store.write_users([UserWrite("u", 0, _state(9), [("z", 9.0)])], 10) == ["u"]
-            assert await store.write_users([UserWrite("u", 1, _state(2), [("b", 2.0)])], 10) == []
+            stale = await store.write_users([UserWrite("u", 0, _state(9), [("z", 9.0)])], 10)
+            assert stale.lost == ["u"] and stale.failed == {}
+            again = await store.write_users([UserWrite("u", 1, _state(2), [("b", 2.0)])], 10)
+            assert again.lost == []
             rec = (await store.read_users(["u"]))["u"]
             assert rec.version == 2 and rec.state.n_events == 2 and rec.seen == {"a", "b"}
             assert _same(rec.state, _state(2))
@@ -274,8 +278,6 @@ def test_choices_are_the_applied_choice_events_with_what_came_before():
 def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redis_url, prefix):
     """Redis fails between the state write and the counts (OOM, a failover): the retry
     finds the events applied and adds what the failed attempt owed, once."""
-    from redis.exceptions import OutOfMemoryError
-
     settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
 
     async def go():
@@ -309,6 +311,52 @@ def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redi
         assert (again.counts["applied"], again.counts["duplicates"]) == (0, 3)
         assert {i: round(c) for i, (c, _) in (await store.popularity()).items()} == \
             {"i0": 1, "i1": 1, "i2": 1}
+        await store.r.aclose()
+    run(go())
+
+
+def test_a_batch_whose_state_writes_went_through_for_some_users_counts_them_on_retry(
+        redis_url, prefix):
+    """A pipeline is not atomic: at Redis's memory limit some users' writes go through
+    and others fail. The batch is retried; the retry finds the first users' events applied
+    and still counts them (applied, popularity, co-visits), once."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        store = Store(connect(redis_url), prefix)
+        enc = FakeEncoder()
+        proc = Processor(settings, store, enc,
+                         Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
+        await proc.process_items([Record("items", 0, n, 1.0, None,
+                                         f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
+                                  for n in range(4)])
+        # in one pipeline, "b"'s compare-and-set fails in Redis and "a"'s goes through
+        cas, refuse = store._cas, store.r.register_script(
+            "return redis.error_reply('OOM command not allowed (test)')")
+        blocked = {store._state_key("b")}
+
+        def cas_or_refuse(keys, args, client):
+            return (refuse if keys[0] in blocked else cas)(keys=keys, args=args, client=client)
+        store._cas = cas_or_refuse
+        batch = _records("act", "a", ["i0", "i1"], start=0) + \
+            _records("act", "b", ["i2", "i3"], start=2)
+        written = await store.write_users(
+            [UserWrite("a2", 0, UserState(), []), UserWrite("b", 0, UserState(), [])], 10)
+        assert written.lost == [] and list(written.failed) == ["b"]
+        with pytest.raises(OutOfMemoryError):
+            await proc.process_activity(batch)
+        users = await store.read_users(["a", "b"])
+        assert (users["a"].state.n_events, users["b"].state.n_events) == (2, 0)
+        blocked.clear()
+        out = await proc.process_activity(batch)  # the retry
+        assert (out.counts["applied"], out.counts["duplicates"]) == (4, 0)
+        popularity = await store.popularity()
+        assert {i: round(c) for i, (c, _) in popularity.items()} == \
+            {"i0": 1, "i1": 1, "i2": 1, "i3": 1}
+        np.testing.assert_allclose(proc.catalog.covisits.scores([["i0"], ["i2"]], ["i1", "i3"]),
+                                   [[1.0, 0.0], [0.0, 1.0]], rtol=1e-6)
+        again = await proc.process_activity(batch)  # a redelivery: nothing owed any more
+        assert (again.counts["applied"], again.counts["duplicates"]) == (0, 4)
         await store.r.aclose()
     run(go())
 
