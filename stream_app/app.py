@@ -20,7 +20,7 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure
 from stream_app.health import Health
-from stream_app.pipeline import Outputs, isolate
+from stream_app.pipeline import Outputs, Rejected, isolate
 from stream_app.runtime import Runtime
 from stream_app.web import register_views
 
@@ -169,6 +169,14 @@ async def send_confirmed(messages: Sequence[tuple[faust.TopicT, bytes | None, by
     await asyncio.gather(*pending)
 
 
+def dead_letter_messages(topic: faust.TopicT, rejected: Sequence[Rejected],
+                         payload_bytes: int) -> list[tuple[faust.TopicT, bytes | None, bytes]]:
+    """``send_confirmed``'s messages for rejected records: key, and the dead letter with at
+    most ``payload_bytes`` of the record's value."""
+    return [(topic, key, dumps(value))
+            for key, value in (r.letter(payload_bytes) for r in rejected)]
+
+
 async def sync_catalog_changes(catalog: Catalog, metrics: Metrics) -> None:
     """One step of tailing the catalog change log; Redis down only skips this step."""
     try:
@@ -190,13 +198,12 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         return raw_topic(app, s, name)
 
     items, activity = topic(s.topic_items), topic(s.topic_activity)
-    feedback = topic(s.topic_feedback)
     recommendations, dead_letters = topic(s.topic_recommendations), topic(s.topic_dead_letters)
 
     async def emit(out: Outputs) -> None:
         """Dead letters and recommendations, confirmed by the broker before returning."""
-        letters = [r.letter(s.dead_letter_payload_bytes) for r in out.rejected]
-        await send_confirmed([(dead_letters, key, dumps(value)) for key, value in letters]
+        await send_confirmed(dead_letter_messages(dead_letters, out.rejected,
+                                                  s.dead_letter_payload_bytes)
                              + [(recommendations, user_id.encode(), dumps(value))
                                 for user_id, value in out.recommendations])
 
@@ -210,10 +217,11 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
         await run_batches(stream, s, runtime, s.topic_activity,
                           lambda r: runtime.processor.process_activity(r), emit)
 
-    @app.agent(feedback, name="feedback")
-    async def feedback_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s, runtime, s.topic_feedback,
-                          lambda r: runtime.processor.process_feedback(r), emit)
+    if s.worker_feedback:  # else the trainer dead-letters bad feedback
+        @app.agent(topic(s.topic_feedback), name="feedback")
+        async def feedback_agent(stream: faust.StreamT) -> None:
+            await run_batches(stream, s, runtime, s.topic_feedback,
+                              lambda r: runtime.processor.process_feedback(r), emit)
 
     @app.timer(s.catalog_sync_interval_s)
     async def sync_catalog() -> None:

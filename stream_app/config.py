@@ -230,6 +230,11 @@ class Settings:
         3600.0, "A `ts` more than this many seconds ahead of the record's broker timestamp "
         "is rejected to dead-letters (it would freeze the user's decay and the item's "
         "popularity; often milliseconds sent as seconds).")
+    worker_feedback: bool = _setting(
+        False, "Workers also read the feedback topic, only to dead-letter bad records (for a "
+        "deployment without a trainer). Off: the trainer, which learns from feedback, "
+        "dead-letters them, and workers fetch none of it (feedback can be several records "
+        "per recommendation).")
     dead_letter_payload_bytes: int = _setting(
         4096, "Bytes of a rejected record's value copied into its dead letter (with the "
         "full size and sha256), so a dead letter always fits the producer's size limit.")

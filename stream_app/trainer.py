@@ -171,14 +171,19 @@ class Trainer:
 
     async def _parse_feedback(self, records: Sequence[Record], out: Outputs
                               ) -> list[FeedbackEvent]:
-        events: list[FeedbackEvent] = []
+        """The batch's valid feedback on known items; the rest to ``out.rejected`` (the
+        trainer's app dead-letters it, unless the workers read feedback too)."""
+        events: list[tuple[Record, FeedbackEvent]] = []
         for rec in records:
             try:
-                events.append(parse_feedback(rec, self.processor.limits))
-            except ContractError:
-                out.counts["feedback_invalid"] += 1  # the workers dead-letter it
-        known = await self.catalog.resolve(fb.item_id for fb in events)
-        return [fb for fb in events if fb.item_id in known]
+                events.append((rec, parse_feedback(rec, self.processor.limits)))
+            except ContractError as exc:
+                out.reject(rec, exc)
+        known = await self.catalog.resolve(fb.item_id for _, fb in events)
+        for rec, fb in events:
+            if fb.item_id not in known:
+                out.reject(rec, f"unknown item {fb.item_id!r}", "unknown_item")
+        return [fb for _, fb in events if fb.item_id in known]
 
     async def _feedback_choices(self, chosen: Sequence[FeedbackEvent],
                                 by_user: dict[str, list[Snapshot]]) -> list[Example]:

@@ -16,14 +16,15 @@ from typing import Any, Sequence
 import faust
 from faust.web import Request, Response, View
 
-from stream_app.app import new_app, raw_topic, run_batches, sync_catalog_changes
+from stream_app.app import (dead_letter_messages, new_app, raw_topic, run_batches,
+                            send_confirmed, sync_catalog_changes)
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
 from stream_app.encoder import Encoder
 from stream_app.faults import is_infrastructure
 from stream_app.logs import log
-from stream_app.pipeline import Outputs
+from stream_app.pipeline import Outputs, Rejected
 from stream_app.runtime import ProcessRuntime
 from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
@@ -74,6 +75,8 @@ class TrainerRuntime(ProcessRuntime):
     async def publish(self, topic: str, out: Outputs, batch_records: int, seconds: float) -> None:
         self.counts.update(out.counts)
         self.counts["records"] += batch_records
+        for rejected in feedback_rejected(self.settings, out):
+            self.metrics.dead_letters.labels(rejected.record.topic, rejected.reason).inc()
         self.metrics.batch_seconds.labels(topic).observe(seconds)
         self.metrics.batch_size.labels(topic).observe(batch_records)
         self.metrics.trainer_pending.set(len(self.trainer.pending))
@@ -116,18 +119,31 @@ class TrainerRuntime(ProcessRuntime):
                 "last_round": self.last_round}
 
 
+def feedback_rejected(s: Settings, out: Outputs) -> list[Rejected]:
+    """The bad feedback records of a trainer's batch that the trainer dead-letters: all of
+    them, unless the workers read feedback too (``worker_feedback``)."""
+    return [] if s.worker_feedback else [r for r in out.rejected
+                                         if r.record.topic == s.topic_feedback]
+
+
 def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App:
     s = settings
     app = new_app(s, f"{s.app_id}-trainer")
     inputs = raw_topic(app, s, s.topic_activity, s.topic_feedback)
     updates = raw_topic(app, s, s.topic_model_updates)
 
-    async def nothing_to_emit(out: Outputs) -> None:
-        """Bad records are the workers' to dead-letter; the trainer only skips them."""
+    dead_letters = raw_topic(app, s, s.topic_dead_letters)
+
+    async def emit(out: Outputs) -> None:
+        """Bad feedback to dead letters, confirmed by the broker before the batch's input
+        is acknowledged (with ``worker_feedback`` the workers send them instead); bad
+        activity is the workers' to dead-letter, the trainer only skips it."""
+        await send_confirmed(dead_letter_messages(dead_letters, feedback_rejected(s, out),
+                                                  s.dead_letter_payload_bytes))
 
     @app.agent(inputs, name="trainer")
     async def trainer_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s, runtime, "trainer", runtime.observe, nothing_to_emit)
+        await run_batches(stream, s, runtime, "trainer", runtime.observe, emit)
 
     @app.timer(1.0)
     async def train() -> None:
@@ -157,7 +173,8 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
 
     @app.task
     async def declare_outputs() -> None:
-        await updates.maybe_declare()
+        for t in (updates, dead_letters):
+            await t.maybe_declare()
 
     register_health(app, runtime)
 

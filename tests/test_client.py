@@ -256,7 +256,7 @@ def test_a_recommendation_record_reads_as_the_dataclass():
 @pytest.fixture(scope="module")
 def deployment(kafka_bootstrap, redis_url, tmp_path_factory):
     settings = make_settings(kafka_bootstrap, redis_url, "client").replace(
-        api_token="cl13nt-t0ken")
+        api_token="cl13nt-t0ken", worker_feedback=True)  # counts the client's feedback
     with running(settings, tmp_path_factory.mktemp("client")) as h:
         worker = h.start_worker()
         worker.wait_healthy(180)

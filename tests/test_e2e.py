@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap, redis_url, sample_catalog, tmp_path_factory):
-    settings = make_settings(kafka_bootstrap, redis_url, "e2e")
+    # the workers read feedback too (as without a trainer): their dead letters for it
+    settings = make_settings(kafka_bootstrap, redis_url, "e2e").replace(worker_feedback=True)
     with running(settings, tmp_path_factory.mktemp("e2e")) as h:
         worker = h.start_worker()
         worker.wait_healthy(180)

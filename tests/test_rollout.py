@@ -141,7 +141,11 @@ def test_trainer_process_trains_announces_and_operators_promote_and_roll_back(
                              {"user_id": f"tr-u{u}", "type": "skip",
                               "item_id": ids[follows[i] - 1], "ts": t + 1}]
             stack.produce(s.topic_activity, activity)
-            stack.produce(s.topic_feedback, feedback)
+            # two bad feedback records: the trainer dead-letters them (the workers read none)
+            stack.produce(s.topic_feedback, feedback + [
+                {"user_id": "tr-bad", "type": "click", "ts": 1_750_000_000.0},
+                {"user_id": "tr-bad", "type": "click", "item_id": "no-such-item",
+                 "ts": 1_750_000_000.0}])
             def ours(vs: list) -> list:  # rounds that trained on this test's events
                 return [v for v in vs if v["type"] == "trained"
                         and v["window"]["to_ts"] >= 1_750_000_000.0]
@@ -155,8 +159,14 @@ def test_trainer_process_trains_announces_and_operators_promote_and_roll_back(
             assert {"candidate", "current"} <= set(announcement["heldout"])
             assert announcement["training"]["steps"] > 0
             status, stats = http(trainer, "/stats")
-            assert status == 200 and stats["lag_s"] >= 0 and stats["counts"]["records"] >= 600
-            assert "stream_app_trainer_rounds_total" in http(trainer, "/metrics")[1]
+            assert status == 200 and stats["lag_s"] >= 0 and stats["counts"]["records"] >= 602
+            letters = stack.collect(s.topic_dead_letters, lambda vs: len(vs) >= 2, timeout=60)
+            metrics = http(trainer, "/metrics")[1]
+            assert "stream_app_trainer_rounds_total" in metrics
+            assert sorted((d["source_topic"], d["reason"]) for d in letters) == \
+                [(s.topic_feedback, "missing_field"), (s.topic_feedback, "unknown_item")]
+            assert ('stream_app_dead_letters_total{reason="unknown_item",'
+                    f'topic="{s.topic_feedback}"}} 1.0') in metrics
 
             listed = _model_cli(s, "list")
             assert listed.returncode == 0 and version in listed.stdout, listed.stderr

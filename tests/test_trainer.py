@@ -22,6 +22,7 @@ from stream_app.model.sequence import fit_sequence, windows_of
 from stream_app.pipeline import Processor
 from stream_app.store import TRAINER_SCOPE, Store, connect
 from stream_app.trainer import Trainer
+from stream_app.trainer_app import feedback_rejected
 from stream_app.versions import Registry, follow
 from tests.fakes import FakeEncoder
 
@@ -164,6 +165,31 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
             # i2 from i1, which is one choice back (the co-visit recency's weight)
             assert dict(zip(items, values.tolist())) == pytest.approx(
                 {"i1": 1.0, "i2": s.covisit_recency})
+
+    run(go())
+
+
+def test_bad_feedback_is_the_trainers_to_dead_letter_and_bad_activity_the_workers(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer()
+            records = w.records(s.topic_feedback, [
+                {"user_id": "u", "item_id": "i1", "type": "click", "ts": T0},
+                {"user_id": "u", "type": "click", "ts": T0},
+                {"user_id": "u", "item_id": "nope", "type": "skip", "ts": T0},
+                {"user_id": "u", "item_id": "i2", "type": "teleport", "ts": T0}]) + \
+                w.records(s.topic_activity, [{"event_id": "e", "user_id": "u", "type": "click",
+                                              "item_id": "nope", "ts": T0}])
+            out = await trainer.observe(records)
+            assert [(r.record.topic, r.reason) for r in out.rejected] == [
+                (s.topic_feedback, "missing_field"), (s.topic_feedback, "unknown_type"),
+                (s.topic_feedback, "unknown_item"), (s.topic_activity, "unknown_item")]
+            assert [r.reason for r in feedback_rejected(s, out)] == \
+                ["missing_field", "unknown_type", "unknown_item"]
+            assert feedback_rejected(s.replace(worker_feedback=True), out) == []
+            assert [e.positive for e in trainer.pending] == ["i1"]  # the good one counts
 
     run(go())
 
