@@ -4,8 +4,10 @@
 
 The closure is what the production image installs: the main dependencies of
 pyproject.toml and what they require, transitively, with environment markers evaluated
-for this interpreter (run it on Linux with the image's Python, 3.11). The `local` and
-`test` extras are left out: the embedded broker and Valkey are not in the image.
+for this interpreter (run it on Linux with the image's Python, 3.11). The `onnx` extra is
+in (the faster text encoder is a setting away in the image: STREAM_APP_ENCODER_BACKEND);
+the `local` and `test` extras are left out: the embedded broker and Valkey are not in the
+image.
 Versions come from this environment (`pip freeze`, filtered); a local version label such
 as torch's `+cpu` is dropped so the pin matches the CPU wheel (taken from the PyTorch CPU
 index) and, elsewhere, the plain one.
@@ -26,10 +28,11 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "stream-app"
+IMAGE_EXTRAS = frozenset({"onnx"})  # the extras the image installs
 HEADER = """\
 # Pinned runtime dependencies of stream-app (the dependency closure of pyproject.toml's
-# main dependencies, no extras): deploy/Dockerfile installs exactly these, in a layer of
-# their own, before it copies the code.
+# main dependencies and the `onnx` extra): deploy/Dockerfile installs exactly these, in a
+# layer of their own, before it copies the code.
 # Generated from the project's venv; regenerate after changing dependencies with
 #     .venv/bin/pip install -e . && .venv/bin/python deploy/lock.py > constraints.txt
 # (on Linux, Python 3.11, as in the image). Install with the CPU torch wheel:
@@ -50,10 +53,11 @@ def _requires(dist: str, extras: frozenset[str]) -> list[Requirement]:
     return out
 
 
-def closure(root: str = PROJECT) -> dict[str, str]:
-    """canonical name -> installed version, for everything ``root`` needs (not ``root``)."""
+def closure(root: str = PROJECT, extras: frozenset[str] = IMAGE_EXTRAS) -> dict[str, str]:
+    """canonical name -> installed version, for everything ``root`` with ``extras`` needs
+    (not ``root``)."""
     seen: dict[str, str] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
+    todo: list[tuple[str, frozenset[str]]] = [(root, extras)]
     done: set[tuple[str, frozenset[str]]] = set()
     while todo:
         name, extras = todo.pop()

@@ -15,7 +15,6 @@ import json
 import random
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from stream_app.catalog_files import read_catalog
@@ -173,13 +172,13 @@ async def _promote_trained(s: Settings, rng: random.Random) -> str:
     """A sequence model trained briefly on random walks over the loaded catalog, saved and
     promoted: the bench then measures the per-event cost of a trained version (the
     sequence model's query and matrix product on top of the plain encoder's work)."""
-    from stream_app.encoder import default_model_path, model_version
+    from stream_app.encoder import encoder_version
     from stream_app.model.adapter import Adapter, Blend
     from stream_app.model.sequence import Window, fit_sequence
     from stream_app.store import Store, connect
     from stream_app.versions import Registry
 
-    base = model_version(Path(s.model_path) if s.model_path else default_model_path())
+    base = encoder_version(s)  # the worker's encoder (its backend): what it serves
     client = connect(s.redis())
     try:
         ids, vectors = await Store(client, s.key_prefix).load_catalog(base)

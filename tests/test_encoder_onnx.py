@@ -12,6 +12,7 @@ from stream_app import encoder as enc_mod
 from stream_app.config import Settings
 from stream_app.encoder import (HFEncoder, OnnxEncoder, encoder_version, import_onnxruntime,
                                 make_encoder)
+from stream_app.evaluation.commands import eval_encoder
 
 
 
@@ -137,6 +138,8 @@ def test_the_setting_selects_the_backend(cache_env, encoder):
         assert built.version == encoder_version(s)
         if kind is OnnxEncoder:
             assert built.session.get_session_options().intra_op_num_threads == 1
+        evaluated = eval_encoder(s)  # `stream-app eval` ranks with the worker's encoder
+        assert isinstance(evaluated.encoder, kind) and evaluated.version == built.version
     assert encoder_version(Settings()) == encoder.version  # torch, the default
 
 

@@ -28,12 +28,12 @@ HEADLINE = ["default", "popularity (decayed, ranker)", "item-kNN (co-occurrence,
             FINE_TUNED_NAME]
 
 
-def _encoder(s: Settings) -> Any:
-    from stream_app.encoder import CachedEncoder, HFEncoder
+def eval_encoder(s: Settings) -> Any:
+    """The encoder the settings select (``STREAM_APP_ENCODER_BACKEND``), as a worker's,
+    cached: one pass per variant, and every text is encoded once for all of them."""
+    from stream_app.encoder import CachedEncoder, make_encoder
 
-    # one pass per variant: every text is encoded once for all of them
-    return CachedEncoder(HFEncoder(s.model_path, s.max_seq_length, s.encode_batch_size,
-                                   s.torch_threads), 1_000_000)
+    return CachedEncoder(make_encoder(s), 1_000_000)
 
 
 def _write(out: Path, name: str, payload: Any, markdown: str,
@@ -52,7 +52,7 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     server = None if redis_reachable(settings.redis()) else EmbeddedRedis().start()
     s = settings.replace(redis_url=server.url) if server else settings
     try:
-        encoder = _encoder(s)
+        encoder = eval_encoder(s)
         if args.dataset:
             _eval_dataset(s, encoder, args)
         if args.drift:
