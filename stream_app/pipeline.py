@@ -123,12 +123,27 @@ class Owed:
     choices: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
     applied: int = 0  # events this batch applied, over all its attempts
     history: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user, snapshot)
+    # the snapshot of each event this batch applied, by its record's place in the log
+    snapshots: dict[tuple[str, int, int], "Snapshot"] = field(default_factory=dict)
+    observed: bool = False  # the trainer took this batch's examples
 
     def add(self, popular: list[tuple[str, float, float]],
-            chosen: list[tuple[tuple[str, ...], str]], applied: int) -> None:
+            chosen: list[tuple[tuple[str, ...], str]], applied: int,
+            snapshots: Sequence["Snapshot"] = ()) -> None:
         self.popular += popular
         self.choices += chosen
         self.applied += applied
+        self.snapshots.update((_place(s.pending.record), s) for s in snapshots if s.applied)
+
+    def as_applied(self, snapshots: Sequence["Snapshot"]) -> list["Snapshot"]:
+        """``snapshots`` of a retry, each event an earlier attempt applied (which the retry
+        finds a duplicate) in the snapshot it had when applied."""
+        return [self.snapshots.get(_place(s.pending.record), s) if not s.applied else s
+                for s in snapshots]
+
+
+def _place(record: Record) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 MAX_OWED_BATCHES = 256  # failed batches whose counts a worker keeps for their retry
@@ -229,7 +244,7 @@ class Processor:
         retried batch finds its events applied (duplicates) and counts what the failed
         attempt owed instead (kept here by the batch's offsets)."""
         out = Outputs()
-        key = tuple((r.topic, r.partition, r.offset) for r in records)
+        key = tuple(_place(r) for r in records)
         owed = self._owed.pop(key, None) or Owed()
         try:
             snapshots, _ = await self.apply_activity(records, out, owed)
@@ -331,7 +346,7 @@ class Processor:
                 mine = f.write.popular if f.write is not None else []
                 popular += mine
                 if owed is not None:
-                    owed.add(mine, choices(f.snapshots), f.applied)
+                    owed.add(mine, choices(f.snapshots), f.applied, f.snapshots)
             if written.failed:
                 raise next(iter(written.failed.values()))
             if lost:

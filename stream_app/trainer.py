@@ -31,8 +31,9 @@ from stream_app.model.interest import CHOICES, UserState
 from stream_app.model.objective import (Example, ItemTable, sequences, train_and_judge,
                                        training_process)
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
-from stream_app.pipeline import Outputs, Owed, Processor, Snapshot, choices
-from stream_app.store import Store
+from stream_app.pipeline import (MAX_OWED_BATCHES, Outputs, Owed, Processor, Snapshot,
+                                 choices)
+from stream_app.store import Store, UserRecord
 from stream_app.versions import Registry
 
 # Implicit positives: activity of the types in CHOICES (model.interest). Explicit ones and
@@ -63,6 +64,8 @@ class Trainer:
         self._standing = Standing()  # the current version against the encoder
         self._negatives: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
         self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
+        # what a failed batch applied, counted and took, kept for its retry (Owed)
+        self._owed: dict[tuple[tuple[str, int, int], ...], Owed] = {}
         self._forgotten: set[str] = set()  # users forgotten since the current round began
         self._lock = asyncio.Lock()
         self._executor: ProcessPoolExecutor | None = None
@@ -106,40 +109,47 @@ class Trainer:
     async def observe(self, records: Sequence[Record]) -> Outputs:
         """Skips and dislikes first (each waits for the user's next choice at or after it),
         then activity (each choice with the interests just before it), then the positive
-        feedback no activity event carried (with the interests as of its own time)."""
+        feedback no activity event carried (with the interests as of its own time).
+
+        A batch retried after a failure that came once some of its users' states were
+        written (Redis refusing a write, say) finds those events applied: what the failed
+        attempt applied, counted and took is kept (``Owed``, by the batch's records), so
+        each choice still makes one example and is counted once."""
+        key = tuple((r.topic, r.partition, r.offset) for r in records)
+        owed = self._owed.pop(key, None) or Owed()
+        try:
+            return await self._observe(records, owed)
+        except Exception:
+            if owed.applied:
+                self._owed[key] = owed
+                while len(self._owed) > MAX_OWED_BATCHES:
+                    del self._owed[next(iter(self._owed))]
+            raise
+
+    async def _observe(self, records: Sequence[Record], owed: Owed) -> Outputs:
         out = Outputs()
         feedback = await self._parse_feedback(
             [r for r in records if r.topic == self.s.topic_feedback], out)
         activity = [r for r in records if r.topic != self.s.topic_feedback]
         verdicts = [(fb, self._verdict(fb)) for fb in feedback]
-        for fb, verdict in verdicts:
-            if verdict == "negative":
-                self._remember_negative(fb.user_id, fb.item_id, fb.ts)
-        snapshots, popular = await self.processor.apply_activity(activity, out)
+        snapshots, _ = await self.processor.apply_activity(activity, out, owed)
+        snapshots = owed.as_applied(snapshots)
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
                            default=0.0))
-        await self.processor.count(Owed(popular), share=False)  # after: as a worker ranks
-        by_user: dict[str, list[Snapshot]] = {}
-        new: list[Example] = []
-        for snap in snapshots:
-            ev = snap.pending.event
-            by_user.setdefault(ev.user_id, []).append(snap)
-            if not snap.applied or ev.item_id is None:
-                continue
-            if ev.type in NEGATIVE_FEEDBACK:
-                self._remember_negative(ev.user_id, ev.item_id, ev.ts)
-            elif ev.type in CHOICES and not self._claimed(ev.user_id, ev.item_id, "activity"):
-                new.append(self._example(ev.user_id, ev.item_id, ev.ts, snap.before,
-                                         snap.exclude - {ev.item_id}))
+        if owed.popular:  # after: as a worker ranks
+            await self.processor.count(Owed(owed.popular), share=False)
+            owed.popular = []
         chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
-        new += await self._feedback_choices(chosen, by_user)
-        gone = {s.pending.event.user_id for s in snapshots
-                if s.applied and s.pending.event.type == FORGET}
-        if gone:
-            new = [e for e in new if e.user_id not in gone]
-            self.forget(gone)
-            out.counts["forgotten_examples_users"] += len(gone)
-        self._pend(new)
+        if not owed.observed:
+            by_user: dict[str, list[Snapshot]] = {}
+            for snap in snapshots:
+                by_user.setdefault(snap.pending.event.user_id, []).append(snap)
+            absent = list(dict.fromkeys(fb.user_id for fb in chosen
+                                        if fb.user_id not in by_user))
+            stored = await self.store.read_users(absent) if absent else {}
+            # from here on nothing waits or fails: the examples are taken once
+            self._take_examples(verdicts, snapshots, by_user, stored, out)
+            owed.observed = True
         # counted after the examples took theirs: as a worker ranks a batch, then counts
         await self.catalog.count_covisits(choices(snapshots), share=False)
         out.counts["feedback_choices"] += len(chosen)
@@ -185,14 +195,41 @@ class Trainer:
                 out.reject(rec, f"unknown item {fb.item_id!r}", "unknown_item")
         return [fb for _, fb in events if fb.item_id in known]
 
-    async def _feedback_choices(self, chosen: Sequence[FeedbackEvent],
-                                by_user: dict[str, list[Snapshot]]) -> list[Example]:
+    def _take_examples(self, verdicts: Sequence[tuple[FeedbackEvent, str | None]],
+                       snapshots: Sequence[Snapshot], by_user: dict[str, list[Snapshot]],
+                       stored: dict[str, UserRecord], out: Outputs) -> None:
+        """The batch's examples into ``pending``: hard negatives first, then each applied
+        choice with the interests before it, then the clicks on recommendations that no
+        activity event of the batch claimed (``stored``: the users the batch has no
+        snapshot of)."""
+        for fb, verdict in verdicts:
+            if verdict == "negative":
+                self._remember_negative(fb.user_id, fb.item_id, fb.ts)
+        new: list[Example] = []
+        for snap in snapshots:
+            ev = snap.pending.event
+            if not snap.applied or ev.item_id is None:
+                continue
+            if ev.type in NEGATIVE_FEEDBACK:
+                self._remember_negative(ev.user_id, ev.item_id, ev.ts)
+            elif ev.type in CHOICES and not self._claimed(ev.user_id, ev.item_id, "activity"):
+                new.append(self._example(ev.user_id, ev.item_id, ev.ts, snap.before,
+                                         snap.exclude - {ev.item_id}))
+        new += self._feedback_choices([fb for fb, verdict in verdicts if verdict == "choice"],
+                                      by_user, stored)
+        gone = {s.pending.event.user_id for s in snapshots
+                if s.applied and s.pending.event.type == FORGET}
+        if gone:
+            new = [e for e in new if e.user_id not in gone]
+            self.forget(gone)
+            out.counts["forgotten_examples_users"] += len(gone)
+        self._pend(new)
+
+    def _feedback_choices(self, chosen: Sequence[FeedbackEvent],
+                          by_user: dict[str, list[Snapshot]],
+                          stored: dict[str, UserRecord]) -> list[Example]:
         """Examples for clicks (likes, purchases, good ratings) on recommended items."""
         fresh = [fb for fb in chosen if not self._claimed(fb.user_id, fb.item_id, "feedback")]
-        if not fresh:
-            return []
-        absent = {fb.user_id for fb in fresh if fb.user_id not in by_user}
-        stored = await self.store.read_users(list(absent)) if absent else {}
         out = []
         for fb in fresh:
             earlier = [snap for snap in by_user.get(fb.user_id, ())

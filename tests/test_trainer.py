@@ -194,6 +194,64 @@ def test_bad_feedback_is_the_trainers_to_dead_letter_and_bad_activity_the_worker
     run(go())
 
 
+def test_a_batch_retried_after_a_partial_write_or_a_failed_count_takes_each_example_once(
+        redis_url):
+    """Redis writes one user's state and refuses the other's (a pipeline is not atomic),
+    then, on the retry, fails the co-visit count after the examples were taken: each
+    choice still makes one example, its hard negative goes to it, and popularity and
+    co-visits are counted once."""
+    from redis.exceptions import OutOfMemoryError
+
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer()
+            store = trainer.store
+            cas, refuse = store._cas, store.r.register_script(
+                "return redis.error_reply('OOM command not allowed (test)')")
+            blocked = {store._state_key("b")}
+
+            def cas_or_refuse(keys, args, client):
+                return (refuse if keys[0] in blocked else cas)(keys=keys, args=args,
+                                                               client=client)
+            store._cas = cas_or_refuse
+            batch = w.records(s.topic_feedback, [
+                {"user_id": "a", "item_id": "i9", "type": "skip", "ts": T0}]) + \
+                w.records(s.topic_activity, [
+                    {"event_id": f"{u}{n}", "user_id": u, "type": "click", "item_id": item,
+                     "ts": T0 + n} for u, items in (("a", ["i1", "i2"]), ("b", ["i3", "i4"]))
+                    for n, item in enumerate(items, 1)])
+            with pytest.raises(OutOfMemoryError):
+                await trainer.observe(batch)
+            assert trainer.pending == []
+            blocked.clear()
+            count, fails = trainer.catalog.count_covisits, [OutOfMemoryError("OOM (test)")]
+
+            async def count_once_failing(*args, **kwargs):
+                if fails:
+                    raise fails.pop()
+                return await count(*args, **kwargs)
+            trainer.catalog.count_covisits = count_once_failing
+            with pytest.raises(OutOfMemoryError):
+                await trainer.observe(batch)  # the examples were taken, then counting failed
+            out = await trainer.observe(batch)
+            assert sorted((e.user_id, e.positive) for e in trainer.pending) == [
+                ("a", "i1"), ("a", "i2"), ("b", "i3"), ("b", "i4")]
+            assert [e.negatives for e in trainer.pending if e.user_id == "a"] == [("i9",), ()]
+            assert out.counts["examples"] == 4
+            popularity = await store.popularity()
+            assert {i: round(c) for i, (c, _) in popularity.items()} == \
+                {"i1": 1, "i2": 1, "i3": 1, "i4": 1}
+            cv = trainer.catalog.covisits
+            np.testing.assert_allclose(cv.scores([["i1"], ["i3"]], ["i2", "i4"]),
+                                       [[1.0, 0.0], [0.0, 1.0]], rtol=1e-6)
+            again = await trainer.observe(batch)  # a redelivery adds nothing
+            assert again.counts["examples"] == 4 and len(trainer.pending) == 4
+
+    run(go())
+
+
 def test_a_round_trains_promotes_and_workers_rank_with_the_new_version(redis_url):
     s = _settings(redis_url)
 
