@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,21 @@ def test_drift_variants_are_found_by_name_not_split_on_commas():
     assert drift_variants("default,ablation: no decay") == ["default", "ablation: no decay"]
     assert drift_variants("item-kNN,popularity") == DRIFT_VARIANTS  # a dataset's variants
     assert drift_variants(None) == DRIFT_VARIANTS
+
+
+def test_a_process_freezes_what_it_loaded_before_it_consumes():
+    """``freeze_loaded_objects`` (called just before Faust starts) moves the loaded
+    objects out of the garbage collector's sight, and says how many."""
+    code = ("import gc, json\n"
+            "from stream_app import logs\n"
+            "from stream_app.cli import freeze_loaded_objects\n"
+            "logs.setup('info')\n"
+            "assert gc.get_freeze_count() == 0\n"
+            "n = freeze_loaded_objects()\n"
+            "print(json.dumps([n, gc.get_freeze_count()]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    frozen, count = json.loads(done.stdout.strip().splitlines()[-1])
+    assert frozen == count > 1000
+    assert '"event": "gc_frozen"' in done.stdout + done.stderr
