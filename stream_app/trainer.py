@@ -120,7 +120,7 @@ class Trainer:
         try:
             return await self._observe(records, owed)
         except Exception:
-            if owed.applied:
+            if owed.applied or owed.observed:
                 self._owed[key] = owed
                 while len(self._owed) > MAX_OWED_BATCHES:
                     del self._owed[next(iter(self._owed))]
