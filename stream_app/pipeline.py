@@ -254,7 +254,7 @@ class Processor:
             # counted after ranking: no event is ranked with popularity or co-visits it caused
             await self.count(owed)
         except Exception:
-            if owed.popular or owed.choices or owed.history:
+            if owed.applied or owed.popular or owed.choices or owed.history:
                 self._owed[key] = owed
                 while len(self._owed) > MAX_OWED_BATCHES:
                     del self._owed[next(iter(self._owed))]

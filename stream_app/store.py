@@ -390,7 +390,9 @@ class Store:
                 args += [math.floor(ts) if whole else ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
                                   self._history_key(w.user_id)], args=args, client=pipe)
-        res = await pipe.execute(raise_on_error=False)
+        # a cluster's pipeline refreshes its slots and retries a failed node only when it
+        # raises: there a partial failure raises, and the batch is retried whole
+        res = await pipe.execute(raise_on_error=hasattr(self.r, "nodes_manager"))
         failed = {w.user_id: r for w, r in zip(writes, res) if isinstance(r, Exception)}
         return Written([w.user_id for w, ok in zip(writes, res)
                         if not ok and w.user_id not in failed], failed)

@@ -252,6 +252,28 @@ def test_a_batch_retried_after_a_partial_write_or_a_failed_count_takes_each_exam
     run(go())
 
 
+def test_a_batch_observed_again_because_its_dead_letters_failed_to_send_adds_nothing(
+        redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer()
+            await trainer.observe(w.records(s.topic_activity, [
+                {"event_id": "e1", "user_id": "u", "type": "click", "item_id": "i1",
+                 "ts": T0}]))
+            batch = w.records(s.topic_feedback, [
+                {"user_id": "u", "item_id": "i2", "type": "click", "ts": T0 + 60},
+                {"user_id": "u", "item_id": "no-such-item", "type": "click", "ts": T0 + 61}])
+            first = await trainer.observe(batch)
+            again = await trainer.observe(batch)  # run_batches: the emit failed, retried
+            assert [e.positive for e in trainer.pending] == ["i1", "i2"]
+            assert [r.reason for r in again.rejected] == ["unknown_item"]
+            assert again is first
+
+    run(go())
+
+
 def test_a_round_trains_promotes_and_workers_rank_with_the_new_version(redis_url):
     s = _settings(redis_url)
 
