@@ -78,6 +78,18 @@ def _same(a: UserState, b: UserState) -> bool:
             (b.last_ts, b.n_events, b.offsets, b.recent_ids, b.recent_items))
 
 
+async def _processor_with_items(settings: Settings, n_items: int) -> Processor:
+    """A worker's processor on ``settings``' Redis and prefix, items i0..i{n-1} loaded."""
+    store = Store(connect(settings.redis_url), settings.key_prefix)
+    enc = FakeEncoder()
+    proc = Processor(settings, store, enc,
+                     Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
+    await proc.process_items([Record("items", 0, n, 1.0, None,
+                                     f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
+                              for n in range(n_items)])
+    return proc
+
+
 def _records(topic, user, items, start):
     return [Record(topic, 0, start + n, 1000.0 + n, user.encode(),
                    (f'{{"user_id": "{user}", "type": "click", "item_id": "{item}", '
@@ -281,13 +293,8 @@ def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redi
     settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
 
     async def go():
-        store = Store(connect(redis_url), prefix)
-        enc = FakeEncoder()
-        proc = Processor(settings, store, enc,
-                         Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
-        await proc.process_items([Record("items", 0, n, 1.0, None,
-                                         f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
-                                  for n in range(4)])
+        proc = await _processor_with_items(settings, 4)
+        store = proc.store
         real = store.add_covisits
         failures = iter([OutOfMemoryError("OOM command not allowed")])
 
@@ -323,13 +330,8 @@ def test_a_batch_whose_state_writes_went_through_for_some_users_counts_them_on_r
     settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
 
     async def go():
-        store = Store(connect(redis_url), prefix)
-        enc = FakeEncoder()
-        proc = Processor(settings, store, enc,
-                         Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
-        await proc.process_items([Record("items", 0, n, 1.0, None,
-                                         f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
-                                  for n in range(4)])
+        proc = await _processor_with_items(settings, 4)
+        store = proc.store
         # in one pipeline, "b"'s compare-and-set fails in Redis and "a"'s goes through
         cas, refuse = store._cas, store.r.register_script(
             "return redis.error_reply('OOM command not allowed (test)')")
@@ -365,14 +367,9 @@ def test_deleted_items_lose_their_popularity_and_old_encoders_can_be_pruned(redi
     settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
 
     async def go():
-        store = Store(connect(redis_url), prefix)
+        proc = await _processor_with_items(settings, 3)
+        store = proc.store
         trainer_store = Store(store.r, prefix, scope=TRAINER_SCOPE)
-        enc = FakeEncoder()
-        proc = Processor(settings, store, enc,
-                         Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
-        await proc.process_items([Record("items", 0, n, 1.0, None,
-                                         f'{{"item_id": "i{n}", "title": "item {n}"}}'.encode())
-                                  for n in range(3)])
         await proc.process_activity(_records("act", "u", ["i0", "i1"], start=0))
         await trainer_store.add_popularity([("i1", 1.0, 1000.0)], 86400.0)
         await proc.process_items([Record("items", 0, 9, 2.0, None,
@@ -382,8 +379,8 @@ def test_deleted_items_lose_their_popularity_and_old_encoders_can_be_pruned(redi
         # vectors of an encoder no worker uses any more
         await store.put_text_vectors("old-encoder", {"k": np.ones(4, np.float32)})
         await store.put_items("old-encoder", [("i0", np.ones(4, np.float32), {})], [])
-        assert await store.prune_encoders(keep=enc.version) == ["old-encoder"]
+        assert await store.prune_encoders(keep=proc.encoder.version) == ["old-encoder"]
         assert await store.item_vectors("old-encoder", ["i0"]) == {}
-        assert set(await store.item_vectors(enc.version, ["i0", "i2"])) == {"i0", "i2"}
+        assert set(await store.item_vectors(proc.encoder.version, ["i0", "i2"])) == {"i0", "i2"}
         await store.r.aclose()
     run(go())
