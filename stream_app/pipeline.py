@@ -16,9 +16,9 @@ import numpy as np
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
-from stream_app.contract import (FORGET, ActivityEvent, ContractError, ItemEvent, Record,
-                                 dead_letter, parse_activity, parse_feedback, parse_item,
-                                 recommendation)
+from stream_app.contract import (FORGET, ActivityEvent, ContractError, FeedbackEvent,
+                                 ItemEvent, Record, dead_letter, parse_activity,
+                                 parse_feedback, parse_item, recommendation)
 from stream_app.encoder import CachedEncoder, Encoder
 from stream_app.faults import EncoderError, is_infrastructure
 from stream_app.logs import log
@@ -133,16 +133,17 @@ class Owed:
         self.popular += popular
         self.choices += chosen
         self.applied += applied
-        self.snapshots.update((_place(s.pending.record), s) for s in snapshots if s.applied)
+        self.snapshots.update((place(s.pending.record), s) for s in snapshots if s.applied)
 
     def as_applied(self, snapshots: Sequence["Snapshot"]) -> list["Snapshot"]:
         """``snapshots`` of a retry, each event an earlier attempt applied (which the retry
         finds a duplicate) in the snapshot it had when applied."""
-        return [self.snapshots.get(_place(s.pending.record), s) if not s.applied else s
+        return [self.snapshots.get(place(s.pending.record), s) if not s.applied else s
                 for s in snapshots]
 
 
-def _place(record: Record) -> tuple[str, int, int]:
+def place(record: Record) -> tuple[str, int, int]:
+    """Where a record sits in the log: a batch's records' places key what it owes."""
     return record.topic, record.partition, record.offset
 
 
@@ -224,6 +225,12 @@ class Processor:
     # --- feedback -------------------------------------------------------------
     async def process_feedback(self, records: Sequence[Record]) -> Outputs:
         out = Outputs()
+        out.counts["feedback"] += len(await self.valid_feedback(records, out))
+        return out
+
+    async def valid_feedback(self, records: Sequence[Record], out: Outputs
+                             ) -> list[FeedbackEvent]:
+        """The records' valid feedback on known items; the rest to ``out.rejected``."""
         parsed = []
         for rec in records:
             try:
@@ -232,11 +239,9 @@ class Processor:
                 out.reject(rec, exc)
         known = await self.catalog.resolve(fb.item_id for _, fb in parsed)
         for rec, fb in parsed:
-            if fb.item_id in known:
-                out.counts["feedback"] += 1
-            else:
+            if fb.item_id not in known:
                 out.reject(rec, f"unknown item {fb.item_id!r}", "unknown_item")
-        return out
+        return [fb for _, fb in parsed if fb.item_id in known]
 
     # --- activity -------------------------------------------------------------
     async def process_activity(self, records: Sequence[Record]) -> Outputs:
@@ -244,10 +249,10 @@ class Processor:
         retried batch finds its events applied (duplicates) and counts what the failed
         attempt owed instead (kept here by the batch's offsets)."""
         out = Outputs()
-        key = tuple(_place(r) for r in records)
+        key = tuple(place(r) for r in records)
         owed = self._owed.pop(key, None) or Owed()
         try:
-            snapshots, _ = await self.apply_activity(records, out, owed)
+            snapshots = await self.apply_activity(records, out, owed)
             ranked = self._rank(snapshots, out)
             if self.s.user_history > 0:
                 owed.history += self._history(snapshots, ranked)
@@ -264,11 +269,10 @@ class Processor:
         out.counts["duplicates"] -= earlier
         return out
 
-    async def apply_activity(self, records: Sequence[Record], out: Outputs,
-                             owed: "Owed | None" = None
-                             ) -> tuple[list[Snapshot], list[tuple[str, float, float]]]:
-        """Parse, fold into user state (compare-and-set); the popularity increments to count.
-        ``owed`` gets each user's counts as soon as their write went through, so that when
+    async def apply_activity(self, records: Sequence[Record], out: Outputs, owed: "Owed"
+                             ) -> list[Snapshot]:
+        """Parse, fold into user state (compare-and-set). ``owed`` gets each user's counts
+        (popularity increments, choices) as soon as their write went through, so that when
         a later write fails, the retry (which finds those events applied) still counts them."""
         events: list[tuple[Record, ActivityEvent]] = []
         for rec in records:
@@ -316,8 +320,8 @@ class Processor:
                                     source))
         return pending
 
-    async def _apply(self, pending: list[_Pending], out: Outputs, owed: "Owed | None"
-                     ) -> tuple[list[Snapshot], list[tuple[str, float, float]]]:
+    async def _apply(self, pending: list[_Pending], out: Outputs, owed: "Owed"
+                     ) -> list[Snapshot]:
         """Fold each user's events into their state; compare-and-set until no writer raced.
         When some users' writes failed, the others' are booked in ``owed``, then the first
         failure is raised (the batch is retried)."""
@@ -325,7 +329,6 @@ class Processor:
         for p in pending:
             by_user.setdefault(p.event.user_id, []).append(p)
         snapshots: dict[int, Snapshot] = {}
-        popular: list[tuple[str, float, float]] = []
         todo = list(by_user)
         attempt = 0
         while todo:
@@ -343,10 +346,8 @@ class Processor:
                 out.counts["rewound"] += f.rewound
                 out.counts["forgotten"] += f.forgotten
                 out.counts["duplicates"] += len(by_user[uid]) - f.applied
-                mine = f.write.popular if f.write is not None else []
-                popular += mine
-                if owed is not None:
-                    owed.add(mine, choices(f.snapshots), f.applied, f.snapshots)
+                owed.add(f.write.popular if f.write is not None else [], choices(f.snapshots),
+                         f.applied, f.snapshots)
             if written.failed:
                 raise next(iter(written.failed.values()))
             if lost:
@@ -355,7 +356,7 @@ class Processor:
                 log("cas_conflict", users=len(lost), attempt=attempt)
                 await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
             todo = [uid for uid in todo if uid in lost]
-        return [snapshots[id(p)] for p in pending], popular
+        return [snapshots[id(p)] for p in pending]
 
     def _fold(self, uid: str, items: list[_Pending], record: UserRecord) -> "_Folded":
         """The user's events folded in order into a state to write back; a ``forget``

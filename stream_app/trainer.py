@@ -22,7 +22,7 @@ import numpy as np
 
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
-from stream_app.contract import FORGET, ContractError, FeedbackEvent, Record, parse_feedback
+from stream_app.contract import FORGET, FeedbackEvent, Record
 from stream_app.encoder import Encoder
 from stream_app.logs import log
 from stream_app.metrics import Metrics
@@ -32,7 +32,7 @@ from stream_app.model.objective import (Example, ItemTable, sequences, train_and
                                        training_process)
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
 from stream_app.pipeline import (MAX_OWED_BATCHES, Outputs, Owed, Processor, Snapshot,
-                                 choices)
+                                 choices, place)
 from stream_app.store import Store, UserRecord
 from stream_app.versions import Registry
 
@@ -118,7 +118,7 @@ class Trainer:
         written (Redis refusing a write, say) finds those events applied: what the failed
         attempt applied, counted and took is kept (``Owed``, by the batch's records), so
         each choice still makes one example and is counted once."""
-        key = tuple((r.topic, r.partition, r.offset) for r in records)
+        key = tuple(place(r) for r in records)
         if self._observed is not None and self._observed[0] == key:
             return self._observed[1]  # done; its dead letters failed to send: again
         owed = self._owed.pop(key, None) or Owed()
@@ -135,11 +135,13 @@ class Trainer:
 
     async def _observe(self, records: Sequence[Record], owed: Owed) -> Outputs:
         out = Outputs()
-        feedback = await self._parse_feedback(
+        # bad feedback to out.rejected: the trainer's app dead-letters it (unless the
+        # workers read feedback too)
+        feedback = await self.processor.valid_feedback(
             [r for r in records if r.topic == self.s.topic_feedback], out)
         activity = [r for r in records if r.topic != self.s.topic_feedback]
         verdicts = [(fb, self._verdict(fb)) for fb in feedback]
-        snapshots, _ = await self.processor.apply_activity(activity, out, owed)
+        snapshots = await self.processor.apply_activity(activity, out, owed)
         snapshots = owed.as_applied(snapshots)
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
                            default=0.0))
@@ -155,7 +157,7 @@ class Trainer:
                                         if fb.user_id not in by_user))
             stored = await self.store.read_users(absent) if absent else {}
             # from here on nothing waits or fails: the examples are taken once
-            self._take_examples(verdicts, snapshots, by_user, stored, out)
+            self._take_examples(verdicts, chosen, snapshots, by_user, stored, out)
             owed.observed = True
         # counted after the examples took theirs: as a worker ranks a batch, then counts
         await self.catalog.count_covisits(choices(snapshots), share=False)
@@ -186,29 +188,14 @@ class Trainer:
             return "choice"
         return "negative" if fb.type in NEGATIVE_FEEDBACK else None
 
-    async def _parse_feedback(self, records: Sequence[Record], out: Outputs
-                              ) -> list[FeedbackEvent]:
-        """The batch's valid feedback on known items; the rest to ``out.rejected`` (the
-        trainer's app dead-letters it, unless the workers read feedback too)."""
-        events: list[tuple[Record, FeedbackEvent]] = []
-        for rec in records:
-            try:
-                events.append((rec, parse_feedback(rec, self.processor.limits)))
-            except ContractError as exc:
-                out.reject(rec, exc)
-        known = await self.catalog.resolve(fb.item_id for _, fb in events)
-        for rec, fb in events:
-            if fb.item_id not in known:
-                out.reject(rec, f"unknown item {fb.item_id!r}", "unknown_item")
-        return [fb for _, fb in events if fb.item_id in known]
-
     def _take_examples(self, verdicts: Sequence[tuple[FeedbackEvent, str | None]],
-                       snapshots: Sequence[Snapshot], by_user: dict[str, list[Snapshot]],
+                       chosen: Sequence[FeedbackEvent], snapshots: Sequence[Snapshot],
+                       by_user: dict[str, list[Snapshot]],
                        stored: dict[str, UserRecord], out: Outputs) -> None:
         """The batch's examples into ``pending``: hard negatives first, then each applied
         choice with the interests before it, then the clicks on recommendations that no
-        activity event of the batch claimed (``stored``: the users the batch has no
-        snapshot of)."""
+        activity event of the batch claimed (``chosen``; ``stored``: the users the batch
+        has no snapshot of)."""
         for fb, verdict in verdicts:
             if verdict == "negative":
                 self._remember_negative(fb.user_id, fb.item_id, fb.ts)
@@ -222,8 +209,7 @@ class Trainer:
             elif ev.type in CHOICES and not self._claimed(ev.user_id, ev.item_id, "activity"):
                 new.append(self._example(ev.user_id, ev.item_id, ev.ts, snap.before,
                                          snap.exclude - {ev.item_id}))
-        new += self._feedback_choices([fb for fb, verdict in verdicts if verdict == "choice"],
-                                      by_user, stored)
+        new += self._feedback_choices(chosen, by_user, stored)
         gone = {s.pending.event.user_id for s in snapshots
                 if s.applied and s.pending.event.type == FORGET}
         if gone:
