@@ -158,7 +158,7 @@ async def replay(s: Settings, client: Any, items: Sequence[dict], events: Sequen
     ``per_event`` gets the commands and bytes per activity event (a server of our own)."""
     from stream_app.evaluation.offline import to_records
 
-    store = Store(client, s.key_prefix, state_format=s.state_format)
+    store = Store.for_settings(client, s)
     encoder = HashEncoder()
     processor = Processor(s, store, encoder,
                           Catalog.for_settings(store, encoder.version, encoder.dim, s), Metrics())

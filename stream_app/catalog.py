@@ -48,7 +48,7 @@ class Catalog:
         self.popularity = Popularity(popularity_half_life)
         self.covisits = covisits if covisits is not None else CoVisits()
         self.covisit_log_max = covisit_log_max
-        self.covisit_position = "0-0"
+        self.covisit_positions: dict[int, str] = {}  # shard -> where we stand in its log
         self.source = uuid.uuid4().hex  # this process's entries in the co-visit log
         self.position = "0-0"
         self._changes: list[tuple[str, list[str]]] | None = None  # recorded during a swap
@@ -259,18 +259,33 @@ class Catalog:
         Returns how many values were read."""
         pop = self.popularity
         applied = 0
-        if pop.position is not None and not 0 < reload_after_s <= time.monotonic() - pop.loaded_at:
+        if pop.positions and not 0 < reload_after_s <= time.monotonic() - pop.loaded_at:
+            applied, complete = await self._follow_popularity()
+            if complete:
+                return applied
+        positions: dict[int, str] = {}
+        entries: dict[str, tuple[float, float]] = {}
+        for shard in range(self.store.shards):
+            positions[shard], part = await self.store.popularity_snapshot(shard)
+            entries.update(part)
+        pop.replace(entries, positions, time.monotonic())
+        return applied + len(entries)
+
+    async def _follow_popularity(self) -> tuple[int, bool]:
+        """Each shard's logged values since our position there: (how many, False when a
+        log was trimmed past our position: the whole hash is to be read again)."""
+        pop = self.popularity
+        applied = 0
+        for shard in range(self.store.shards):
             while True:
-                read = await self.store.popularity_since(pop.position)
-                if read is None:  # trimmed past our position: the whole hash below
-                    break
-                pop.position, changes, more = read
+                read = await self.store.popularity_since(pop.positions.get(shard, "0-0"), shard)
+                if read is None:
+                    return applied, False
+                pop.positions[shard], changes, more = read
                 applied += pop.update(changes)
                 if not more:
-                    return applied
-        position, entries = await self.store.popularity_snapshot()
-        pop.replace(entries, position, time.monotonic())
-        return applied + len(entries)
+                    break
+        return applied, True
 
     async def count_covisits(self, choices: Sequence[tuple[Sequence[str], str]],
                              share: bool = True) -> None:
@@ -283,15 +298,18 @@ class Catalog:
     async def refresh_covisits(self) -> int:
         """Apply the co-visits other workers logged since the last call; returns how many."""
         applied = 0
-        while True:
-            position, entries = await self.store.covisits_since(self.covisit_position)
-            self.covisit_position = position
-            for source, choices in entries:
-                if source != self.source:
-                    self.covisits.add(choices)
-                    applied += len(choices)
-            if not entries:
-                return applied
+        for shard in range(self.store.shards):
+            while True:
+                position, entries = await self.store.covisits_since(
+                    self.covisit_positions.get(shard, "0-0"), shard)
+                self.covisit_positions[shard] = position
+                for source, choices in entries:
+                    if source != self.source:
+                        self.covisits.add(choices)
+                        applied += len(choices)
+                if not entries:
+                    break
+        return applied
 
     async def _load_titles(self, ids: list[str]) -> None:
         """Titles of these items; an item without one is shown by its id (not kept: a

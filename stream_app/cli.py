@@ -158,6 +158,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from stream_app.bench_footprint import run_footprint
 
         return run_footprint(_settings(), args)
+    if getattr(args, "batch_sizes", None):
+        from stream_app.bench_batch import run_batch_bench
+
+        return run_batch_bench(_settings(), args)
     from stream_app.bench import run_bench
 
     return run_bench(_settings(), args)
@@ -404,6 +408,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "batched and one by one, and their cosine to torch's vectors "
                        "(--text-events texts; --catalog: a catalog file or MovieLens dir "
                        "for item texts; stream_app/bench_encoder.py)")
+    bench.add_argument("--batch-sizes",
+                       help="what one micro-batch of activity costs, in process without "
+                       "Kafka, at each of these sizes (e.g. 1,8,32,256): ms per batch and per "
+                       "event, Redis commands and CPU per event (--events events per size, --users "
+                       "users, --catalog; "
+                       "stream_app/bench_batch.py)")
+    bench.add_argument("--profile", help="with --batch-sizes: write cProfile statistics of "
+                       "the timed batches here")
     bench.set_defaults(fn=cmd_bench)
 
     ev = sub.add_parser("eval", help="the replay protocol in-process, with baselines and "

@@ -163,6 +163,12 @@ class Settings:
     popularity_log_max: int = _setting(
         10000, "Popularity log entries (one per micro-batch, its items' new values) kept "
         "in Redis; a worker that falls further behind reads the whole hash again.")
+    shared_key_shards: int = _setting(
+        1, "Keys the deployment-wide counts are spread over: the popularity hash (with "
+        "its log) by item and the co-visit log by writing worker, each shard a key of its "
+        "own, so a Redis Cluster puts them on different nodes. 1 on a single Redis; about "
+        "the cluster's primaries beyond ~10^4 events/s. Changing it restarts the counts "
+        "of the items that move to another shard (docs/scaling.md).")
     weight_view: float = _setting(0.5, "Weight of a `view` event.")
     weight_click: float = _setting(1.0, "Weight of a `click` event.")
     weight_like: float = _setting(2.0, "Weight of a `like` event.")
@@ -364,7 +370,7 @@ class Settings:
                     "trainer_negatives", "trainer_step_size", "trainer_full_softmax_items",
                     "trainer_skip_weight", "trainer_threads", "trainer_revert_windows",
                     "sequence_dim", "sequence_blocks", "sequence_heads", "covisit_keep",
-                    "covisit_log_max", "popularity_log_max",
+                    "covisit_log_max", "popularity_log_max", "shared_key_shards",
                     "model_poll_interval_s", "model_keep_versions",
                     "ann_min_items", "ann_candidates", "ann_connectivity",
                     "ann_expansion_add", "ann_expansion_search", "ann_rebuild_fraction")

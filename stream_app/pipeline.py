@@ -285,12 +285,16 @@ class Processor:
 
     async def count(self, owed: "Owed", share: bool = True) -> None:
         """Popularity increments, then co-visits (``share``: logged for the other workers
-        too; the trainer keeps its own); each part is struck from ``owed`` once done, so
-        a retry after a failure in between counts nothing twice."""
+        too; the trainer keeps its own); each part (each popularity shard) is struck from
+        ``owed`` once done, so a retry after a failure in between counts nothing twice."""
         if owed.popular:
-            await self.store.add_popularity(owed.popular, self.s.popularity_half_life_s)
-            self.catalog.popularity.add(owed.popular)
-            owed.popular = []
+            failed = await self.store.count_popularity(owed.popular,
+                                                       self.s.popularity_half_life_s)
+            shard = self.store.popularity_shard
+            self.catalog.popularity.add(p for p in owed.popular if shard(p[0]) not in failed)
+            owed.popular = [p for p in owed.popular if shard(p[0]) in failed]
+            if failed:
+                raise next(iter(failed.values()))
         if owed.choices:
             await self.catalog.count_covisits(owed.choices, share)
             owed.choices = []

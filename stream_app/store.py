@@ -17,6 +17,10 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
                        item_id: "count,ts" or "" (removed)}; workers follow it (trimmed to
                        popularity_log_max; the hash tag keeps it in the hash's cluster slot)
   PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen, earlier...]]}
+  With shared_key_shards = N > 1 both are spread over N keys, each in a cluster slot of its
+  own: shard 0 keeps the names above, shard k > 0 appends ":k" (PS:popularity:3 and
+  PS:popularity:3:log{PS:popularity:3}, PS:covisit:log:3). An item's count lives in shard
+  crc32(item_id) % N; a worker logs its co-visits to shard crc32(its source id) % N.
   P:stats              hash of deployment-wide counters
 
 User state formats (``state_format``; every format is read, one is written):
@@ -37,6 +41,7 @@ the latest event ids (to recognise a redelivery) and expires after ``forget_tomb
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -310,14 +315,27 @@ def _parse_popularity(value: bytes) -> tuple[float, float]:
     return float(count), float(ts)
 
 
+def shard_of(key: str, shards: int) -> int:
+    """The shard (0 .. shards - 1) of an item id or a writer's source id: crc32, the same
+    in every process and release."""
+    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
+
+
+def _sharded(key: str, shard: int) -> str:
+    return key if shard == 0 else f"{key}:{shard}"
+
+
 class Store:
     """All Redis access of the app, pipelined per batch."""
 
     def __init__(self, client: Any, prefix: str, scope: str = "",
                  state_format: int = STATE_FORMAT,
-                 popularity_log_max: int = POPULARITY_LOG_MAX) -> None:
+                 popularity_log_max: int = POPULARITY_LOG_MAX, shards: int = 1) -> None:
         if state_format not in STATE_FORMATS:
             raise ValueError(f"state format {state_format}: one of {STATE_FORMATS}")
+        if shards < 1:
+            raise ValueError(f"shards must be >= 1, got {shards}")
+        self.shards = shards  # of the popularity hash and the co-visit log
         self.r = client
         self.prefix = prefix
         self.scoped = prefix + scope  # user state and popularity: one replica per scope
@@ -331,15 +349,29 @@ class Store:
     @classmethod
     def for_settings(cls, client: Any, s: Any, scope: str = "") -> "Store":
         """A store as ``s`` (``Settings``) configures it."""
-        return cls(client, s.key_prefix, scope, s.state_format, s.popularity_log_max)
+        return cls(client, s.key_prefix, scope, s.state_format, s.popularity_log_max,
+                   s.shared_key_shards)
 
-    def _popularity_keys(self, scope: str | None = None) -> tuple[str, str, int]:
-        """The popularity hash of a scope (default: ours), its log and the log's length
-        (none for the trainer's replica: one writer, which counts its own)."""
-        key = f"{self.prefix}{scope}:popularity" if scope is not None \
-            else f"{self.scoped}:popularity"
+    def popularity_shard(self, item_id: str) -> int:
+        return shard_of(item_id, self.shards)
+
+    def _popularity_keys(self, scope: str | None = None, shard: int = 0
+                         ) -> tuple[str, str, int]:
+        """A shard of the popularity hash of a scope (default: ours), its log and the log's
+        length (none for the trainer's replica: one writer, which counts its own)."""
+        key = _sharded(f"{self.prefix}{scope}:popularity" if scope is not None
+                       else f"{self.scoped}:popularity", shard)
         tail = scope if scope is not None else self.scoped[len(self.prefix):]
         return key, _log_key(key), 0 if tail == TRAINER_SCOPE else self.popularity_log_max
+
+    def _covisit_key(self, shard: int) -> str:
+        return _sharded(f"{self.scoped}:covisit:log", shard)
+
+    def _by_shard(self, item_ids: Sequence[str]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for item_id in item_ids:
+            out.setdefault(self.popularity_shard(item_id), []).append(item_id)
+        return out
 
     # --- keys -------------------------------------------------------------
     def _state_key(self, user_id: str) -> str:
@@ -468,10 +500,10 @@ class Store:
             pipe.hdel(self._meta_key, item_id)
             pipe.xadd(self._log_key, {"id": item_id, "op": "delete"},
                       maxlen=ITEM_LOG_MAXLEN, approximate=True)
-        if deletes:
+        for shard, items in self._by_shard(deletes).items():
             for scope in SCOPES:  # a deleted item's popularity goes with it (logged)
-                key, log, maxlen = self._popularity_keys(scope)
-                await self._popularity_remove(keys=[key, log], args=[maxlen, *deletes],
+                key, log, maxlen = self._popularity_keys(scope, shard)
+                await self._popularity_remove(keys=[key, log], args=[maxlen, *items],
                                               client=pipe)
         await pipe.execute()
 
@@ -503,17 +535,18 @@ class Store:
     async def add_covisits(self, source: str, choices: Sequence[tuple[Sequence[str], str]],
                            maxlen: int) -> None:
         """One log entry for a batch's choices (what each user chose, what they chose
-        before); every worker tails the log (``covisits_since``)."""
+        before), in the log shard of ``source``; every worker tails every shard
+        (``covisits_since``)."""
         if not choices:
             return
         packed = json.dumps([[chosen, *previous] for previous, chosen in choices])
-        await self.r.xadd(f"{self.scoped}:covisit:log", {"by": source, "c": packed},
-                          maxlen=maxlen, approximate=True)
+        await self.r.xadd(self._covisit_key(shard_of(source, self.shards)),
+                          {"by": source, "c": packed}, maxlen=maxlen, approximate=True)
 
-    async def covisits_since(self, since: str, count: int = 1000
+    async def covisits_since(self, since: str, shard: int = 0, count: int = 1000
                              ) -> tuple[str, list[tuple[str, list[tuple[list[str], str]]]]]:
-        """Log entries after ``since``: (new position, [(source, choices)])."""
-        res = await self.r.xread({f"{self.scoped}:covisit:log": since}, count=count)
+        """Entries of one log shard after ``since``: (new position, [(source, choices)])."""
+        res = await self.r.xread({self._covisit_key(shard): since}, count=count)
         if not res:
             return since, []
         entries = res[0][1]
@@ -524,38 +557,76 @@ class Store:
     # --- popularity -------------------------------------------------------
     async def add_popularity(self, increments: Sequence[tuple[str, float, float]],
                              half_life: float) -> None:
+        """``count_popularity``, raising the first failure."""
+        failed = await self.count_popularity(increments, half_life)
+        if failed:
+            raise next(iter(failed.values()))
+
+    async def count_popularity(self, increments: Sequence[tuple[str, float, float]],
+                               half_life: float) -> dict[int, Exception]:
         """Decayed interaction counts, shared by all workers (applied events only); the
-        values they give are logged for the workers that follow (``popularity_since``)."""
-        if increments:
-            key, log, maxlen = self._popularity_keys()
-            args: list[Any] = ["inf" if half_life == float("inf") else half_life, maxlen]
-            for item_id, weight, ts in increments:
-                args += [item_id, weight, ts]
-            await self._popularity(keys=[key, log], args=args)
+        values they give are logged for the workers that follow (``popularity_since``).
+        One script call per shard the items fall in, concurrently (a Redis Cluster sends
+        each to its node). Returns the shards whose call failed, with the error: the
+        others' increments went through (shards are not one transaction)."""
+        by_shard: dict[int, list[Any]] = {}
+        for item_id, weight, ts in increments:
+            by_shard.setdefault(self.popularity_shard(item_id), []).extend((item_id, weight, ts))
+        hl = "inf" if half_life == float("inf") else half_life
+
+        async def count(shard: int) -> None:
+            key, log, maxlen = self._popularity_keys(shard=shard)
+            await self._popularity(keys=[key, log], args=[hl, maxlen, *by_shard[shard]])
+
+        shards = list(by_shard)
+        if len(shards) == 1:  # no task for the one call of a single Redis
+            try:
+                await count(shards[0])
+            except Exception as exc:  # noqa: BLE001 - returned, the caller decides
+                return {shards[0]: exc}
+            return {}
+        results = await asyncio.gather(*map(count, shards), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, Exception):
+                raise r  # cancelled: not a failed count
+        return {shard: r for shard, r in zip(shards, results) if isinstance(r, Exception)}
+
+    def _own_items(self, shard: int, items: dict[str, Any]) -> dict[str, Any]:
+        """The entries of a shard whose items belong there: after a change of the shard
+        count an item moves, and the value left in its old shard is not read."""
+        if self.shards == 1:
+            return items
+        return {i: v for i, v in items.items() if self.popularity_shard(i) == shard}
 
     async def popularity(self) -> dict[str, tuple[float, float]]:
-        raw = await self.r.hgetall(f"{self.scoped}:popularity")
-        return {item_id.decode(): _parse_popularity(value) for item_id, value in raw.items()}
+        """The whole hash (every shard) in one dict."""
+        out: dict[str, tuple[float, float]] = {}
+        for shard in range(self.shards):
+            raw = await self.r.hgetall(self._popularity_keys(shard=shard)[0])
+            out.update(self._own_items(shard, {item_id.decode(): _parse_popularity(value)
+                                               for item_id, value in raw.items()}))
+        return out
 
-    async def popularity_snapshot(self, count: int = 5000
+    async def popularity_snapshot(self, shard: int = 0, count: int = 5000
                                   ) -> tuple[str, dict[str, tuple[float, float]]]:
-        """The whole hash (HSCAN: Redis is never blocked on a large one) and the log
-        position to follow it from: read before the hash, so a change made meanwhile is in
-        both, and applying a logged value again changes nothing."""
-        key, log, _ = self._popularity_keys()
+        """A whole shard of the hash (HSCAN: Redis is never blocked on a large one) and the
+        log position to follow it from: read before the hash, so a change made meanwhile is
+        in both, and applying a logged value again changes nothing."""
+        key, log, _ = self._popularity_keys(shard=shard)
         last = await self.r.xrevrange(log, count=1)
         out: dict[str, tuple[float, float]] = {}
         async for item_id, value in self.r.hscan_iter(key, count=count):
             out[item_id.decode()] = _parse_popularity(value)
-        return (last[0][0].decode() if last else "0-0"), out
+        return (last[0][0].decode() if last else "0-0"), self._own_items(shard, out)
 
-    async def popularity_since(self, since: str, count: int = 1000
+    async def popularity_since(self, since: str, shard: int = 0, count: int = 1000
                                ) -> tuple[str, list[tuple[str, tuple[float, float] | None]],
                                           bool] | None:
-        """Values the hash took after log position ``since``, in order (None: removed):
-        (new position, changes, more: ``count`` entries read, the log may hold more).
-        None when entries after ``since`` were trimmed away: read the hash again."""
-        _, log, _ = self._popularity_keys()
+        """Values a shard of the hash took after its log position ``since``, in order
+        (None: removed): (new position, changes, more: ``count`` entries read, the log may
+        hold more). None when entries after ``since`` were trimmed away: read the hash
+        again."""
+        _, log, _ = self._popularity_keys(shard=shard)
         res = await self.r.xread({log: since}, count=count)
         if not res:
             return since, [], False
@@ -566,7 +637,8 @@ class Store:
                 return None
             position = entry_id.decode()
             changes += [(item.decode(), _parse_popularity(value) if value else None)
-                        for item, value in fields.items() if item]
+                        for item, value in fields.items()
+                        if item and shard_of(item.decode(), self.shards) == shard]
         return position, changes, len(res[0][1]) >= count
 
     # --- counters ---------------------------------------------------------

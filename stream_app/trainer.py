@@ -146,8 +146,11 @@ class Trainer:
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
                            default=0.0))
         if owed.popular:  # after: as a worker ranks
-            await self.processor.count(Owed(owed.popular), share=False)
-            owed.popular = []
+            counting = Owed(owed.popular)
+            try:
+                await self.processor.count(counting, share=False)
+            finally:  # what a failed shard left is still owed
+                owed.popular = counting.popular
         chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
         if not owed.observed:
             by_user: dict[str, list[Snapshot]] = {}

@@ -25,3 +25,24 @@ def test_a_tiny_bench_measures_items_text_and_latency(kafka_bootstrap, redis_url
         lat = figures[key]
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"], (key, lat)
     assert "item_activity_events_per_s" in capsys.readouterr().out
+
+
+def test_the_batch_cost_bench_times_every_size_and_profiles(tmp_path, capsys):
+    """In process, on a Redis server of its own: a row per batch size, per-batch
+    commands spread over more events in larger batches, and a profile pstats reads."""
+    import pstats
+
+    out, prof = tmp_path / "batch.json", tmp_path / "batch.prof"
+    args = build_parser().parse_args(["bench", "--batch-sizes", "1,8", "--events", "40",
+                                      "--users", "10", "--json", str(out),
+                                      "--profile", str(prof)])
+    assert args.fn(args) == 0
+    figures = json.loads(out.read_text())
+    one, eight = figures["sizes"]["1"], figures["sizes"]["8"]
+    assert (one["batches"], eight["batches"]) == (40, 20)  # --events, at least 20 batches
+    for row in (one, eight):
+        assert row["ms_per_batch"] > 0 and row["events_per_s"] > 0
+        assert row["redis_commands_per_event"] > 0 and row["redis_cpu_us_per_event"] > 0
+    assert eight["redis_commands_per_event"] < one["redis_commands_per_event"]
+    assert any(name == "process_activity" for _, _, name in pstats.Stats(str(prof)).stats)
+    assert "ms/batch" in capsys.readouterr().out

@@ -178,9 +178,12 @@ def _increments(rng: random.Random, n: int) -> list[tuple[str, float, float]]:
 
 
 @pytest.mark.integration
-def test_a_worker_following_the_log_ends_with_the_prior_of_a_full_reload(redis_url, prefix):
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_worker_following_the_log_ends_with_the_prior_of_a_full_reload(redis_url, prefix,
+                                                                          shards):
     settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url,
-                                             popularity_half_life_s=86400.0)
+                                             popularity_half_life_s=86400.0,
+                                             shared_key_shards=shards)
     hl = settings.popularity_half_life_s
 
     async def go():
@@ -215,17 +218,19 @@ def test_a_worker_following_the_log_ends_with_the_prior_of_a_full_reload(redis_u
 
             # trimmed past a worker's position: it reads the whole hash again
             await stores[0].add_popularity(_increments(rng, 5), hl)
-            log = _log_key(f"{prefix}:popularity")
-            await client.xtrim(log, maxlen=0)
-            await stores[1].add_popularity(_increments(rng, 5), hl)
-            position = workers[0].popularity.position
-            assert await stores[0].popularity_since(position) is None
+            for shard in range(shards):
+                await client.xtrim(stores[0]._popularity_keys(shard=shard)[1], maxlen=0)
+            await stores[1].add_popularity(_increments(rng, 30), hl)
+            positions = dict(workers[0].popularity.positions)
+            assert any([await stores[0].popularity_since(positions[shard], shard) is None
+                        for shard in range(shards)])
             await workers[0].refresh_popularity()
             assert workers[0].popularity.entries == await stores[0].popularity()
-            assert workers[0].popularity.position != position
+            assert workers[0].popularity.positions != positions
             # and on a schedule (what a worker of an older release counted is not logged)
             await workers[1].refresh_popularity()  # behind the trim too: the whole hash
-            await client.hset(f"{prefix}:popularity", "unlogged", "2,5")
+            unlogged = stores[0]._popularity_keys(shard=stores[0].popularity_shard("unlogged"))
+            await client.hset(unlogged[0], "unlogged", "2,5")
             await workers[1].refresh_popularity()
             assert "unlogged" not in workers[1].popularity.entries
             await workers[1].refresh_popularity(reload_after_s=1e-9)

@@ -14,7 +14,7 @@ from stream_app.contract import Record
 from stream_app.metrics import Metrics
 from stream_app.model.interest import Interest, UserState
 from stream_app.pipeline import Processor, choices
-from stream_app.store import TRAINER_SCOPE, Store, UserWrite, connect
+from stream_app.store import TRAINER_SCOPE, Store, UserWrite, connect, shard_of
 from tests.fakes import FakeEncoder
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def _same(a: UserState, b: UserState) -> bool:
 
 async def _processor_with_items(settings: Settings, n_items: int) -> Processor:
     """A worker's processor on ``settings``' Redis and prefix, items i0..i{n-1} loaded."""
-    store = Store(connect(settings.redis_url), settings.key_prefix)
+    store = Store.for_settings(connect(settings.redis_url), settings)
     enc = FakeEncoder()
     proc = Processor(settings, store, enc,
                      Catalog.for_settings(store, enc.version, enc.dim, settings), Metrics())
@@ -318,6 +318,60 @@ def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redi
         assert (again.counts["applied"], again.counts["duplicates"]) == (0, 3)
         assert {i: round(c) for i, (c, _) in (await store.popularity()).items()} == \
             {"i0": 1, "i1": 1, "i2": 1}
+        await store.r.aclose()
+    run(go())
+
+
+def test_sharded_counts_a_batch_once_when_one_shard_fails(redis_url, prefix):
+    """With the shared counts over several keys, one shard's popularity call can fail
+    while the others go through: the retry counts only the failed shard's items, and
+    every worker reads the same values as a single key would give."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url,
+                                             shared_key_shards=3)
+
+    async def go():
+        proc = await _processor_with_items(settings, 12)
+        store = proc.store
+        items = [f"i{n}" for n in range(12)]
+        shards = {store.popularity_shard(i) for i in items}
+        assert shards == {0, 1, 2}  # the batch spans every shard
+        failing = store._popularity_keys(shard=1)[0]
+        real, failures = store._popularity, iter([OutOfMemoryError("OOM (test)")])
+
+        async def one_shard_fails(keys, args, client=None):
+            if keys[0] == failing:
+                for exc in failures:
+                    raise exc
+            return await real(keys=keys, args=args, client=client)
+
+        store._popularity = one_shard_fails
+        batch = _records("act", "u", items, start=0)
+        with pytest.raises(OutOfMemoryError):
+            await proc.process_activity(batch)
+        out = await proc.process_activity(batch)
+        assert (out.counts["applied"], out.counts["duplicates"]) == (12, 0)
+        counted = {i: round(c) for i, (c, _) in (await store.popularity()).items()}
+        assert counted == {i: 1 for i in items}
+        assert {i: round(c) for i, (c, _) in proc.catalog.popularity.entries.items()} == counted
+        for shard in range(3):  # each item in its own shard's key, nowhere else
+            key = store._popularity_keys(shard=shard)[0]
+            held = {k.decode() for k in await store.r.hkeys(key)}
+            assert held == {i for i in items if store.popularity_shard(i) == shard}
+
+        # another worker: the same values, from the whole hash and then from the logs
+        other = Catalog.for_settings(Store.for_settings(store.r, settings), "fake-1", 8,
+                                     settings)
+        await other.refresh_popularity()
+        assert other.popularity.entries == await store.popularity()
+        await proc.process_activity(_records("act", "v", items[:5], start=100))
+        assert await other.refresh_popularity() == 5
+        assert other.popularity.entries == await store.popularity()
+        # co-visits: each worker logs to its own shard, every worker reads all of them
+        assert await other.refresh_covisits() == 12 + 5  # a user's first choice counts too
+        logged = shard_of(proc.catalog.source, 3)
+        assert [await store.r.xlen(store._covisit_key(shard)) > 0 for shard in range(3)] == \
+            [shard == logged for shard in range(3)]
+        assert await proc.catalog.refresh_covisits() == 0  # its own: counted when made
         await store.r.aclose()
     run(go())
 

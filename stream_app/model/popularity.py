@@ -25,12 +25,14 @@ class Popularity:
     """Item -> (decayed count, as-of ts); the ranking prior is log(1 + count decayed to now).
 
     A worker's copy of the deployment-wide counts: ``replace`` with the whole shared hash,
-    then ``update`` with the values it took since (the shared log), from ``position``."""
+    then ``update`` with the values it took since (the shared log of each of its shards),
+    from ``positions``."""
 
     def __init__(self, half_life: float) -> None:
         self.half_life = half_life
         self.entries: dict[str, tuple[float, float]] = {}
-        self.position: str | None = None  # where in the shared log ``entries`` stand
+        # where in each shard's log ``entries`` stand (empty: the hash was never read)
+        self.positions: dict[int, str] = {}
         self.loaded_at = -math.inf  # when the whole hash was last read (time.monotonic)
 
     def add(self, increments: Iterable[tuple[str, float, float]]) -> None:
@@ -39,10 +41,11 @@ class Popularity:
             self.entries[item_id] = decayed_add(value, ts, weight, at, self.half_life)
 
     def replace(self, entries: Mapping[str, tuple[float, float]],
-                position: str | None = None, at: float = -math.inf) -> None:
-        """The whole shared hash, as of log ``position``, read at ``at``."""
+                positions: Mapping[int, str] | None = None, at: float = -math.inf) -> None:
+        """The whole shared hash, as of log ``positions`` (shard -> position), read at
+        ``at``."""
         self.entries = dict(entries)
-        self.position, self.loaded_at = position, at
+        self.positions, self.loaded_at = dict(positions or {}), at
 
     def update(self, changes: Iterable[tuple[str, tuple[float, float] | None]]) -> int:
         """Values the shared hash took, in order (None: the item's count was removed);
