@@ -332,7 +332,9 @@ class Settings:
     trainer_nice: int = _setting(
         10, "How much lower the trainer's CPU priority is than a worker's, and its training "
         "process's lower again (Unix nice increment, capped at the lowest; 0 keeps both): "
-        "the trainer consumes and trains with the CPU the workers leave.")
+        "the trainer consumes and trains with the CPU the workers leave. Above 0 the "
+        "training process also runs in Linux's idle scheduling class (`SCHED_IDLE`): a "
+        "worker that wakes takes its core at once.")
     model_poll_interval_s: float = _setting(
         2.0, "How often a worker checks which model version is current, seconds.")
     model_keep_versions: int = _setting(

@@ -7,6 +7,9 @@ the user's latest items can learn that.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from itertools import pairwise
 
@@ -23,6 +26,7 @@ from stream_app.model.objective import (
     score,
     sequences,
     train_and_judge,
+    training_process,
 )
 from stream_app.model.scoring import BLEND_PARTS, Defaults
 from stream_app.model.sequence import (
@@ -318,3 +322,14 @@ def test_blend_for_leaves_the_encoder_and_an_empty_window_alone():
     unknown = [_example(1.0, "u", "gone", recent=("i1",))]
     assert blend_for(trained, unknown, table, NO_WEIGHTS) is trained
     assert score(trained, unknown, table, NO_WEIGHTS) == {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_the_training_process_runs_on_cpu_nobody_else_wants():
+    """With ``trainer_nice`` > 0 the training process is idle-class (a worker that wakes
+    takes the core at once); with 0 it keeps the normal class."""
+    context = multiprocessing.get_context("spawn")
+    for nice, policy in ((10, os.SCHED_IDLE), (0, os.SCHED_OTHER)):
+        with ProcessPoolExecutor(1, mp_context=context, initializer=training_process,
+                                 initargs=(1, nice)) as pool:
+            assert pool.submit(os.sched_getscheduler, 0).result() == policy

@@ -51,8 +51,8 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     embedded = await load_catalog(s, bootstrap, items, progress=progress)
     wanted = {e["event_id"] for e in events}
     recs: dict[str, list[str]] = {}
-    latency: list[float] = []
-    sent: dict[str, float] = {}
+    sent: dict[str, float] = {}  # when the broker confirmed the event
+    emitted: dict[str, float] = {}  # when the worker sent its recommendation
     model_versions: set[str] = set()
     rounds: list[dict[str, Any]] = []
     lags: list[float] = []
@@ -76,8 +76,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                     continue
                 recs[event_id] = [i["item_id"] for i in rec["items"]]
                 model_versions.add(rec["model_version"])
-                if event_id in sent:
-                    latency.append(rec["emitted_at"] - sent[event_id])
+                emitted[event_id] = float(rec["emitted_at"])
                 if fine_tune:
                     await give_feedback(producer, simulator.on_recommendation(
                         event_id, recs[event_id]))
@@ -107,14 +106,22 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         reader = asyncio.create_task(collect(producer))
         await asyncio.sleep(0.5)  # the readers are positioned before the first event goes out
         started = time.perf_counter()
+        unconfirmed: list[str] = []
         for n, event in enumerate(events):
             await producer.send(s.topic_activity, event, key=str(event["user_id"]))
-            sent[event["event_id"]] = time.time()
+            unconfirmed.append(event["event_id"])
             if fine_tune:
                 await give_feedback(producer, simulator.on_event(event))
-            if rate > 0 and n % 100 == 99:
+            ahead = started + (n + 1) / rate - time.perf_counter() if rate > 0 else 0.0
+            if ahead > 0 or len(unconfirmed) >= 100 or n == len(events) - 1:
+                # sent as scheduled, not in bursts of 100; an event's latency counts from
+                # when the broker confirmed it, as `stream-app bench` counts it
                 await producer.flush()
-                await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
+                confirmed = time.time()
+                sent.update((event_id, confirmed) for event_id in unconfirmed)
+                unconfirmed = []
+                if ahead > 0:
+                    await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
         await done.wait()
         await reader
         seconds = time.perf_counter() - started
@@ -126,6 +133,9 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                 settled_after = round(time.time() - last_sent, 1)
         for task in side:
             task.cancel()
+    # a recommendation can come back before the flush that confirmed its event returned:
+    # no shorter than zero
+    latency = [max(0.0, emitted[e] - t) for e, t in sent.items() if e in emitted]
     result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
               "recommendations": len(recs),
               **judge(events, recs).as_dict(),

@@ -182,6 +182,23 @@ def training_process(threads: int, nice: int = 0) -> None:
 
     torch.set_num_threads(threads)
     lower_priority(nice)
+    if nice > 0:
+        idle_priority()
+
+
+def idle_priority() -> None:
+    """Run this process only on CPU nobody else wants (Linux ``SCHED_IDLE``): a task that
+    wakes, a worker's batch, takes the core at once, and the scheduler counts a core that
+    runs only idle-class work as free when it places one (nice alone still has a worker
+    wait its turn behind the training on a busy core). Nothing where the platform has no
+    such class (nice still applies)."""
+    import os
+
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # a container that forbids it: nice is what is left
+            pass
 
 
 def lower_priority(nice: int) -> None:
