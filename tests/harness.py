@@ -106,7 +106,7 @@ def http(worker: WorkerProcess, path: str, token: str = "") -> tuple[int, Any]:
 
 def delete_keys(settings: Settings) -> None:
     async def go() -> None:
-        store = Store(connect(settings.redis()), settings.key_prefix)
+        store = Store.for_settings(connect(settings.redis()), settings)
         await store.delete_prefix()
         await store.r.aclose()
 

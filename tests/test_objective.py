@@ -324,12 +324,22 @@ def test_blend_for_leaves_the_encoder_and_an_empty_window_alone():
     assert score(trained, unknown, table, NO_WEIGHTS) == {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0}
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def _threads_class_and_nice() -> set[tuple[int, int]]:
+    """(scheduling class, nice) of every thread of the calling process."""
+    return {(os.sched_getscheduler(int(t)), os.getpriority(os.PRIO_PROCESS, int(t)))
+            for t in os.listdir("/proc/self/task")}
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or not hasattr(os, "SCHED_IDLE"),
+                    reason="Linux scheduling classes")
 def test_the_training_process_runs_on_cpu_nobody_else_wants():
-    """With ``trainer_nice`` > 0 the training process is idle-class (a worker that wakes
-    takes the core at once); with 0 it keeps the normal class."""
+    """With ``trainer_nice`` > 0 every thread of the training process is idle-class (a
+    worker that wakes takes the core at once) and lowered by it, numpy's thread pool,
+    started before the process was set up, included; with 0 it keeps the normal class."""
     context = multiprocessing.get_context("spawn")
+    base = os.getpriority(os.PRIO_PROCESS, 0)
     for nice, policy in ((10, os.SCHED_IDLE), (0, os.SCHED_OTHER)):
         with ProcessPoolExecutor(1, mp_context=context, initializer=training_process,
                                  initargs=(1, nice)) as pool:
-            assert pool.submit(os.sched_getscheduler, 0).result() == policy
+            assert pool.submit(_threads_class_and_nice).result() == \
+                {(policy, min(19, base + nice))}

@@ -368,6 +368,11 @@ def test_sharded_counts_a_batch_once_when_one_shard_fails(redis_url, prefix):
         assert other.popularity.entries == await store.popularity()
         # co-visits: each worker logs to its own shard, every worker reads all of them
         assert await other.refresh_covisits() == 12 + 5  # a user's first choice counts too
+        # shard 0 keeps the names of one key, which releases before shards wrote
+        assert store._popularity_keys()[:2] == (f"{prefix}:popularity",
+                                                f"{prefix}:popularity:log{{{prefix}:popularity}}")
+        assert store._covisit_key(0) == f"{prefix}:covisit:log"
+        assert store._popularity_keys(shard=2)[0] == f"{prefix}:popularity:2"
         logged = shard_of(proc.catalog.source, 3)
         assert [await store.r.xlen(store._covisit_key(shard)) > 0 for shard in range(3)] == \
             [shard == logged for shard in range(3)]

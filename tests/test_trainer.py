@@ -50,7 +50,7 @@ class World:
         self.s = s
         self.client = connect(s.redis_url)
         self.encoder = FakeEncoder()
-        self.store = Store(self.client, s.key_prefix)
+        self.store = Store.for_settings(self.client, s)
         self.catalog = Catalog.for_settings(self.store, self.encoder.version,
                                             self.encoder.dim, s.replace(
                                                 popularity_half_life_s=math.inf))
@@ -76,7 +76,7 @@ class World:
 
     async def trainer(self, s: Settings | None = None) -> Trainer:
         s = s or self.s
-        store = Store(self.client, s.key_prefix, scope=TRAINER_SCOPE)
+        store = Store.for_settings(self.client, s, scope=TRAINER_SCOPE)
         trainer = Trainer(s, store, self.encoder,
                           Catalog.for_settings(store, self.encoder.version, self.encoder.dim,
                                                s.replace(popularity_half_life_s=math.inf)),
@@ -248,6 +248,43 @@ def test_a_batch_retried_after_a_partial_write_or_a_failed_count_takes_each_exam
                                        [[1.0, 0.0], [0.0, 1.0]], rtol=1e-6)
             again = await trainer.observe(batch)  # a redelivery adds nothing
             assert again.counts["examples"] == 4 and len(trainer.pending) == 4
+
+    run(go())
+
+
+def test_the_trainer_counts_popularity_once_when_one_shard_failed(redis_url):
+    """The shared counts over three keys: one shard's popularity call fails after the
+    examples were taken; the retry counts that shard's items alone, and takes no
+    example twice."""
+    from redis.exceptions import OutOfMemoryError
+
+    s = _settings(redis_url, shared_key_shards=3)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer()
+            store = trainer.store
+            items = [f"i{n}" for n in range(12)]
+            assert {store.popularity_shard(i) for i in items} == {0, 1, 2}
+            failing = store._popularity_keys(shard=2)[0]
+            real, fails = store._popularity, [OutOfMemoryError("OOM (test)")]
+
+            async def one_shard_fails(keys, args, client=None):
+                if keys[0] == failing and fails:
+                    raise fails.pop()
+                return await real(keys=keys, args=args, client=client)
+            store._popularity = one_shard_fails
+            batch = w.records(s.topic_activity, [
+                {"event_id": f"e{n}", "user_id": f"u{n % 3}", "type": "click", "item_id": item,
+                 "ts": T0 + n} for n, item in enumerate(items)])
+            with pytest.raises(OutOfMemoryError):
+                await trainer.observe(batch)
+            out = await trainer.observe(batch)
+            assert out.counts["examples"] == 12 and len(trainer.pending) == 12
+            counted = {i: round(c) for i, (c, _) in (await store.popularity()).items()}
+            assert counted == {i: 1 for i in items}
+            assert {i: round(c) for i, (c, _) in trainer.catalog.popularity.entries.items()} \
+                == counted
 
     run(go())
 

@@ -127,7 +127,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}",
                          user_history=0)
     client = connect(s.redis())
-    store = Store(client, s.key_prefix)
+    store = Store.for_settings(client, s)
     catalog = Catalog.for_settings(store, encoder.version, encoder.dim, s)
     processor = Processor(s, store, encoder, catalog, Metrics())
     registry = Registry(client, s.key_prefix, encoder.version)
@@ -176,7 +176,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
 async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registry) -> Trainer:
     """A trainer with the batch-size rule only: in-process there is no wall clock to wait on."""
     s = s.replace(trainer_max_wait_s=INF)
-    store = Store(client, s.key_prefix, scope=TRAINER_SCOPE)
+    store = Store.for_settings(client, s, scope=TRAINER_SCOPE)
     trainer = Trainer(s, store, encoder,
                       Catalog.for_settings(store, encoder.version, encoder.dim, s),
                       registry, Metrics())

@@ -51,7 +51,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     embedded = await load_catalog(s, bootstrap, items, progress=progress)
     wanted = {e["event_id"] for e in events}
     recs: dict[str, list[str]] = {}
-    sent: dict[str, float] = {}  # when the broker confirmed the event
+    sent: dict[str, float] = {}  # when the event was handed to the producer
     emitted: dict[str, float] = {}  # when the worker sent its recommendation
     model_versions: set[str] = set()
     rounds: list[dict[str, Any]] = []
@@ -106,22 +106,23 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         reader = asyncio.create_task(collect(producer))
         await asyncio.sleep(0.5)  # the readers are positioned before the first event goes out
         started = time.perf_counter()
-        unconfirmed: list[str] = []
+        unflushed = 0
         for n, event in enumerate(events):
             await producer.send(s.topic_activity, event, key=str(event["user_id"]))
-            unconfirmed.append(event["event_id"])
+            # latency counts from here: the event is handed to the producer when it is due
+            # and flushed at once (a confirmation seen by this busy loop can come later
+            # than the worker's answer)
+            sent[event["event_id"]] = time.time()
+            unflushed += 1
             if fine_tune:
                 await give_feedback(producer, simulator.on_event(event))
             ahead = started + (n + 1) / rate - time.perf_counter() if rate > 0 else 0.0
-            if ahead > 0 or len(unconfirmed) >= 100 or n == len(events) - 1:
-                # sent as scheduled, not in bursts of 100; an event's latency counts from
-                # when the broker confirmed it, as `stream-app bench` counts it
+            if ahead > 0 or unflushed >= 100:  # sent as scheduled, not in bursts
                 await producer.flush()
-                confirmed = time.time()
-                sent.update((event_id, confirmed) for event_id in unconfirmed)
-                unconfirmed = []
+                unflushed = 0
                 if ahead > 0:
                     await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
+        await producer.flush()
         await done.wait()
         await reader
         seconds = time.perf_counter() - started
@@ -133,9 +134,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                 settled_after = round(time.time() - last_sent, 1)
         for task in side:
             task.cancel()
-    # a recommendation can come back before the flush that confirmed its event returned:
-    # no shorter than zero
-    latency = [max(0.0, emitted[e] - t) for e, t in sent.items() if e in emitted]
+    latency = [emitted[e] - t for e, t in sent.items() if e in emitted]
     result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
               "recommendations": len(recs),
               **judge(events, recs).as_dict(),

@@ -186,25 +186,46 @@ def training_process(threads: int, nice: int = 0) -> None:
         idle_priority()
 
 
-def idle_priority() -> None:
-    """Run this process only on CPU nobody else wants (Linux ``SCHED_IDLE``): a task that
-    wakes, a worker's batch, takes the core at once, and the scheduler counts a core that
-    runs only idle-class work as free when it places one (nice alone still has a worker
-    wait its turn behind the training on a busy core). Nothing where the platform has no
-    such class (nice still applies)."""
+def _threads_of_this_process() -> list[int]:
+    """Thread ids of this process (Linux: a thread's priority and scheduling class are
+    its own, and threads started before a change, numpy's BLAS pool, keep theirs); the
+    process id alone elsewhere."""
     import os
 
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def idle_priority() -> None:
+    """Run this process only on CPU nobody else wants (Linux ``SCHED_IDLE``, every thread
+    of it): a task that wakes, a worker's batch, takes the core at once, and the
+    scheduler counts a core that runs only idle-class work as free when it places one
+    (nice alone still has a worker wait its turn behind the training on a busy core).
+    Threads started later inherit it. Nothing where the platform has no such class (nice
+    still applies)."""
+    import os
+
+    if not (hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE")):
+        return
+    for thread in _threads_of_this_process():
         try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError:  # a container that forbids it: nice is what is left
+            os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:  # gone meanwhile, or a container that forbids it: nice is left
             pass
 
 
 def lower_priority(nice: int) -> None:
-    """This process's CPU priority lowered by ``nice`` (Unix nice increment; capped at
-    the lowest priority; nothing where the platform has no nice)."""
+    """This process's CPU priority (every thread of it) lowered by ``nice`` (Unix nice
+    increment; capped at the lowest priority; nothing where the platform has no nice)."""
     import os
 
-    if nice > 0 and hasattr(os, "nice"):
-        os.nice(nice)
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    for thread in _threads_of_this_process():
+        try:
+            current = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(19, current + nice))
+        except OSError:  # the thread is gone meanwhile
+            pass
