@@ -25,18 +25,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from stream_app.bench_footprint import HashEncoder, _server_counters
-from stream_app.catalog import Catalog
+from stream_app.bench_footprint import PARTITIONS, processor_with_catalog, server_counters
 from stream_app.catalog_files import read_catalog
 from stream_app.config import Settings
 from stream_app.demo import bundled
 from stream_app.embedded import RedisServer
 from stream_app.evaluation.offline import to_records
-from stream_app.metrics import Metrics
-from stream_app.pipeline import Processor
-from stream_app.store import Store, connect
+from stream_app.store import connect
 
-PARTITIONS = 4
 WARM_BATCHES = 20  # each size starts from users who already have state
 MIN_BATCHES = 20  # timed per size, and at least ``--events`` events
 TYPES = ("view", "click", "like", "purchase")
@@ -76,17 +72,11 @@ async def measure(settings: Settings, sizes: Sequence[int], items: Sequence[dict
 async def _measure(s: Settings, client: Any, sizes: Sequence[int],
                    items: Sequence[dict[str, Any]], users: int, min_events: int,
                    profile: str | None) -> dict[str, Any]:
-    store = Store.for_settings(client, s)
-    encoder = HashEncoder()
-    processor = Processor(s, store, encoder,
-                          Catalog.for_settings(store, encoder.version, encoder.dim, s), Metrics())
-    offsets: dict[int, int] = {}
-    for start in range(0, len(items), 512):
-        await processor.process_items(to_records(s.topic_items, items[start:start + 512],
-                                                 "item_id", PARTITIONS, offsets))
+    processor = await processor_with_catalog(s, client, items)
     ids = [str(i["item_id"]) for i in items]
     rng = random.Random(1)
-    offsets, clock = {}, [1.7e9]
+    offsets: dict[int, int] = {}
+    clock = [1.7e9]
 
     def batch(n: int) -> list[Any]:
         events = []
@@ -105,7 +95,7 @@ async def _measure(s: Settings, client: Any, sizes: Sequence[int],
             await processor.process_activity(batch(size))
         batches = max(MIN_BATCHES, -(-min_events // size))
         work = [batch(size) for _ in range(batches)]  # made before the clock starts
-        before = await _server_counters(client)
+        before = await server_counters(client)
         if profiler:
             profiler.enable()
         started = time.perf_counter()
@@ -114,7 +104,7 @@ async def _measure(s: Settings, client: Any, sizes: Sequence[int],
         seconds = time.perf_counter() - started
         if profiler:
             profiler.disable()
-        after = await _server_counters(client)
+        after = await server_counters(client)
         events = batches * size
         commands = sum(k - before["calls"].get(c, 0) for c, k in after["calls"].items()
                        if c != "info")
@@ -128,7 +118,7 @@ async def _measure(s: Settings, client: Any, sizes: Sequence[int],
         }
     if profiler and profile:
         profiler.dump_stats(profile)
-    return {"items": len(items), "users": users, "dim": encoder.dim,
+    return {"items": len(items), "users": users, "dim": processor.encoder.dim,
             "shared_key_shards": s.shared_key_shards, "user_history": s.user_history,
             "sizes": rows}
 

@@ -152,10 +152,10 @@ def synthetic(users: int, items: int = SYNTHETIC_ITEMS, seed: int = 1,
     return catalog, events
 
 
-async def replay(s: Settings, client: Any, items: Sequence[dict], events: Sequence[dict],
-                 progress: bool = True, per_event: dict[str, Any] | None = None) -> Processor:
-    """The catalog, then the events in micro-batches of ``batch_size``, as a worker;
-    ``per_event`` gets the commands and bytes per activity event (a server of our own)."""
+async def processor_with_catalog(s: Settings, client: Any, items: Sequence[dict]
+                                 ) -> Processor:
+    """A worker's Processor on ``client`` (hash vectors, no model) with ``items`` loaded
+    through its item path, 512 at a time, over ``PARTITIONS`` partitions."""
     from stream_app.evaluation.offline import to_records
 
     store = Store.for_settings(client, s)
@@ -166,9 +166,19 @@ async def replay(s: Settings, client: Any, items: Sequence[dict], events: Sequen
     for start in range(0, len(items), 512):
         await processor.process_items(to_records(s.topic_items, items[start:start + 512],
                                                  "item_id", PARTITIONS, offsets))
-    offsets = {}
+    return processor
+
+
+async def replay(s: Settings, client: Any, items: Sequence[dict], events: Sequence[dict],
+                 progress: bool = True, per_event: dict[str, Any] | None = None) -> Processor:
+    """The catalog, then the events in micro-batches of ``batch_size``, as a worker;
+    ``per_event`` gets the commands and bytes per activity event (a server of our own)."""
+    from stream_app.evaluation.offline import to_records
+
+    processor = await processor_with_catalog(s, client, items)
+    offsets: dict[int, int] = {}
     last = time.monotonic()
-    before = await _server_counters(client) if per_event is not None else None
+    before = await server_counters(client) if per_event is not None else None
     for start in range(0, len(events), s.batch_size):
         await processor.process_activity(to_records(
             s.topic_activity, events[start:start + s.batch_size], "user_id", PARTITIONS,
@@ -177,7 +187,7 @@ async def replay(s: Settings, client: Any, items: Sequence[dict], events: Sequen
             last = time.monotonic()
             print(f"  replayed {start + s.batch_size}/{len(events)} events", flush=True)
     if before is not None and per_event is not None and events:
-        after = await _server_counters(client)
+        after = await server_counters(client)
         n = len(events)
         per_event["commands"] = {c: round((k - before["calls"].get(c, 0)) / n, 3)
                                  for c, k in sorted(after["calls"].items())
@@ -358,8 +368,8 @@ async def popularity_costs(client: Any, items: int, seconds: int = 5,
         writer = Store(client, prefix, popularity_log_max=0) if name == "full read" else store
         if name == "log":
             await catalog.refresh_popularity()  # a worker's start: the whole hash, once
-        idle = await _server_counters(client)
-        before = await _server_counters(client)  # ``idle``..``before``: INFO's own cost
+        idle = await server_counters(client)
+        before = await server_counters(client)  # ``idle``..``before``: INFO's own cost
         refresh_s = 0.0
         for second in traffic:
             for batch in second:
@@ -370,7 +380,7 @@ async def popularity_costs(client: Any, items: int, seconds: int = 5,
             else:
                 await catalog.refresh_popularity()
             refresh_s += time.perf_counter() - started
-        after = await _server_counters(client)
+        after = await server_counters(client)
         calls = {c: (after["calls"].get(c, 0) - before["calls"].get(c, 0)) / seconds
                  for c in after["calls"] if c != "info"}
         out[name] = {
@@ -387,7 +397,7 @@ async def popularity_costs(client: Any, items: int, seconds: int = 5,
     return out
 
 
-async def _server_counters(client: Any) -> dict[str, Any]:
+async def server_counters(client: Any) -> dict[str, Any]:
     """Commands run, their CPU time and the bytes Redis sent so far."""
     stats = await client.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}

@@ -263,11 +263,7 @@ class Catalog:
             applied, complete = await self._follow_popularity()
             if complete:
                 return applied
-        positions: dict[int, str] = {}
-        entries: dict[str, tuple[float, float]] = {}
-        for shard in range(self.store.shards):
-            positions[shard], part = await self.store.popularity_snapshot(shard)
-            entries.update(part)
+        positions, entries = await self.store.popularity_snapshots()
         pop.replace(entries, positions, time.monotonic())
         return applied + len(entries)
 

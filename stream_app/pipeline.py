@@ -290,11 +290,14 @@ class Processor:
         if owed.popular:
             failed = await self.store.count_popularity(owed.popular,
                                                        self.s.popularity_half_life_s)
-            shard = self.store.popularity_shard
-            self.catalog.popularity.add(p for p in owed.popular if shard(p[0]) not in failed)
-            owed.popular = [p for p in owed.popular if shard(p[0]) in failed]
             if failed:
+                shard = self.store.popularity_shard
+                self.catalog.popularity.add(p for p in owed.popular
+                                            if shard(p[0]) not in failed)
+                owed.popular = [p for p in owed.popular if shard(p[0]) in failed]
                 raise next(iter(failed.values()))
+            self.catalog.popularity.add(owed.popular)
+            owed.popular = []
         if owed.choices:
             await self.catalog.count_covisits(owed.choices, share)
             owed.choices = []

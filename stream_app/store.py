@@ -594,13 +594,25 @@ class Store:
         return {i: v for i, v in items.items() if self.popularity_shard(i) == shard}
 
     async def popularity(self) -> dict[str, tuple[float, float]]:
-        """The whole hash (every shard) in one dict."""
+        """The whole hash (every shard, HGETALL: tests and the footprint bench's full
+        read) in one dict."""
         out: dict[str, tuple[float, float]] = {}
         for shard in range(self.shards):
             raw = await self.r.hgetall(self._popularity_keys(shard=shard)[0])
             out.update(self._own_items(shard, {item_id.decode(): _parse_popularity(value)
                                                for item_id, value in raw.items()}))
         return out
+
+    async def popularity_snapshots(self) -> tuple[dict[int, str],
+                                                  dict[str, tuple[float, float]]]:
+        """Every shard's ``popularity_snapshot``: the log position of each, and their
+        entries in one dict."""
+        positions: dict[int, str] = {}
+        entries: dict[str, tuple[float, float]] = {}
+        for shard in range(self.shards):
+            positions[shard], part = await self.popularity_snapshot(shard)
+            entries.update(part)
+        return positions, entries
 
     async def popularity_snapshot(self, shard: int = 0, count: int = 5000
                                   ) -> tuple[str, dict[str, tuple[float, float]]]:
@@ -632,8 +644,9 @@ class Store:
                 return None
             position = entry_id.decode()
             changes += [(item.decode(), _parse_popularity(value) if value else None)
-                        for item, value in fields.items()
-                        if item and shard_of(item.decode(), self.shards) == shard]
+                        for item, value in fields.items() if item]
+        if self.shards > 1:  # as ``_own_items``: an item is read from its own shard only
+            changes = [c for c in changes if self.popularity_shard(c[0]) == shard]
         return position, changes, len(res[0][1]) >= count
 
     # --- counters ---------------------------------------------------------
