@@ -28,7 +28,7 @@ import numpy as np
 from stream_app.ann import AnnCandidates, AnnGraph, AnnParams, exact_top
 from stream_app.index import CatalogIndex
 from stream_app.model.adapter import Adapter
-from stream_app.model.covisit import CoVisits
+from stream_app.model.covisit import Choice, CoVisits
 from stream_app.model.popularity import Popularity
 from stream_app.store import Store
 
@@ -63,7 +63,8 @@ class Catalog:
         """A catalog as ``s`` (``Settings``) configures it: the one place that wires it."""
         return cls(store, base_version, dim, s.popularity_half_life_s,
                    CoVisits(s.covisit_history, s.covisit_keep, s.covisit_recency,
-                            s.covisit_pair_recency, s.covisit_backward),
+                            s.covisit_pair_recency, s.covisit_backward,
+                            s.covisit_target_exponent, s.covisit_half_life_s),
                    s.covisit_log_max, s.ann_params())
 
     async def load(self) -> None:
@@ -283,7 +284,7 @@ class Catalog:
                     break
         return applied, True
 
-    async def count_covisits(self, choices: Sequence[tuple[Sequence[str], str]],
+    async def count_covisits(self, choices: Sequence[Choice],
                              share: bool = True) -> None:
         """Count these choices here at once, and (``share``) for every other worker
         (logged first: a failed log write leaves nothing counted)."""

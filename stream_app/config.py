@@ -148,6 +148,13 @@ class Settings:
         1.0, "How much a co-visit pair counts backward (the earlier item for a user whose "
         "latest is the later one) against forward (the later item after the earlier); 1: "
         "order ignored, 0: only what users chose next counts.")
+    covisit_target_exponent: float = _setting(
+        0.8, "Co-visit similarity c[i, j] / (n[i] ** (1 - a) * n[j] ** a): `a`, how much the "
+        "suggested item's own count divides it (0.5: cosine; higher brings less popular "
+        "items forward, the popularity prior ranks popularity apart).")
+    covisit_half_life_s: float = _setting(
+        365 * 86400.0, "Half-life of co-visit counts, event-time seconds: a pair chosen "
+        "this long before another counts half as much (`inf`: never fade).")
     covisit_log_max: int = _setting(
         100000, "Co-visit log entries (one per micro-batch) kept in Redis for workers that "
         "start later; a new worker counts what the log still holds.")
@@ -361,6 +368,7 @@ class Settings:
     def validate(self) -> None:
         """Reject values that would silently misbehave."""
         positive = ("long_half_life_s", "short_half_life_s", "popularity_half_life_s",
+                    "covisit_half_life_s",
                     "popularity_refresh_s", "top_k", "max_k", "batch_size", "dedupe_window", "seen_max",
                     "max_text_chars", "max_record_bytes", "max_id_chars", "max_tags",
                     "max_tag_chars", "max_json_depth", "max_future_skew_s",
@@ -416,8 +424,9 @@ class Settings:
         for name in ("covisit_recency", "covisit_pair_recency"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{env_name(_field(name))} must be in (0, 1]")
-        if not 0 <= self.covisit_backward <= 1:
-            raise ValueError(f"{env_name(_field('covisit_backward'))} must be in [0, 1]")
+        for name in ("covisit_backward", "covisit_target_exponent"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{env_name(_field(name))} must be in [0, 1]")
         if not 0 < self.trainer_holdout_fraction < 1:
             raise ValueError(f"{env_name(_field('trainer_holdout_fraction'))} must be in (0, 1)")
         if not set(self.blend_fit()) <= set(BLEND_PARTS):

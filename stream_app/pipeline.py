@@ -23,6 +23,7 @@ from stream_app.encoder import CachedEncoder, Encoder
 from stream_app.faults import EncoderError, is_infrastructure
 from stream_app.logs import log
 from stream_app.metrics import Metrics
+from stream_app.model.covisit import Choice
 from stream_app.model.interest import (CHOICES, UserState, apply_event, event_weight,
                                        forgotten_ids)
 from stream_app.model.popularity import NOT_POPULAR
@@ -120,7 +121,7 @@ class Owed:
     """What a batch's applied events still have to add to the shared counts."""
 
     popular: list[tuple[str, float, float]] = field(default_factory=list)
-    choices: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+    choices: list[Choice] = field(default_factory=list)
     applied: int = 0  # events this batch applied, over all its attempts
     history: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user, snapshot)
     # the snapshot of each event this batch applied, by its record's place in the log
@@ -128,7 +129,7 @@ class Owed:
     observed: bool = False  # the trainer took this batch's examples
 
     def add(self, popular: list[tuple[str, float, float]],
-            chosen: list[tuple[tuple[str, ...], str]], applied: int,
+            chosen: list[Choice], applied: int,
             snapshots: Sequence["Snapshot"] = ()) -> None:
         self.popular += popular
         self.choices += chosen
@@ -608,8 +609,11 @@ def encode(encoder: Encoder, texts: list[str]) -> np.ndarray:
         raise EncoderError(f"encoding {len(texts)} texts failed: {exc!r}") from exc
 
 
-def choices(snapshots: Sequence[Snapshot]) -> list[tuple[tuple[str, ...], str]]:
-    """(the items chosen before, the item chosen) of every newly applied choice."""
-    return [(snap.before.recent_item_ids(), snap.pending.event.item_id) for snap in snapshots
+def choices(snapshots: Sequence[Snapshot]) -> list[Choice]:
+    """(the items chosen before, the item chosen, when, when those were) of every newly
+    applied choice."""
+    return [Choice(snap.before.recent_item_ids(), snap.pending.event.item_id,
+                   snap.pending.event.ts, tuple(ts for _, ts in snap.before.recent_items))
+            for snap in snapshots
             if snap.applied and snap.pending.event.item_id is not None
             and snap.pending.event.type in CHOICES]

@@ -16,7 +16,8 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
                        stream of the values the hash took {"": previous entry id,
                        item_id: "count,ts" or "" (removed)}; workers follow it (trimmed to
                        popularity_log_max; the hash tag keeps it in the hash's cluster slot)
-  PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen, earlier...]]}
+  PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[ts, chosen,
+                       [earlier...], [seconds each earlier one was chosen before ts...]]]}
   With shared_key_shards = N > 1 both are spread over N keys, each in a cluster slot of its
   own: shard 0 keeps the names above, shard k > 0 appends ":k" (PS:popularity:3 and
   PS:popularity:3:log{PS:popularity:3}, PS:covisit:log:3). An item's count lives in shard
@@ -53,6 +54,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from stream_app.connections import RedisConfig, redis_config
+from stream_app.model.covisit import Choice, as_choice
 from stream_app.model.interest import Interest, UserState
 
 ITEM_LOG_MAXLEN = 1_000_000
@@ -315,6 +317,27 @@ def _parse_popularity(value: bytes) -> tuple[float, float]:
     return float(count), float(ts)
 
 
+def _pack_choice(c: Choice) -> list[Any]:
+    """[ts, chosen, [earlier...], [whole seconds each was chosen before ts...]] (ts null
+    and no list of seconds when not known)."""
+    if c.at is None:
+        return [None, c.chosen, list(c.previous)]
+    ago = [] if c.previous_at is None else [max(0, round(c.at - t)) for t in c.previous_at]
+    return [c.at, c.chosen, list(c.previous), ago]
+
+
+def _unpack_choice(row: list[Any]) -> Choice:
+    """A logged choice (``_pack_choice``); entries logged before choices carried their
+    times are [chosen, earlier...] (counted as of the latest choice)."""
+    if row and isinstance(row[0], str):
+        return Choice(row[1:], row[0])
+    if row[0] is None:
+        return Choice(row[2], row[1])
+    at = float(row[0])
+    ago = row[3] if len(row) > 3 and len(row[3]) == len(row[2]) else None
+    return Choice(row[2], row[1], at, None if ago is None else [at - a for a in ago])
+
+
 def shard_of(key: str, shards: int) -> int:
     """The shard (0 .. shards - 1) of an item id or a writer's source id: crc32, the same
     in every process and release."""
@@ -527,25 +550,25 @@ class Store:
         return sorted(gone)
 
     # --- co-visits -----------------------------------------------------------
-    async def add_covisits(self, source: str, choices: Sequence[tuple[Sequence[str], str]],
+    async def add_covisits(self, source: str, choices: Sequence[Choice],
                            maxlen: int) -> None:
         """One log entry for a batch's choices (what each user chose, what they chose
         before), in the log shard of ``source``; every worker tails every shard
         (``covisits_since``)."""
         if not choices:
             return
-        packed = json.dumps([[chosen, *previous] for previous, chosen in choices])
+        packed = json.dumps([_pack_choice(c) for c in map(as_choice, choices)])
         await self.r.xadd(self._covisit_key(shard_of(source, self.shards)),
                           {"by": source, "c": packed}, maxlen=maxlen, approximate=True)
 
     async def covisits_since(self, since: str, shard: int = 0, count: int = 1000
-                             ) -> tuple[str, list[tuple[str, list[tuple[list[str], str]]]]]:
+                             ) -> tuple[str, list[tuple[str, list[Choice]]]]:
         """Entries of one log shard after ``since``: (new position, [(source, choices)])."""
         res = await self.r.xread({self._covisit_key(shard): since}, count=count)
         if not res:
             return since, []
         entries = res[0][1]
-        out = [(fields[b"by"].decode(), [(row[1:], row[0]) for row in json.loads(fields[b"c"])])
+        out = [(fields[b"by"].decode(), [_unpack_choice(row) for row in json.loads(fields[b"c"])])
                for _, fields in entries]
         return entries[-1][0].decode(), out
 

@@ -168,3 +168,92 @@ def test_backward_weighs_what_came_before_against_what_came_after(monkeypatch, d
         cv.add([((), "a"), (("a",), "b")])  # a chosen once, b once: cosine norm 1
         np.testing.assert_allclose(cv.scores([["a"], ["b"]], ["a", "b"]),
                                    [[0, 1], [backward, 0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("a", [0.5, 0.8, 1.0])
+def test_the_target_exponent_divides_by_the_suggested_items_own_count(a):
+    """c[i, j] / (n[i] ** (1 - a) n[j] ** a): with a above 0.5 a popular suggestion loses
+    against a rare one chosen with the user's item as often."""
+    cv = CoVisits(target_exponent=a)
+    # a-b twice, a-c twice; b also chosen alone four times (popular), c never alone
+    cv.add([((), "a"), (("a",), "b"), ((), "a"), (("a",), "c"), ((), "a"), (("a",), "b"),
+            ((), "a"), (("a",), "c"), *[((), "b")] * 4])
+    n = dict(zip(cv.rows, cv.counts))
+    assert (n["a"], n["b"], n["c"]) == (4, 6, 2)
+    got = cv.scores([["a"]], ["b", "c"])[0]
+    np.testing.assert_allclose(got, [2 / (4 ** (1 - a) * 6 ** a), 2 / (4 ** (1 - a) * 2 ** a)],
+                               rtol=1e-6)
+    assert got[1] > got[0]
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0])
+def test_counts_fade_with_event_time(monkeypatch, dense_max):
+    """A choice half_life seconds older counts half: a-b at t=0, a-c at t=100 with a
+    half-life of 100 count 1 and 2; the item counts fade alike."""
+    monkeypatch.setattr(covisit_module, "DENSE_MAX_ITEMS", dense_max)
+    cv = CoVisits(half_life=100.0)
+    cv.add([((), "a", 0.0), (("a",), "b", 0.0), ((), "a", 100.0), (("a",), "c", 100.0)])
+    n = dict(zip(cv.rows, cv.counts))
+    assert (n["a"], n["b"], n["c"]) == (3, 1, 2)
+    np.testing.assert_allclose(cv.scores([["a"]], ["b", "c"]),
+                               [[1 / math.sqrt(3), 2 / math.sqrt(6)]], rtol=1e-6)
+    never = CoVisits()  # the default never fades: both pairs count once
+    never.add([((), "a", 0.0), (("a",), "b", 0.0), ((), "a", 100.0), (("a",), "c", 100.0)])
+    np.testing.assert_allclose(never.scores([["a"]], ["b", "c"]), [[2 ** -0.5] * 2], rtol=1e-6)
+
+
+def _timed(stream: list[tuple[tuple[str, ...], str]], times: np.ndarray) -> list[tuple]:
+    """The choices with their times and, for each earlier item, when its user chose it."""
+    out = []
+    last: dict[str, float] = {}  # item -> when it was last chosen (the stream's users share)
+    for (previous, item), t in zip(stream, times):
+        out.append((previous, item, float(t), tuple(last.get(p, float(t)) for p in previous)))
+        last[item] = float(t)
+    return out
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0])
+def test_faded_counts_do_not_depend_on_order_start_or_span(monkeypatch, dense_max):
+    """Workers that apply the same timed choices in another order, or first saw another
+    time, hold the same similarities, also past many half-lives (counts are scaled back
+    down, never overflow, and every score stays a bounded similarity); a choice without
+    a time counts as of the latest one."""
+    monkeypatch.setattr(covisit_module, "DENSE_MAX_ITEMS", dense_max)
+    rng = np.random.default_rng(7)
+    stream = _timed(_stream(12, 300, seed=8), np.linspace(0, 60, 300))  # 60 half-lives
+    ids = [f"i{n}" for n in range(12)]
+    histories = [list(c[0])[-4:] for c in stream[::9]]
+    first = CoVisits(history=4, half_life=1.0)
+    first.add(stream)
+    assert first.reference is not None and first.reference > 40  # moved while counting
+    expected = first.scores(histories, ids)
+    assert np.isfinite(first.counts).all() and np.count_nonzero(expected) > 50
+    # a pair counts no more than either item's own count: each of 4 items adds at most
+    # sqrt(2) (both directions)
+    assert expected.max() < 4 * 2
+    shuffled = CoVisits(history=4, half_life=1.0)
+    shuffled.add([stream[k] for k in rng.permutation(len(stream))])
+    np.testing.assert_allclose(shuffled.scores(histories, ids), expected, rtol=1e-4, atol=1e-6)
+    later = CoVisits(history=4, half_life=1.0)
+    later.add([(p, i, t + 1e6, tuple(x + 1e6 for x in pt)) for p, i, t, pt in stream])
+    np.testing.assert_allclose(later.scores(histories, ids), expected, rtol=1e-4, atol=1e-6)
+    # the last five choices without their times count as of the latest one timed
+    at = stream[-6][2]
+    timed, untimed = CoVisits(half_life=1.0), CoVisits(half_life=1.0)
+    timed.add(stream[:-5] + [(p, i, at) for p, i, _, _ in stream[-5:]])
+    untimed.add(stream[:-5] + [(p, i) for p, i, _, _ in stream[-5:]])
+    np.testing.assert_allclose(untimed.scores(histories, ids), timed.scores(histories, ids),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_a_pair_counts_as_of_its_earlier_choice():
+    """b chosen at t=100 after a, which was chosen at t=0 (half-life 100): the pair counts
+    as of t=0 (1), not t=100 (2), as a's own count did; without a's time, as of t=100."""
+    cv = CoVisits(half_life=100.0)
+    cv.add([((), "a", 0.0), (("a",), "b", 100.0, (0.0,))])
+    rows = [cv.rows["a"], cv.rows["b"]]
+    np.testing.assert_allclose(cv._c.c[np.ix_(rows, rows)], [[0, 1], [1, 0]])
+    np.testing.assert_allclose(cv.counts[rows], [1, 2])
+    undated = CoVisits(half_life=100.0)
+    undated.add([((), "a", 0.0), (("a",), "b", 100.0)])
+    np.testing.assert_allclose(undated._c.c[np.ix_(rows, rows)], [[0, 2], [2, 0]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.metrics import Metrics
+from stream_app.model.covisit import Choice
 from stream_app.model.interest import Interest, UserState
 from stream_app.pipeline import Processor, choices
 from stream_app.store import TRAINER_SCOPE, Store, UserWrite, connect, shard_of
@@ -178,6 +180,45 @@ def test_catalog_counts_co_visits_as_the_settings_say(redis_url, prefix):
                                              covisit_log_max=50)
     catalog = Catalog.for_settings(None, "enc", 8, settings)
     assert (catalog.covisits.history, catalog.covisits.keep) == (3, 7)
+    cv = catalog.covisits
+    assert (cv.recency, cv.pair_recency, cv.backward, cv.target_exponent, cv.half_life) == (
+        settings.covisit_recency, settings.covisit_pair_recency, settings.covisit_backward,
+        settings.covisit_target_exponent, settings.covisit_half_life_s)
+
+
+def test_timed_choices_reach_other_workers_as_counted_and_old_entries_still_count(
+        redis_url, prefix):
+    """Choices carry their time and their earlier items' times through the log (whole
+    seconds), so a worker that reads them holds the counts of the one that made them; an
+    entry logged before choices carried times counts as of the latest choice."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url,
+                                             covisit_half_life_s=100.0)
+    ids = ["x", "y", "z", "w"]
+    histories = [["x"], ["y"], ["x", "y"], ["z"]]
+
+    async def go():
+        stores = [Store(connect(redis_url), prefix) for _ in range(2)]
+        a, b = (Catalog.for_settings(st, "enc", 8, settings) for st in stores)
+        t0 = 1_700_000_000.25
+        await a.count_covisits([Choice((), "x", t0),
+                                Choice(("x",), "y", t0 + 100, (t0,)),
+                                Choice(("x", "y"), "z", t0 + 300, (t0, t0 + 100))])
+        assert await b.refresh_covisits() == 3
+        np.testing.assert_allclose(b.covisits.counts[:3] / b.covisits.counts[0], [1, 2, 8])
+        np.testing.assert_allclose(b.covisits.scores(histories, ids),
+                                   a.covisits.scores(histories, ids), rtol=1e-5)
+        # x-y as of x (t0): 1; y-z as of y: 2; x-z as of x, one choice apart: 0.9
+        rows = [a.covisits.rows[i] for i in ("x", "y", "z")]
+        c = b.covisits._c.c[np.ix_(rows, rows)] / b.covisits.counts[0]
+        np.testing.assert_allclose(c, [[0, 1, 0.9], [1, 0, 2], [0.9, 2, 0]], rtol=1e-5)
+        old = json.dumps([["w", "x"]])  # [chosen, earlier...], no times
+        await stores[0].r.xadd(f"{prefix}:covisit:log", {"by": "old-worker", "c": old})
+        assert await b.refresh_covisits() == 1
+        assert b.covisits.counts[b.covisits.rows["w"]] == pytest.approx(
+            b.covisits.counts[b.covisits.rows["z"]])  # as of the latest, z's time
+        for st in stores:
+            await st.r.aclose()
+    run(go())
 
 
 def test_catalogs_on_one_prefix_share_co_visits_and_count_their_own_once(redis_url, prefix):
@@ -273,18 +314,20 @@ def test_a_worker_counts_each_batchs_choices_after_ranking_and_shares_them(redis
 def test_choices_are_the_applied_choice_events_with_what_came_before():
     class Event:
         def __init__(self, item_id, type_):
-            self.item_id, self.type = item_id, type_
+            self.item_id, self.type, self.ts = item_id, type_, 50.0
 
     class Snap:
         def __init__(self, before, item_id, type_, applied=True):
-            self.before = UserState(recent_items=tuple((i, 0.0) for i in before))
+            self.before = UserState(recent_items=tuple((i, float(n)) for n, i in
+                                                       enumerate(before)))
             self.pending = type("P", (), {"event": Event(item_id, type_)})()
             self.applied = applied
 
     snaps = [Snap(("a",), "b", "click"), Snap(("a", "b"), "c", "purchase"),
              Snap(("a",), "z", "skip"), Snap(("a",), None, "search"),
              Snap(("a",), "y", "click", applied=False)]
-    assert choices(snaps) == [(("a",), "b"), (("a", "b"), "c")]
+    # with when each was chosen and when the earlier ones were
+    assert choices(snaps) == [(("a",), "b", 50.0, (0.0,)), (("a", "b"), "c", 50.0, (0.0, 1.0))]
 
 
 def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redis_url, prefix):

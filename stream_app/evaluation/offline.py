@@ -47,6 +47,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ablation: no decay": {"long_half_life_s": INF, "short_term_weight": 0.0},
     "ablation: single interest": {"max_interests": 1, "open_threshold": -1.0},
     "ablation: no popularity prior": {"popularity_weight": 0.0},
+    # co-visits as before 2026-12: cosine, counts never fade
+    "ablation: plain co-visits (cosine, never fade)": {"covisit_target_exponent": 0.5,
+                                                       "covisit_half_life_s": INF},
     FINE_TUNED_NAME: {},
     # no text anywhere: items enter the sequence model by ID only, interests do not rank
     "fine-tuned, ablation: ID only (no text)": {"sequence_item_text": False,

@@ -4,8 +4,14 @@ When a user chooses j, every pair (i, j) with i among that user's previous
 ``history`` chosen items counts once, or ``pair_recency ** k`` when i was chosen k + 1
 choices before j: forward ("after i comes j") in full, and backward ("before j came i")
 ``backward`` times that (1: symmetric, order ignored; 0: only what came after counts).
-An item's co-visit score for a user is its summed cosine similarity,
-c[i, j] / sqrt(n[i] n[j]), to the user's latest ``history`` items, the one chosen k
+A count fades with event time: a choice made ``half_life`` seconds before another counts
+half as much, and a pair as of its earlier choice, as that item's own count did (counts
+are kept scaled up to the latest choice instead of decayed, so a worker that applies the
+same choices in another order holds the same similarities).
+An item's co-visit score for a user is its summed similarity
+c[i, j] / (n[i] ** (1 - a) * n[j] ** a), ``a`` the ``target_exponent`` (0.5: cosine;
+higher: a suggested item's own popularity counts against it more, and the popularity
+prior ranks separately), to the user's latest ``history`` items, the one chosen k
 choices back weighted ``recency ** k``. This is the part of a score that moves with
 every event (the sequence model moves with every training round). Only each row's
 ``keep`` best items get a score, so serving and held-out judging rank the same sparse
@@ -16,13 +22,31 @@ Pure: counts live in memory; ``Store`` shares increments between workers.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import math
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from stream_app.model.ranking import best_indices
 
 DENSE_MAX_ITEMS = 10_000  # a dense n x n float32 matrix up to this many items (400 MB)
+REBASE_HALF_LIVES = 16.0  # counts are scaled back down when the newest weighs 2 ** this
+
+
+class Choice(NamedTuple):
+    """One choice as co-visits count it (and as workers log it for each other)."""
+
+    previous: Sequence[str]  # the items the user chose before, oldest first
+    chosen: str
+    at: float | None = None  # event time; None: as of the latest choice counted
+    # when each of ``previous`` was chosen (None: at ``at``): a pair counts as of its
+    # earlier choice, as that item's own count did
+    previous_at: Sequence[float] | None = None
+
+
+def as_choice(choice: "Choice | tuple") -> Choice:
+    """A (previous, chosen[, at]) tuple as a ``Choice``."""
+    return choice if isinstance(choice, Choice) else Choice(*choice)
 
 
 class _Dense:
@@ -50,6 +74,9 @@ class _Dense:
     def weighted_sum(self, rows: Sequence[int], weights: np.ndarray, n: int) -> np.ndarray:
         return np.asarray(weights, np.float32) @ self.c[list(rows), :n]
 
+    def scale(self, factor: float) -> None:
+        self.c *= np.float32(factor)
+
 
 class _Sparse:
     def __init__(self, n: int) -> None:
@@ -74,17 +101,29 @@ class _Sparse:
                 out[cols] += w * vals
         return out
 
+    def scale(self, factor: float) -> None:
+        for row in self.c:
+            for j in row:
+                row[j] *= factor
+
 
 class CoVisits:
     """Co-visitation counts over item ids (any id: rows are assigned as ids appear)."""
 
     def __init__(self, history: int = 20, keep: int = 100, recency: float = 1.0,
-                 pair_recency: float = 1.0, backward: float = 1.0) -> None:
+                 pair_recency: float = 1.0, backward: float = 1.0,
+                 target_exponent: float = 0.5, half_life: float = math.inf) -> None:
+        """The defaults are plain item-kNN (cosine, no fading: the baseline); a worker's
+        come from ``Settings`` (``Catalog.for_settings``)."""
         self.history = history
         self.keep = keep
         self.recency = recency  # a history item k choices back weighs recency ** k
         self.pair_recency = pair_recency  # a pair k + 1 choices apart counts this ** k
         self.backward = backward  # the reverse direction of a pair counts this much of it
+        self.target_exponent = target_exponent  # ``a`` in the similarity (module doc)
+        self.half_life = half_life  # event-time seconds; inf: counts never fade
+        self.reference: float | None = None  # a choice at this time counts 1
+        self.latest: float | None = None  # the latest event time counted
         self.rows: dict[str, int] = {}
         self.counts = np.zeros(0, np.float64)
         self._c: _Dense | _Sparse = _Dense(0)
@@ -101,14 +140,45 @@ class CoVisits:
             self._c = self._c.grow(row + 1)
         return row
 
-    def add(self, choices: Iterable[tuple[Sequence[str], str]]) -> None:
-        """Count choices: (the items the user chose before, oldest first; the chosen one)."""
-        for previous, chosen in choices:
+    def _scale(self, at: float) -> float:
+        """What a choice at ``at`` counts against the reference (``_weight`` set it)."""
+        return 2.0 ** ((at - self.reference) / self.half_life)
+
+    def _weight(self, at: float | None) -> float:
+        """What a choice at event time ``at`` counts: 2 ** ((at - reference) / half_life),
+        the reference moved (and every count scaled down with it) before it grows large."""
+        if math.isinf(self.half_life):
+            return 1.0
+        if at is None:
+            at = self.latest
+        if at is None:
+            return 1.0
+        if self.reference is None:
+            self.reference = at
+        self.latest = at if self.latest is None else max(self.latest, at)
+        ahead = (at - self.reference) / self.half_life
+        if ahead > REBASE_HALF_LIVES:
+            factor = 2.0 ** -ahead
+            self.counts *= factor
+            self._c.scale(factor)
+            self.reference, ahead = at, 0.0
+        return 2.0 ** ahead
+
+    def add(self, choices: Iterable[Choice | tuple[Sequence[str], str]]) -> None:
+        """Count choices: (the items the user chose before, oldest first; the chosen one;
+        optionally its event time and theirs)."""
+        for previous, chosen, at, previous_at in map(as_choice, choices):
+            weight = self._weight(at)
             col = self._row(chosen)
-            self.counts[col] += 1.0
+            self.counts[col] += weight
+            since = {} if previous_at is None or math.isinf(self.half_life) \
+                else dict(zip(previous, previous_at))
             before = [i for i in dict.fromkeys(previous) if i != chosen][-self.history:]
             for back, item_id in enumerate(reversed(before)):
-                self._c.add(self._row(item_id), col, self.pair_recency ** back,
+                pair = weight
+                if item_id in since:  # as of the earlier choice (never above the later one)
+                    pair = min(weight, self._scale(since[item_id]))
+                self._c.add(self._row(item_id), col, pair * self.pair_recency ** back,
                             self.backward)
 
     def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str]
@@ -119,8 +189,11 @@ class CoVisits:
         if not len(self.rows) or not len(item_ids):
             return out
         n = len(self.rows)
-        norms = np.zeros(n, np.float64)
-        np.divide(1.0, np.sqrt(self.counts[:n]), out=norms, where=self.counts[:n] > 0)
+        counts = self.counts[:n]
+        norms = np.zeros(n, np.float64)  # of the user's items
+        np.divide(1.0, counts ** (1.0 - self.target_exponent), out=norms, where=counts > 0)
+        target_norms = np.zeros(n, np.float64)  # of the items scored
+        np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=counts > 0)
         at = np.array([self.rows.get(i, -1) for i in item_ids], np.int64)
         known = at >= 0
         for r, history in enumerate(histories):
@@ -131,7 +204,7 @@ class CoVisits:
                 continue
             rows = [row for row, _ in back]
             weights = norms[rows] * self.recency ** np.array([b for _, b in back], np.float64)
-            sims = self._c.weighted_sum(rows, weights, n) * norms
+            sims = self._c.weighted_sum(rows, weights, n) * target_norms
             row = np.zeros(len(item_ids), np.float32)
             row[known] = sims[at[known]]
             if self.keep < len(row):
