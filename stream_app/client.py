@@ -43,7 +43,7 @@ import urllib.parse
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -159,7 +159,7 @@ def prepare_feedback(event: Mapping[str, Any], limits: Limits | None = None,
     if isinstance(event, Mapping):
         event = _with_defaults(event, now, event_id=False)
     parsed, value, now = _check(contract.parse_feedback, topic, event, limits, now)
-    return Outgoing(topic, parsed.user_id, value, dict(event), now)
+    return Outgoing(topic, parsed[0].user_id, value, dict(event), now)
 
 
 def _fields(**fields: Any) -> dict[str, Any]:
@@ -521,13 +521,17 @@ class Client:
         """Items as dicts, all validated first, then sent and confirmed together."""
         return await self._send(self._prepare_all(prepare_item, items, self.topic_items))
 
-    async def send_feedback(self, user_id: str, item_id: str, type: str, *,
+    async def send_feedback(self, user_id: str, item_id: str | Sequence[str], type: str, *,
                             rating: float | None = None, recommendation_id: str | None = None,
                             ts: float | None = None, **extra: Any) -> dict[str, Any]:
         """One ``feedback`` event (``type``: click skip like dislike purchase rate;
         ``rating`` for ``rate``; ``recommendation_id`` of the recommendation acted on),
-        keyed by ``user_id``; ``ts`` defaults to now. Raises ``ContractError``."""
-        event = _fields(user_id=user_id, item_id=item_id, type=type, rating=rating,
+        keyed by ``user_id``; ``ts`` defaults to now. ``item_id`` a list: one record
+        naming them all (``item_ids``: e.g. every item of a list the user passed over).
+        Raises ``ContractError``."""
+        many = isinstance(item_id, (list, tuple))
+        event = _fields(user_id=user_id, item_id=None if many else item_id,
+                        item_ids=list(item_id) if many else None, type=type, rating=rating,
                         recommendation_id=recommendation_id, ts=ts, extra=extra)
         return (await self._send([prepare_feedback(event, self.limits,
                                                    topic=self.topic_feedback)]))[0]

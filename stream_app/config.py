@@ -234,6 +234,9 @@ class Settings:
         256, "Longer user, item, event or recommendation ids are rejected to dead-letters.")
     max_tags: int = _setting(64, "An item with more tags is rejected to dead-letters.")
     max_tag_chars: int = _setting(128, "An item with a longer tag is rejected to dead-letters.")
+    max_feedback_items: int = _setting(
+        100, "Items one `feedback` record may name in `item_ids` (one action on several items "
+        "shown together); more: dead-lettered.")
     rating_min: float = _setting(
         -10.0, "Lowest rating accepted; below it the record goes to dead-letters.")
     rating_max: float = _setting(
@@ -371,7 +374,7 @@ class Settings:
                     "covisit_half_life_s",
                     "popularity_refresh_s", "top_k", "max_k", "batch_size", "dedupe_window", "seen_max",
                     "max_text_chars", "max_record_bytes", "max_id_chars", "max_tags",
-                    "max_tag_chars", "max_json_depth", "max_future_skew_s",
+                    "max_tag_chars", "max_json_depth", "max_future_skew_s", "max_feedback_items",
                     "encode_batch_size", "max_seq_length",
                     "topic_partitions", "topic_replication", "catalog_sync_interval_s",
                     "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
@@ -463,7 +466,7 @@ class Settings:
         """What an input record may hold (``contract.parse_*``)."""
         return Limits(self.max_record_bytes, self.max_text_chars, self.max_id_chars,
                       self.max_tags, self.max_tag_chars, self.rating_min, self.rating_max,
-                      self.max_json_depth, self.max_future_skew_s)
+                      self.max_json_depth, self.max_future_skew_s, self.max_feedback_items)
 
     def ann_params(self) -> AnnParams:
         """How a large catalog is searched (``ann``)."""

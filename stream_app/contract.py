@@ -63,6 +63,7 @@ class Limits:
     rating_max: float
     max_json_depth: int  # nested arrays / objects
     max_future_skew_s: float  # how far ``ts`` may be ahead of the broker's timestamp
+    max_feedback_items: int  # items one feedback record may name (``item_ids``)
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,9 @@ def parse_activity(record: Record, limits: Limits) -> ActivityEvent:
                          topic=record.topic)
 
 
-def parse_feedback(record: Record, limits: Limits) -> FeedbackEvent:
+def parse_feedback(record: Record, limits: Limits) -> list[FeedbackEvent]:
+    """One event per item the record names: ``item_id``, or ``item_ids`` (one action on
+    several items shown together, e.g. every item of a list the user passed over)."""
     obj = _load_object(record, limits)
     kind = _str(obj, "type", True, limits.max_id_chars)
     if kind not in FEEDBACK_TYPES:
@@ -295,12 +298,29 @@ def parse_feedback(record: Record, limits: Limits) -> FeedbackEvent:
     rating = _rating(obj, limits)
     if kind == "rate" and rating is None:
         raise ContractError("type rate needs a rating", "missing_field")
-    return FeedbackEvent(user_id=_str(obj, "user_id", True, limits.max_id_chars),
-                         item_id=_str(obj, "item_id", True, limits.max_id_chars), type=kind,
-                         ts=_event_ts(obj, record, limits),
-                         recommendation_id=_str(obj, "recommendation_id", False,
-                                                limits.max_id_chars),
-                         rating=rating)
+    user_id = _str(obj, "user_id", True, limits.max_id_chars)
+    item_ids = _feedback_items(obj, limits)
+    ts = _event_ts(obj, record, limits)
+    rec_id = _str(obj, "recommendation_id", False, limits.max_id_chars)
+    return [FeedbackEvent(user_id=user_id, item_id=item_id, type=kind, ts=ts,
+                          recommendation_id=rec_id, rating=rating) for item_id in item_ids]
+
+
+def _feedback_items(obj: Mapping[str, Any], limits: Limits) -> list[str]:
+    """The items a feedback record names: ``item_id`` or ``item_ids`` (not both; repeats
+    once)."""
+    if obj.get("item_ids") is None:
+        return [_str(obj, "item_id", True, limits.max_id_chars)]
+    if obj.get("item_id") is not None:
+        raise ContractError("item_id and item_ids both given: send one of them")
+    ids = obj["item_ids"]
+    if not isinstance(ids, list) or not ids:
+        raise ContractError("item_ids must be a non-empty list of ids", "invalid_field")
+    if len(ids) > limits.max_feedback_items:
+        raise ContractError(f"too many item_ids: {len(ids)} > {limits.max_feedback_items}",
+                            "too_long")
+    return list(dict.fromkeys(_str({"item_ids": i}, "item_ids", True, limits.max_id_chars)
+                              for i in ids))
 
 
 def recommendation_id(user_id: str, event_id: str) -> str:

@@ -231,18 +231,24 @@ class Processor:
 
     async def valid_feedback(self, records: Sequence[Record], out: Outputs
                              ) -> list[FeedbackEvent]:
-        """The records' valid feedback on known items; the rest to ``out.rejected``."""
+        """The records' valid feedback on known items; the rest to ``out.rejected``. A
+        record naming several items (``item_ids``) gives one event per known item; with
+        unknown ones among them it also goes to the dead letters, saying which."""
         parsed = []
         for rec in records:
             try:
                 parsed.append((rec, parse_feedback(rec, self.limits)))
             except ContractError as exc:
                 out.reject(rec, exc)
-        known = await self.catalog.resolve(fb.item_id for _, fb in parsed)
-        for rec, fb in parsed:
-            if fb.item_id not in known:
-                out.reject(rec, f"unknown item {fb.item_id!r}", "unknown_item")
-        return [fb for _, fb in parsed if fb.item_id in known]
+        known = await self.catalog.resolve(fb.item_id for _, events in parsed for fb in events)
+        for rec, events in parsed:
+            unknown = [fb.item_id for fb in events if fb.item_id not in known]
+            if len(events) == 1 and unknown:
+                out.reject(rec, f"unknown item {unknown[0]!r}", "unknown_item")
+            elif unknown:
+                out.reject(rec, f"unknown items {unknown} (the other {len(events) - len(unknown)}"
+                           " were taken)", "unknown_item")
+        return [fb for _, events in parsed for fb in events if fb.item_id in known]
 
     # --- activity -------------------------------------------------------------
     async def process_activity(self, records: Sequence[Record]) -> Outputs:

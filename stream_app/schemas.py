@@ -233,16 +233,27 @@ def feedback_schema(settings: Settings) -> dict[str, Any]:
     limits = settings.limits()
     return _input(
         settings, settings.topic_feedback, "user_id", "feedback",
-        "What a user did with a recommended item: workers validate and count it, the "
-        "trainer learns from it.",
+        "What a user did with a recommended item, or with several shown together "
+        "(`item_ids` instead of `item_id`: one record for, say, every item of a list the "
+        "user passed over): the trainer learns from it (workers validate and count it "
+        "when they read the topic).",
         {"user_id": _id(limits, "the user", True),
          "item_id": _id(limits, "the item (must be in the catalog)", True),
+         "item_ids": {"description": f"the items, each as `item_id`; at most "
+                                     f"{limits.max_feedback_items} "
+                                     f"(`{_env('max_feedback_items')}`), repeats count once; "
+                                     "unknown ones send the record to the dead letters too "
+                                     "(the known ones are taken)",
+                      "type": "array", "minItems": 1, "maxItems": limits.max_feedback_items,
+                      "items": _id(limits, "an item", True)},
          "type": {"enum": sorted(FEEDBACK_TYPES)},
          "recommendation_id": _id(limits, "the recommendation acted on", False),
          "rating": _rating(limits),
          "ts": _ts("when the user acted")},
-        ("user_id", "item_id", "type"),
-        [_rate_needs_a_rating()])
+        ("user_id", "type"),
+        [_rate_needs_a_rating(),
+         {"oneOf": [{"required": ["item_id"], "not": {"required": ["item_ids"]}},
+                    {"required": ["item_ids"], "not": {"required": ["item_id"]}}]}])
 
 
 # --- outputs -------------------------------------------------------------------------

@@ -85,6 +85,10 @@ def test_good_items_and_feedback_are_sent_as_given():
     assert fb.value == (b'{"user_id":"7","item_id":"17","type":"rate","rating":4.0,'
                         b'"ts":1760000000.0}')
     assert "event_id" not in fb.event and (fb.topic, fb.key) == ("feedback", "7")
+    passed = prepare_feedback({"user_id": 7, "item_ids": ["17", "18"], "type": "skip"},
+                              now=NOW)
+    assert passed.value == b'{"user_id":7,"item_ids":["17","18"],"type":"skip","ts":1760000000.0}'
+    assert passed.key == "7"
     text = prepare_activity({"event_id": "u", "user_id": "7", "type": "text",
                              "text": "Ça plaît 🎬", "ts": 1.0}, now=NOW)
     assert text.value == ('{"event_id":"u","user_id":"7","type":"text","text":"Ça plaît 🎬",'
@@ -337,8 +341,11 @@ def test_the_client_against_a_worker(deployment, sample_catalog):
             before = _metric(worker, s.topic_feedback, "ok")
             await client.send_feedback("cu-1", rec.items[0].item_id, "click",
                                        recommendation_id=rec.recommendation_id)
+            skipped = await client.send_feedback("cu-1", rec.item_ids[1:3], "skip",
+                                                 recommendation_id=rec.recommendation_id)
+            assert skipped["item_ids"] == rec.item_ids[1:3] and "item_id" not in skipped
             await _until(lambda: asyncio.sleep(0, _metric(worker, s.topic_feedback, "ok")),
-                         lambda n: n >= before + 1)
+                         lambda n: n >= before + 2)
 
             assert (await client.interests("cu-1"))["events_applied"] == 2
             await client.forget("cu-1")

@@ -19,7 +19,7 @@ MAX_BYTES = 1000
 REC_TS = 1700000000.5
 LIMITS = Limits(max_bytes=MAX_BYTES, max_text_chars=MAX_CHARS, max_id_chars=40, max_tags=5,
                 max_tag_chars=20, rating_min=-10.0, rating_max=10.0, max_json_depth=8,
-                max_future_skew_s=3600.0)
+                max_future_skew_s=3600.0, max_feedback_items=4)
 
 
 def rec(value, topic="user-activity", partition=2, offset=17, key=b"k") -> Record:
@@ -40,7 +40,9 @@ def item(obj, **kw) -> ItemEvent:
 
 
 def feedback(obj, **kw) -> FeedbackEvent:
-    return parse_feedback(rec(obj, topic="feedback", **kw), LIMITS)
+    """The one event of a record naming one item."""
+    (event,) = parse_feedback(rec(obj, topic="feedback", **kw), LIMITS)
+    return event
 
 
 def rejects(fn, obj, fragment: str) -> str:
@@ -299,6 +301,32 @@ def test_feedback_valid():
     assert f == FeedbackEvent(user_id="u", item_id="m", type="click", ts=REC_TS)
     for kind in FEEDBACK_TYPES - {"rate"}:
         assert feedback({"user_id": "u", "item_id": "m", "type": kind}).type == kind
+
+
+def test_feedback_on_several_items_is_one_event_per_item():
+    events = parse_feedback(rec({"user_id": "u", "item_ids": ["a", 7, "b", "a"], "type": "skip",
+                                 "recommendation_id": "r-1", "ts": 9}, topic="feedback"), LIMITS)
+    assert events == [FeedbackEvent(user_id="u", item_id=i, type="skip", ts=9.0,
+                                    recommendation_id="r-1") for i in ("a", "7", "b")]
+    # null is absent, as for every field
+    assert len(parse_feedback(rec({"user_id": "u", "item_id": "m", "item_ids": None,
+                                   "type": "click"}), LIMITS)) == 1
+
+
+def test_feedback_on_several_items_rejections():
+    many = lambda ids, **kw: parse_feedback(  # noqa: E731
+        rec({"user_id": "u", "item_ids": ids, "type": "skip", **kw}), LIMITS)
+    for bad, fragment in [([], "non-empty list"), ("a", "non-empty list"),
+                          ({"a": 1}, "non-empty list"), (["a", ""], "empty item_ids"),
+                          (["a", 1.5], "must be a string"), (["a", "x" * 41], "too long"),
+                          (list("abcde"), "too many item_ids: 5 > 4")]:
+        assert fragment in rejects(many, bad, fragment)
+    with pytest.raises(ContractError, match="both given") as info:
+        many(["a"], item_id="b")
+    assert info.value.reason == "invalid_field"
+    with pytest.raises(ContractError) as info:
+        many(list("abcde"))
+    assert info.value.reason == "too_long"
 
 
 def test_feedback_rejections():

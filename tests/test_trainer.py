@@ -136,7 +136,7 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
                  "ts": T0 + 60},
             ]
             await trainer.observe(w.records(s.topic_activity, activity[:1]))
-            feedback = [{"user_id": "u", "item_id": "i5", "type": "skip", "ts": T0 + 30},
+            feedback = [{"user_id": "u", "item_ids": ["i5", "i7"], "type": "skip", "ts": T0 + 30},
                         {"user_id": "u", "item_id": "i6", "type": "dislike", "ts": T0 + 31}]
             await trainer.observe(w.records(s.topic_feedback, feedback)
                                   + w.records(s.topic_activity, activity[1:]))
@@ -149,7 +149,7 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
             np.testing.assert_allclose(interest, w.vector("i1"), atol=1e-2)
             assert second.ts == T0 + 60 and second.seen == frozenset({"i1"})
             assert (first.recent, second.recent) == ((), ("i1",))  # chosen before, not after
-            assert set(second.negatives) == {"i5", "i6"} and first.negatives == ()
+            assert set(second.negatives) == {"i5", "i6", "i7"} and first.negatives == ()
             # a click on a recommendation is a choice too; its activity event adds no twin
             await trainer.observe(w.records(s.topic_feedback, [
                 {"user_id": "u", "item_id": "i3", "type": "click", "ts": T0 + 90}]))
@@ -179,17 +179,21 @@ def test_bad_feedback_is_the_trainers_to_dead_letter_and_bad_activity_the_worker
                 {"user_id": "u", "item_id": "i1", "type": "click", "ts": T0},
                 {"user_id": "u", "type": "click", "ts": T0},
                 {"user_id": "u", "item_id": "nope", "type": "skip", "ts": T0},
-                {"user_id": "u", "item_id": "i2", "type": "teleport", "ts": T0}]) + \
+                {"user_id": "u", "item_id": "i2", "type": "teleport", "ts": T0},
+                # several items, one unknown: the known one is taken, the record kept too
+                {"user_id": "v", "item_ids": ["i3", "gone"], "type": "click", "ts": T0}]) + \
                 w.records(s.topic_activity, [{"event_id": "e", "user_id": "u", "type": "click",
                                               "item_id": "nope", "ts": T0}])
             out = await trainer.observe(records)
             assert [(r.record.topic, r.reason) for r in out.rejected] == [
                 (s.topic_feedback, "missing_field"), (s.topic_feedback, "unknown_type"),
-                (s.topic_feedback, "unknown_item"), (s.topic_activity, "unknown_item")]
+                (s.topic_feedback, "unknown_item"), (s.topic_feedback, "unknown_item"),
+                (s.topic_activity, "unknown_item")]
+            assert "unknown items ['gone'] (the other 1 were taken)" in out.rejected[3].error
             assert [r.reason for r in feedback_rejected(s, out)] == \
-                ["missing_field", "unknown_type", "unknown_item"]
+                ["missing_field", "unknown_type", "unknown_item", "unknown_item"]
             assert feedback_rejected(s.replace(worker_feedback=True), out) == []
-            assert [e.positive for e in trainer.pending] == ["i1"]  # the good one counts
+            assert [e.positive for e in trainer.pending] == ["i1", "i3"]  # the good ones
 
     run(go())
 

@@ -1,7 +1,8 @@
 """Feedback simulated from a rating log: what a user shown a list would have done.
 
 The user's next rating decides: a click on that item when the list held it, a skip
-for every other item shown, at the time of that next rating (never earlier). It can
+for every other item shown (one record naming them all), at the time of that next
+rating (never earlier). It can
 be given only once both are known: the next rating and the list shown before it,
 whichever arrives first (through Kafka the list may come after the next event).
 """
@@ -19,8 +20,15 @@ def simulated_feedback(previous: Mapping[str, Any], shown: Sequence[str],
     user = str(chosen["user_id"])
     rec_id = recommendation_id(user, str(previous["event_id"]))
     target = str(chosen["item_id"])
-    return [{"user_id": user, "item_id": item, "type": "click" if item == target else "skip",
-             "recommendation_id": rec_id, "ts": chosen["ts"]} for item in shown]
+    out = []
+    if target in shown:
+        out.append({"user_id": user, "item_id": target, "type": "click",
+                    "recommendation_id": rec_id, "ts": chosen["ts"]})
+    skipped = [item for item in shown if item != target]
+    if skipped:  # one record for the items passed over
+        out.append({"user_id": user, "item_ids": skipped, "type": "skip",
+                    "recommendation_id": rec_id, "ts": chosen["ts"]})
+    return out
 
 
 class FeedbackSimulator:
