@@ -287,9 +287,11 @@ class Catalog:
     async def count_covisits(self, choices: Sequence[Choice],
                              share: bool = True) -> None:
         """Count these choices here at once, and (``share``) for every other worker
-        (logged first: a failed log write leaves nothing counted)."""
+        (logged first: a failed log write leaves nothing counted). The log holds only the
+        earlier items a choice is counted with (``CoVisits.trimmed``)."""
         if share:
-            await self.store.add_covisits(self.source, choices, self.covisit_log_max)
+            await self.store.add_covisits(self.source, self.covisits.trimmed(choices),
+                                          self.covisit_log_max)
         self.covisits.add(choices)
 
     async def refresh_covisits(self) -> int:

@@ -257,3 +257,22 @@ def test_a_pair_counts_as_of_its_earlier_choice():
     undated = CoVisits(half_life=100.0)
     undated.add([((), "a", 0.0), (("a",), "b", 100.0)])
     np.testing.assert_allclose(undated._c.c[np.ix_(rows, rows)], [[0, 2], [2, 0]])
+
+
+def test_a_trimmed_choice_counts_as_the_whole_one():
+    """What a worker logs for the others (``trimmed``: the latest ``history`` earlier
+    items, the chosen one aside, with their times) counts exactly as the choice did."""
+    stream = _timed(_stream(15, 200, seed=11), np.linspace(0, 5, 200))
+    whole, logged = CoVisits(history=4, half_life=1.0), CoVisits(history=4, half_life=1.0)
+    whole.add(stream)
+    trimmed = whole.trimmed(stream)
+    logged.add(trimmed)
+    assert max(len(c.previous) for c in trimmed) == 4 < max(len(c[0]) for c in stream)
+    assert all(c.chosen not in c.previous and len(c.previous_at) == len(c.previous)
+               for c in trimmed)
+    ids = [f"i{n}" for n in range(15)]
+    histories = [list(c[0]) for c in stream[::7]]
+    np.testing.assert_allclose(logged.scores(histories, ids), whole.scores(histories, ids),
+                               rtol=1e-6)
+    untimed = whole.trimmed([(("a", "b", "c"), "b")])
+    assert untimed == [(("a", "c"), "b", None, None)]

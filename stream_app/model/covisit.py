@@ -164,17 +164,32 @@ class CoVisits:
             self.reference, ahead = at, 0.0
         return 2.0 ** ahead
 
+    def trimmed(self, choices: Iterable[Choice | tuple[Sequence[str], str]]) -> list[Choice]:
+        """The choices with only the earlier items ``add`` counts them with (a user's
+        latest ``history``, the chosen one aside): what a worker logs for the others."""
+        out = []
+        for c in map(as_choice, choices):
+            before = self._before(c)
+            at = None if c.previous_at is None else dict(zip(c.previous, c.previous_at))
+            out.append(c._replace(previous=tuple(before), previous_at=None if at is None
+                                  else tuple(at[i] for i in before)))
+        return out
+
+    def _before(self, choice: Choice) -> list[str]:
+        """The earlier items a choice counts with, oldest first."""
+        return [i for i in dict.fromkeys(choice.previous) if i != choice.chosen][-self.history:]
+
     def add(self, choices: Iterable[Choice | tuple[Sequence[str], str]]) -> None:
         """Count choices: (the items the user chose before, oldest first; the chosen one;
         optionally its event time and theirs)."""
-        for previous, chosen, at, previous_at in map(as_choice, choices):
+        for choice in map(as_choice, choices):
+            previous, chosen, at, previous_at = choice
             weight = self._weight(at)
             col = self._row(chosen)
             self.counts[col] += weight
             since = {} if previous_at is None or math.isinf(self.half_life) \
                 else dict(zip(previous, previous_at))
-            before = [i for i in dict.fromkeys(previous) if i != chosen][-self.history:]
-            for back, item_id in enumerate(reversed(before)):
+            for back, item_id in enumerate(reversed(self._before(choice))):
                 pair = weight
                 if item_id in since:  # as of the earlier choice (never above the later one)
                     pair = min(weight, self._scale(since[item_id]))
