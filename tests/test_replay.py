@@ -47,10 +47,15 @@ def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encod
     offline = judge(events, in_process.recs).as_dict()
     assert through_kafka["recommendations"] == len(events) and through_kafka["missing"] == 0
     assert through_kafka["prequential"]["n"] == offline["prequential"]["n"] == len(events) - 30
-    for protocol in ("prequential", "leave_one_out"):
+    # eval ranks a batch of STREAM_APP_BATCH_SIZE events before counting its choices;
+    # through Kafka at this rate a micro-batch holds a few, so a list may already see
+    # co-visits eval's does not. Prequential judges hundreds of lists: 0.05; LOO one per
+    # user (30 here), where that moved up to three users: five users' worth
+    for protocol, tolerance in (("prequential", 0.05),
+                                ("leave_one_out", 5 / offline["leave_one_out"]["n"])):
         for metric in ("hr@10", "ndcg@10"):
             assert through_kafka[protocol][metric] == pytest.approx(
-                offline[protocol][metric], abs=0.05), (protocol, metric)
+                offline[protocol][metric], abs=tolerance), (protocol, metric)
     assert through_kafka["latency"]["p50_ms"] > 0
     print("replay", through_kafka, "\neval", offline)
 

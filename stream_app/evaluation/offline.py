@@ -47,9 +47,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ablation: no decay": {"long_half_life_s": INF, "short_term_weight": 0.0},
     "ablation: single interest": {"max_interests": 1, "open_threshold": -1.0},
     "ablation: no popularity prior": {"popularity_weight": 0.0},
-    # co-visits as before 2026-12: cosine, counts never fade
-    "ablation: plain co-visits (cosine, never fade)": {"covisit_target_exponent": 0.5,
-                                                       "covisit_half_life_s": INF},
+    # the co-visit part as it was before 2026-11-30's sixth pass
+    "ablation: plain co-visits (cosine, never fade, weight 1)": {
+        "covisit_target_exponent": 0.5, "covisit_half_life_s": INF, "covisit_weight": 1.0},
     FINE_TUNED_NAME: {},
     # no text anywhere: items enter the sequence model by ID only, interests do not rank
     "fine-tuned, ablation: ID only (no text)": {"sequence_item_text": False,
