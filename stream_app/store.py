@@ -16,8 +16,9 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
                        stream of the values the hash took {"": previous entry id,
                        item_id: "count,ts" or "" (removed)}; workers follow it (trimmed to
                        popularity_log_max; the hash tag keeps it in the hash's cluster slot)
-  PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[ts, chosen,
-                       [earlier...], [seconds each earlier one was chosen before ts...]]]}
+  PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen,
+                       earlier...]], t: JSON [[ts, [seconds each earlier one was chosen
+                       before ts...]]] (row by row; older releases wrote no t)}
   With shared_key_shards = N > 1 both are spread over N keys, each in a cluster slot of its
   own: shard 0 keeps the names above, shard k > 0 appends ":k" (PS:popularity:3 and
   PS:popularity:3:log{PS:popularity:3}, PS:covisit:log:3). An item's count lives in shard
@@ -317,25 +318,33 @@ def _parse_popularity(value: bytes) -> tuple[float, float]:
     return float(count), float(ts)
 
 
-def _pack_choice(c: Choice) -> list[Any]:
-    """[ts, chosen, [earlier...], [whole seconds each was chosen before ts...]] (ts null
-    and no list of seconds when not known)."""
-    if c.at is None:
-        return [None, c.chosen, list(c.previous)]
-    ago = [] if c.previous_at is None else [max(0, round(c.at - t)) for t in c.previous_at]
-    return [c.at, c.chosen, list(c.previous), ago]
+def _pack_choices(choices: Sequence[Choice]) -> dict[str, str]:
+    """A log entry's fields: ``c`` [[chosen, earlier...]] as workers have always written
+    it (a worker of an older release reads it and ignores the rest), ``t`` [[ts, [whole
+    seconds each earlier one was chosen before ts...]]] row by row (ts null: not known)."""
+    times = [[None, []] if c.at is None else
+             [c.at, [] if c.previous_at is None else
+              [max(0, round(c.at - t)) for t in c.previous_at]] for c in choices]
+    return {"c": json.dumps([[c.chosen, *c.previous] for c in choices]),
+            "t": json.dumps(times)}
 
 
-def _unpack_choice(row: list[Any]) -> Choice:
-    """A logged choice (``_pack_choice``); entries logged before choices carried their
-    times are [chosen, earlier...] (counted as of the latest choice)."""
-    if row and isinstance(row[0], str):
-        return Choice(row[1:], row[0])
-    if row[0] is None:
-        return Choice(row[2], row[1])
-    at = float(row[0])
-    ago = row[3] if len(row) > 3 and len(row[3]) == len(row[2]) else None
-    return Choice(row[2], row[1], at, None if ago is None else [at - a for a in ago])
+def _unpack_choices(fields: dict[bytes, bytes]) -> list[Choice]:
+    """The choices of a log entry (``_pack_choices``); an entry without times (an older
+    release's) counts as of the latest choice."""
+    rows = json.loads(fields[b"c"])
+    times = json.loads(fields[b"t"]) if b"t" in fields else []
+    if len(times) != len(rows):
+        times = [[None, []]] * len(rows)
+    out = []
+    for row, (at, ago) in zip(rows, times):
+        previous = row[1:]
+        if at is None:
+            out.append(Choice(previous, row[0]))
+        else:
+            out.append(Choice(previous, row[0], float(at), [at - a for a in ago]
+                              if len(ago) == len(previous) else None))
+    return out
 
 
 def shard_of(key: str, shards: int) -> int:
@@ -557,9 +566,9 @@ class Store:
         (``covisits_since``)."""
         if not choices:
             return
-        packed = json.dumps([_pack_choice(c) for c in map(as_choice, choices)])
+        fields = _pack_choices([as_choice(c) for c in choices])
         await self.r.xadd(self._covisit_key(shard_of(source, self.shards)),
-                          {"by": source, "c": packed}, maxlen=maxlen, approximate=True)
+                          {"by": source, **fields}, maxlen=maxlen, approximate=True)
 
     async def covisits_since(self, since: str, shard: int = 0, count: int = 1000
                              ) -> tuple[str, list[tuple[str, list[Choice]]]]:
@@ -568,8 +577,7 @@ class Store:
         if not res:
             return since, []
         entries = res[0][1]
-        out = [(fields[b"by"].decode(), [_unpack_choice(row) for row in json.loads(fields[b"c"])])
-               for _, fields in entries]
+        out = [(fields[b"by"].decode(), _unpack_choices(fields)) for _, fields in entries]
         return entries[-1][0].decode(), out
 
     # --- popularity -------------------------------------------------------

@@ -276,3 +276,22 @@ def test_a_trimmed_choice_counts_as_the_whole_one():
                                rtol=1e-6)
     untimed = whole.trimmed([(("a", "b", "c"), "b")])
     assert untimed == [(("a", "c"), "b", None, None)]
+
+
+@pytest.mark.parametrize("a, later", [(0.5, 300.0), (0.8, 700.0)])
+def test_items_faded_out_of_range_neither_poison_scores_nor_overflow(a, later):
+    """An item faded by hundreds of half-lives adds nothing instead of turning a user's
+    scores into NaN; an earlier item's time far after the reference (a late event) caps
+    at the choice's own weight instead of overflowing."""
+    cv = CoVisits(target_exponent=a, half_life=1.0)
+    cv.add([((), "a", 0.0), (("a",), "b", 1.0, (0.0,))])
+    cv.add([((), "x", later), (("x",), "y", later, (later,))])
+    assert 0 < cv.counts[cv.rows["a"]] < 1e-80  # faded, still counted
+    scores = cv.scores([["a", "x"]], ["a", "b", "x", "y"])
+    assert np.isfinite(scores).all() and scores[0, 3] > 0
+    late = CoVisits(half_life=60.0)
+    late.add([((), "a", 0.0)])
+    late.add([(("b",), "c", 10.0, (70000.0,))])  # b's time 1,000+ half-lives ahead
+    rows = [late.rows["b"], late.rows["c"]]
+    np.testing.assert_allclose(late._c.c[np.ix_(rows, rows)],
+                               [[0, late.counts[rows[1]]], [late.counts[rows[1]], 0]])

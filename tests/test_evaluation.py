@@ -168,6 +168,12 @@ def test_simulated_feedback_waits_for_both_the_list_and_the_next_choice():
     late = sim.on_recommendation("2", ["x", "y"])
     assert [(f["item_ids"], f["type"]) for f in late] == [(["x", "y"], "skip")]
     assert {f["recommendation_id"] for f in late} != {f["recommendation_id"] for f in first}
+    # a list longer than a record may name: its skips in records of at most that many
+    small = FeedbackSimulator(max_items=2)
+    small.on_event(e1)
+    small.on_recommendation("1", ["b", "c", "d", "e", "f", "g"])
+    assert [f.get("item_ids") for f in small.on_event(e2)] == [None, ["b", "d"], ["e", "f"],
+                                                                ["g"]]
 
 
 @pytest.mark.integration

@@ -211,6 +211,10 @@ def test_timed_choices_reach_other_workers_as_counted_and_old_entries_still_coun
         rows = [a.covisits.rows[i] for i in ("x", "y", "z")]
         c = b.covisits._c.c[np.ix_(rows, rows)] / b.covisits.counts[0]
         np.testing.assert_allclose(c, [[0, 1, 0.9], [1, 0, 2], [0.9, 2, 0]], rtol=1e-5)
+        # the entry's c is what older releases write and read: they take it, skip t
+        (_, raw), = await stores[0].r.xrange(f"{prefix}:covisit:log")
+        assert json.loads(raw[b"c"]) == [["x"], ["y", "x"], ["z", "x", "y"]]
+        assert json.loads(raw[b"t"]) == [[t0, []], [t0 + 100, [100]], [t0 + 300, [300, 200]]]
         old = json.dumps([["w", "x"]])  # [chosen, earlier...], no times
         await stores[0].r.xadd(f"{prefix}:covisit:log", {"by": "old-worker", "c": old})
         assert await b.refresh_covisits() == 1

@@ -15,8 +15,10 @@ from stream_app.contract import recommendation_id
 
 
 def simulated_feedback(previous: Mapping[str, Any], shown: Sequence[str],
-                       chosen: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Feedback on the list shown after ``previous`` once the user made ``chosen``."""
+                       chosen: Mapping[str, Any], max_items: int = 100
+                       ) -> list[dict[str, Any]]:
+    """Feedback on the list shown after ``previous`` once the user made ``chosen``; the
+    skips in records of at most ``max_items`` (``Settings.max_feedback_items``)."""
     user = str(chosen["user_id"])
     rec_id = recommendation_id(user, str(previous["event_id"]))
     target = str(chosen["item_id"])
@@ -25,8 +27,8 @@ def simulated_feedback(previous: Mapping[str, Any], shown: Sequence[str],
         out.append({"user_id": user, "item_id": target, "type": "click",
                     "recommendation_id": rec_id, "ts": chosen["ts"]})
     skipped = [item for item in shown if item != target]
-    if skipped:  # one record for the items passed over
-        out.append({"user_id": user, "item_ids": skipped, "type": "skip",
+    for at in range(0, len(skipped), max_items):  # a record for the items passed over
+        out.append({"user_id": user, "item_ids": skipped[at:at + max_items], "type": "skip",
                     "recommendation_id": rec_id, "ts": chosen["ts"]})
     return out
 
@@ -34,7 +36,8 @@ def simulated_feedback(previous: Mapping[str, Any], shown: Sequence[str],
 class FeedbackSimulator:
     """Pairs each list shown with the user's next event, in whichever order they come."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_items: int = 100) -> None:
+        self.max_items = max_items  # items per skip record
         self.last: dict[str, Mapping[str, Any]] = {}  # user -> their latest event
         self.shown: dict[str, Sequence[str]] = {}  # event id -> list, next event unknown
         self.waiting: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
@@ -50,7 +53,7 @@ class FeedbackSimulator:
         if shown is None:
             self.waiting[str(previous["event_id"])] = (previous, event)
             return []
-        return simulated_feedback(previous, shown, event)
+        return simulated_feedback(previous, shown, event, self.max_items)
 
     def on_recommendation(self, event_id: str, items: Sequence[str]) -> list[dict[str, Any]]:
         """A list arrived: feedback on it if the user's next event is already known."""
@@ -58,4 +61,4 @@ class FeedbackSimulator:
         if pair is None:
             self.shown[event_id] = items
             return []
-        return simulated_feedback(pair[0], items, pair[1])
+        return simulated_feedback(pair[0], items, pair[1], self.max_items)

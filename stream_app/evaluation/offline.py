@@ -140,7 +140,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
             await processor.process_items(to_records(s.topic_items, items[start:start + 512],
                                                      "item_id", s.topic_partitions, item_offsets))
         trainer = await _trainer(s, client, encoder, registry) if fine_tune else None
-        simulator = FeedbackSimulator()
+        simulator = FeedbackSimulator(s.max_feedback_items)
         recs: dict[str, list[str]] = {}
         rounds: list[dict[str, Any]] = []
         dead = 0

@@ -57,7 +57,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     rounds: list[dict[str, Any]] = []
     lags: list[float] = []
     memory: list[dict[str, int]] = []
-    simulator = FeedbackSimulator()
+    simulator = FeedbackSimulator(s.max_feedback_items)
     done = asyncio.Event()
     settled = asyncio.Event()  # a round finished after the replay's last record was sent
     last_sent = math.inf  # set once the replay has sent its last record

@@ -31,6 +31,7 @@ from stream_app.model.ranking import best_indices
 
 DENSE_MAX_ITEMS = 10_000  # a dense n x n float32 matrix up to this many items (400 MB)
 REBASE_HALF_LIVES = 16.0  # counts are scaled back down when the newest weighs 2 ** this
+FADED_NORM = 1e30  # a history item's 1 / n ** (1 - a) above this: faded out of the score
 
 
 class Choice(NamedTuple):
@@ -140,9 +141,10 @@ class CoVisits:
             self._c = self._c.grow(row + 1)
         return row
 
-    def _scale(self, at: float) -> float:
-        """What a choice at ``at`` counts against the reference (``_weight`` set it)."""
-        return 2.0 ** ((at - self.reference) / self.half_life)
+    def _scale(self, at: float, cap: float) -> float:
+        """What a choice at ``at`` counts against the reference (``_weight`` set it), at
+        most ``cap`` (the exponent is capped first: a far later time cannot overflow)."""
+        return 2.0 ** min((at - self.reference) / self.half_life, math.log2(cap))
 
     def _weight(self, at: float | None) -> float:
         """What a choice at event time ``at`` counts: 2 ** ((at - reference) / half_life),
@@ -192,7 +194,7 @@ class CoVisits:
             for back, item_id in enumerate(reversed(self._before(choice))):
                 pair = weight
                 if item_id in since:  # as of the earlier choice (never above the later one)
-                    pair = min(weight, self._scale(since[item_id]))
+                    pair = self._scale(since[item_id], weight)
                 self._c.add(self._row(item_id), col, pair * self.pair_recency ** back,
                             self.backward)
 
@@ -207,6 +209,9 @@ class CoVisits:
         counts = self.counts[:n]
         norms = np.zeros(n, np.float64)  # of the user's items
         np.divide(1.0, counts ** (1.0 - self.target_exponent), out=norms, where=counts > 0)
+        # an item whose count faded past float32's range adds nothing (its pairs faded
+        # with it) and would make every score of the user inf * 0
+        norms[norms > FADED_NORM] = 0.0
         target_norms = np.zeros(n, np.float64)  # of the items scored
         np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=counts > 0)
         at = np.array([self.rows.get(i, -1) for i in item_ids], np.int64)
