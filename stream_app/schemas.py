@@ -238,22 +238,25 @@ def feedback_schema(settings: Settings) -> dict[str, Any]:
         "user passed over): the trainer learns from it (workers validate and count it "
         "when they read the topic).",
         {"user_id": _id(limits, "the user", True),
-         "item_id": _id(limits, "the item (must be in the catalog)", True),
+         "item_id": {**(one := _id(limits, "the item (must be in the catalog); null: absent",
+                                   True)), "anyOf": [*one["anyOf"], {"type": "null"}]},
          "item_ids": {"description": f"the items, each as `item_id`; at most "
                                      f"{limits.max_feedback_items} "
                                      f"(`{_env('max_feedback_items')}`), repeats count once; "
                                      "unknown ones send the record to the dead letters too "
-                                     "(the known ones are taken)",
-                      "type": "array", "minItems": 1, "maxItems": limits.max_feedback_items,
-                      "items": _id(limits, "an item", True)},
+                                     "(the known ones are taken); null: absent",
+                      "anyOf": [{"type": "array", "minItems": 1,
+                                 "maxItems": limits.max_feedback_items,
+                                 "items": _id(limits, "an item", True)}, {"type": "null"}]},
          "type": {"enum": sorted(FEEDBACK_TYPES)},
          "recommendation_id": _id(limits, "the recommendation acted on", False),
          "rating": _rating(limits),
          "ts": _ts("when the user acted")},
         ("user_id", "type"),
         [_rate_needs_a_rating(),
-         {"oneOf": [{"required": ["item_id"], "not": {"required": ["item_ids"]}},
-                    {"required": ["item_ids"], "not": {"required": ["item_id"]}}]}])
+         {"if": {"required": ["item_ids"], "properties": {"item_ids": {"type": "array"}}},
+          "then": {"properties": {"item_id": {"type": "null"}}},
+          "else": {"required": ["item_id"], "properties": {"item_id": {"not": {"type": "null"}}}}}])
 
 
 # --- outputs -------------------------------------------------------------------------
