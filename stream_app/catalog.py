@@ -290,8 +290,8 @@ class Catalog:
         (logged first: a failed log write leaves nothing counted). The log holds only the
         earlier items a choice is counted with (``CoVisits.trimmed``)."""
         if share:
-            await self.store.add_covisits(self.source, self.covisits.trimmed(choices),
-                                          self.covisit_log_max)
+            choices = self.covisits.trimmed(choices)  # counts as the whole choices do
+            await self.store.add_covisits(self.source, choices, self.covisit_log_max)
         self.covisits.add(choices)
 
     async def refresh_covisits(self) -> int:
