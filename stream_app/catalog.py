@@ -29,6 +29,7 @@ from stream_app.ann import AnnCandidates, AnnGraph, AnnParams, exact_top
 from stream_app.index import CatalogIndex
 from stream_app.model.adapter import Adapter
 from stream_app.model.covisit import Choice, CoVisits
+from stream_app.model.neighbours import TextLending, TextNeighbours, borrowed, smooth
 from stream_app.model.popularity import Popularity
 from stream_app.store import Store
 
@@ -38,7 +39,8 @@ class Catalog:
 
     def __init__(self, store: Store, base_version: str, dim: int,
                  popularity_half_life: float, covisits: CoVisits | None = None,
-                 covisit_log_max: int = 100_000, ann: AnnParams | None = None) -> None:
+                 covisit_log_max: int = 100_000, ann: AnnParams | None = None,
+                 lending: TextLending | None = None) -> None:
         self.store = store
         self.base_version = base_version
         self.index = CatalogIndex(dim)
@@ -57,6 +59,12 @@ class Catalog:
         self.text_ann: AnnCandidates | None = None
         self.ranking_ann: AnnCandidates | None = None
         self._popular: tuple[float, int, np.ndarray] = (0.0, -1, np.zeros(0, np.int64))
+        # None: co-visit scores are the counts' alone; else items borrow their text
+        # neighbours' (``model.neighbours``), the table following the index's changes
+        self.lending = lending if lending is not None and lending.weight > 0 else None
+        self.neighbours = TextNeighbours(lending.neighbours) if self.lending else None
+        if self.neighbours is not None:
+            self.index.watch(self.neighbours.changed)
 
     @classmethod
     def for_settings(cls, store: Store, base_version: str, dim: int, s: Any) -> "Catalog":
@@ -65,7 +73,7 @@ class Catalog:
                    CoVisits(s.covisit_history, s.covisit_keep, s.covisit_recency,
                             s.covisit_pair_recency, s.covisit_backward,
                             s.covisit_target_exponent, s.covisit_half_life_s),
-                   s.covisit_log_max, s.ann_params())
+                   s.covisit_log_max, s.ann_params(), s.text_lending())
 
     async def load(self) -> None:
         """Full load; changes after the head we read first are re-applied by ``sync``."""
@@ -283,6 +291,28 @@ class Catalog:
                 if not more:
                     break
         return applied, True
+
+    def covisit_scores(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """(len(histories), catalog size): each history's co-visit score of every item,
+        in row order. In a catalog of at most ``lending.max_items`` (and ranked by brute
+        force, below ``ann.min_items``) items borrow from their text neighbours
+        (``model.neighbours``), on both sides: a user's item reads its neighbours' pairs
+        too, and a suggested item gets its neighbours' scores, each the less the more
+        choices it has. Serving and the trainer's held-out judging both score here."""
+        ids = self.index.ids
+        lending, table = self.lending, self.neighbours
+        if (lending is None or table is None or not lending.applies(len(ids))
+                # ranked through candidates when serving: judged as served
+                or self.ann is not None and len(ids) >= self.ann.min_items):
+            return self.covisits.scores(histories, ids)
+        table.update(self.index.matrix)
+        covisits = self.covisits
+        cov_rows = covisits.rows_of(ids)  # catalog row -> co-visit row
+        counts = covisits.current_counts(cov_rows)
+        scores = covisits.scores(histories, ids,
+                                 lambda tail, w: borrowed(tail, w, self.index, table,
+                                                          cov_rows, counts, lending))
+        return smooth(scores, table, counts, lending)
 
     async def count_covisits(self, choices: Sequence[Choice],
                              share: bool = True) -> None:

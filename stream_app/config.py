@@ -16,6 +16,7 @@ from stream_app.ann import AnnParams
 from stream_app.connections import KafkaConfig, RedisConfig
 from stream_app.contract import Limits
 from stream_app.model.interest import InterestParams
+from stream_app.model.neighbours import TextLending
 from stream_app.model.scoring import BLEND_PARTS, Defaults
 from stream_app.model.sequence import SequenceParams
 
@@ -155,6 +156,18 @@ class Settings:
     covisit_half_life_s: float = _setting(
         365 * 86400.0, "Half-life of co-visit counts, event-time seconds: a pair chosen "
         "this long before another counts half as much (`inf`: never fade).")
+    covisit_text_weight: float = _setting(
+        1.0, "How much of its text neighbours' co-visit scores a never-chosen item borrows "
+        "(one chosen n times: this * `covisit_text_shrink` / (`covisit_text_shrink` + n)): "
+        "a new item gets a co-visit score from the items it reads like (0: off).")
+    covisit_text_neighbours: int = _setting(
+        10, "Nearest items by text vector an item borrows co-visit scores from.")
+    covisit_text_shrink: float = _setting(
+        5.0, "Choices after which an item borrows half as much of its text neighbours' "
+        "co-visit scores as a new one.")
+    covisit_text_max_items: int = _setting(
+        20000, "Largest catalog whose items borrow text neighbours' co-visit scores (the "
+        "neighbour table costs catalog² products at start; larger catalogs rank without).")
     covisit_log_max: int = _setting(
         100000, "Co-visit log entries (one per micro-batch) kept in Redis for workers that "
         "start later; a new worker counts what the log still holds.")
@@ -384,6 +397,7 @@ class Settings:
                     "trainer_negatives", "trainer_step_size", "trainer_full_softmax_items",
                     "trainer_skip_weight", "trainer_threads", "trainer_revert_windows",
                     "sequence_dim", "sequence_blocks", "sequence_heads", "covisit_keep",
+                    "covisit_text_neighbours", "covisit_text_shrink",
                     "covisit_log_max", "popularity_log_max", "shared_key_shards",
                     "model_poll_interval_s", "model_keep_versions",
                     "ann_min_items", "ann_candidates", "ann_connectivity",
@@ -396,6 +410,7 @@ class Settings:
                      "kafka_producer_linger_ms",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
+                     "covisit_text_weight", "covisit_text_max_items",
                      "trainer_promotion_tolerance", "user_history", "popularity_reload_s",
                      "ann_popular_pool",
                      "ann_threads"):
@@ -467,6 +482,11 @@ class Settings:
         return Limits(self.max_record_bytes, self.max_text_chars, self.max_id_chars,
                       self.max_tags, self.max_tag_chars, self.rating_min, self.rating_max,
                       self.max_json_depth, self.max_future_skew_s, self.max_feedback_items)
+
+    def text_lending(self) -> TextLending:
+        """How items borrow their text neighbours' co-visit scores (``model.neighbours``)."""
+        return TextLending(self.covisit_text_weight, self.covisit_text_neighbours,
+                           self.covisit_text_shrink, self.covisit_text_max_items)
 
     def ann_params(self) -> AnnParams:
         """How a large catalog is searched (``ann``)."""

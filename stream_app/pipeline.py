@@ -493,8 +493,7 @@ class Processor:
         if self.catalog.large:
             lists = self._rank_candidates(states, directions, histories, strengths, rows, at, k)
         else:
-            covisit = self.catalog.covisits.scores([st.recent_item_ids() for st in states],
-                                                   index.ids)
+            covisit = self.catalog.covisit_scores([st.recent_item_ids() for st in states])
             p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
                       self.catalog.popularity.prior(index.ids, at), directions, histories,
                       covisit, with_sequence=adapter.ranks_by_sequence)

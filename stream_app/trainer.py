@@ -262,7 +262,7 @@ class Trainer:
         if not examples:
             return
         ids = self.catalog.index.ids
-        scores = self.catalog.covisits.scores([e.recent for e in examples], ids)
+        scores = self.catalog.covisit_scores([e.recent for e in examples])
         for e, row in zip(examples, scores):
             top = np.flatnonzero(row)
             self.pending.append(replace(e, covisit=(tuple(ids[k] for k in top), row[top])))

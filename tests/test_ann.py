@@ -40,8 +40,10 @@ def near(x: np.ndarray, n: int, seed: int = 1) -> np.ndarray:
 
 
 def settings(**over) -> Settings:
+    # a catalog ranked through candidates borrows no co-visit scores from text neighbours
+    # (``covisit_text_max_items``): neither does the brute-force one it is held against
     return Settings(**{"ann_min_items": 500, "ann_candidates": 60, "ann_popular_pool": 200,
-                       "ann_threads": 1, **over})
+                       "ann_threads": 1, "covisit_text_weight": 0.0, **over})
 
 
 def catalog_of(vectors: np.ndarray, s: Settings, ann: bool = True) -> Catalog:

@@ -125,7 +125,8 @@ def run(coro):
 
 
 def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(redis_url):
-    s = _settings(redis_url)
+    # the counts' own scores (lent to text neighbours as well otherwise: test_neighbours.py)
+    s = _settings(redis_url, covisit_text_weight=0.0)
 
     async def go() -> None:
         async with World(s) as w:

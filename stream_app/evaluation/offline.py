@@ -49,11 +49,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ablation: no popularity prior": {"popularity_weight": 0.0},
     # the co-visit part as it was before 2026-11-30's sixth pass
     "ablation: plain co-visits (cosine, never fade, weight 1)": {
-        "covisit_target_exponent": 0.5, "covisit_half_life_s": INF, "covisit_weight": 1.0},
+        "covisit_target_exponent": 0.5, "covisit_half_life_s": INF, "covisit_weight": 1.0,
+        "covisit_text_weight": 0.0},
+    "ablation: no text in co-visits (items borrow nothing from text neighbours)": {
+        "covisit_text_weight": 0.0},
     FINE_TUNED_NAME: {},
-    # no text anywhere: items enter the sequence model by ID only, interests do not rank
+    # no text anywhere: items enter the sequence model by ID only, interests do not rank,
+    # co-visit scores are the counts' alone
     "fine-tuned, ablation: ID only (no text)": {"sequence_item_text": False,
-                                                "interest_weight": 0.0},
+                                                "interest_weight": 0.0,
+                                                "covisit_text_weight": 0.0},
     "fine-tuned, ablation: text only (no ID)": {"sequence_item_ids": False},
 }
 FINE_TUNED = frozenset({FINE_TUNED_NAME, "fine-tuned, ablation: ID only (no text)",

@@ -23,7 +23,7 @@ Pure: counts live in memory; ``Store`` shares increments between workers.
 from __future__ import annotations
 
 import math
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -48,6 +48,10 @@ class Choice(NamedTuple):
 def as_choice(choice: "Choice | tuple") -> Choice:
     """A (previous, chosen[, at]) tuple as a ``Choice``."""
     return choice if isinstance(choice, Choice) else Choice(*choice)
+
+
+# (a history's latest items, oldest first; their weights) -> (more rows, their weights)
+Borrow = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class _Dense:
@@ -198,10 +202,28 @@ class CoVisits:
                 self._c.add(self._row(item_id), col, pair * self.pair_recency ** back,
                             self.backward)
 
-    def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str]
-               ) -> np.ndarray:
+    def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Each item's row here (-1: never counted)."""
+        return np.array([self.rows.get(i, -1) for i in item_ids], np.int64)
+
+    def current_counts(self, rows: np.ndarray) -> np.ndarray:
+        """The choice count of each of these rows (``rows_of``; -1: 0) as of the latest
+        choice counted (faded: a choice one half-life before it counts 1/2)."""
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros(len(rows), np.float64)
+        known = rows >= 0
+        out[known] = self.counts[rows[known]]
+        if (self.reference is not None and self.latest is not None
+                and not math.isinf(self.half_life)):
+            out /= 2.0 ** ((self.latest - self.reference) / self.half_life)
+        return out
+
+    def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str],
+               borrow: Borrow | None = None) -> np.ndarray:
         """(len(histories), len(item_ids)): each history's co-visit score of every item,
-        zero outside its ``keep`` best."""
+        zero outside its ``keep`` best. ``borrow``, given a history's latest items and
+        their weights, returns more rows here to read and their weights (a history item's
+        text neighbours, ``model.neighbours``)."""
         out = np.zeros((len(histories), len(item_ids)), np.float32)
         if not len(self.rows) or not len(item_ids):
             return out
@@ -218,12 +240,17 @@ class CoVisits:
         known = at >= 0
         for r, history in enumerate(histories):
             tail = list(history)[-self.history:]
-            back = [(self.rows[i], len(tail) - 1 - k) for k, i in enumerate(tail)
-                    if i in self.rows]
-            if not back:
+            recency = self.recency ** np.arange(len(tail) - 1, -1, -1, dtype=np.float64)
+            rows = self.rows_of(tail)
+            read = rows >= 0
+            rows, weights = rows[read], recency[read]
+            if borrow is not None and len(tail):
+                more, more_weights = borrow(tail, recency)
+                rows = np.concatenate([rows, more])
+                weights = np.concatenate([weights, more_weights])
+            if not len(rows):
                 continue
-            rows = [row for row, _ in back]
-            weights = norms[rows] * self.recency ** np.array([b for _, b in back], np.float64)
+            weights = norms[rows] * weights
             sims = self._c.weighted_sum(rows, weights, n) * target_norms
             row = np.zeros(len(item_ids), np.float32)
             row[known] = sims[at[known]]
