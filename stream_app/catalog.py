@@ -65,6 +65,9 @@ class Catalog:
         self.neighbours = TextNeighbours(lending.neighbours) if self.lending else None
         if self.neighbours is not None:
             self.index.watch(self.neighbours.changed)
+        self._index_changes = 0  # the index's changes so far (``_covisit_rows``)
+        self.index.watch(self._index_changed)
+        self._cov_rows: tuple[int, int, np.ndarray] = (-1, -1, np.zeros(0, np.int64))
 
     @classmethod
     def for_settings(cls, store: Store, base_version: str, dim: int, s: Any) -> "Catalog":
@@ -292,6 +295,17 @@ class Catalog:
                     break
         return applied, True
 
+    def _index_changed(self, rows: Sequence[int]) -> None:
+        self._index_changes += 1
+
+    def _covisit_rows(self) -> np.ndarray:
+        """Each catalog row's co-visit row (-1: never counted), kept until the catalog
+        changes or an item is counted for the first time."""
+        key = (self._index_changes, len(self.covisits.rows))
+        if self._cov_rows[:2] != key:
+            self._cov_rows = (*key, self.covisits.rows_of(self.index.ids))
+        return self._cov_rows[2]
+
     def covisit_scores(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """(len(histories), catalog size): each history's co-visit score of every item,
         in row order. In a catalog of at most ``lending.max_items`` (and ranked by brute
@@ -304,14 +318,15 @@ class Catalog:
         if (lending is None or table is None or not lending.applies(len(ids))
                 # ranked through candidates when serving: judged as served
                 or self.ann is not None and len(ids) >= self.ann.min_items):
-            return self.covisits.scores(histories, ids)
+            return self.covisits.scores(histories, ids, item_rows=self._covisit_rows())
         table.update(self.index.matrix)
         covisits = self.covisits
-        cov_rows = covisits.rows_of(ids)  # catalog row -> co-visit row
+        cov_rows = self._covisit_rows()  # catalog row -> co-visit row
         counts = covisits.current_counts(cov_rows)
         scores = covisits.scores(histories, ids,
                                  lambda tail, w: borrowed(tail, w, self.index, table,
-                                                          cov_rows, counts, lending))
+                                                          cov_rows, counts, lending),
+                                 item_rows=cov_rows)
         return smooth(scores, table, counts, lending)
 
     async def count_covisits(self, choices: Sequence[Choice],

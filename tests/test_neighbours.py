@@ -180,3 +180,22 @@ def test_a_users_item_lends_its_text_neighbours_pairs():
     # chosen often, an item lends little of its neighbours' pairs
     catalog.covisits.add([Choice((), "h2", 1.0)] * 95)
     assert catalog.covisit_scores([["h2"]])[0, a] < 0.1 * plain.covisit_scores([["h"]])[0, a]
+
+
+def test_a_much_chosen_users_item_lends_nothing_below_the_minimum_share():
+    catalog = _catalog()
+    catalog.upsert([("h2", np.array([0.62, 0.785], np.float32))])
+    a = catalog.index.row("a")
+    catalog.covisits.add([Choice((), "h2", 1.0)] * 10_000)  # 5 / 10,005 of h's pairs: < 1 %
+    assert catalog.covisit_scores([["h2"]])[0, a] == 0.0
+
+
+def test_the_co_visit_rows_follow_the_catalog_and_new_counts():
+    catalog = _catalog()
+    before = catalog.covisit_scores([["h"]])
+    catalog.covisits.add([Choice(("h",), "b", 2.0)] * 3)  # b counted for the first time
+    assert catalog.covisit_scores([["h"]])[0, catalog.index.row("b")] > 0
+    catalog.remove(["a"])  # the last row moves into a's
+    after = catalog.covisit_scores([["h"]])
+    assert after.shape[1] == before.shape[1] - 1
+    assert after[0, catalog.index.row("b")] > 0

@@ -219,11 +219,13 @@ class CoVisits:
         return out
 
     def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str],
-               borrow: Borrow | None = None) -> np.ndarray:
+               borrow: Borrow | None = None, item_rows: np.ndarray | None = None
+               ) -> np.ndarray:
         """(len(histories), len(item_ids)): each history's co-visit score of every item,
         zero outside its ``keep`` best. ``borrow``, given a history's latest items and
         their weights, returns more rows here to read and their weights (a history item's
-        text neighbours, ``model.neighbours``)."""
+        text neighbours, ``model.neighbours``). ``item_rows``: ``rows_of(item_ids)``, when
+        the caller keeps it."""
         out = np.zeros((len(histories), len(item_ids)), np.float32)
         if not len(self.rows) or not len(item_ids):
             return out
@@ -236,7 +238,7 @@ class CoVisits:
         norms[norms > FADED_NORM] = 0.0
         target_norms = np.zeros(n, np.float64)  # of the items scored
         np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=counts > 0)
-        at = np.array([self.rows.get(i, -1) for i in item_ids], np.int64)
+        at = self.rows_of(item_ids) if item_rows is None else item_rows
         known = at >= 0
         for r, history in enumerate(histories):
             tail = list(history)[-self.history:]

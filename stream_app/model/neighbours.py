@@ -26,6 +26,7 @@ class RowsOf(Protocol):
 
 
 BLOCK = 2048  # rows per matrix product while computing neighbours
+BORROW_MIN = 0.01  # a user's item lends a neighbour's pairs from this share of its weight
 
 
 @dataclass(frozen=True)
@@ -187,5 +188,8 @@ def borrowed(tail: Sequence[str], weights: np.ndarray, index: "RowsOf",
     alpha = lending.weight * lending.shrink / (lending.shrink + counts[at])
     rows = cov_rows[neighbours.nb[at]]
     lent = (alpha * weights)[:, None] * w
-    keep = (rows >= 0) & (lent > 0)
+    # each row read costs a pass over the catalog: a neighbour is read only where it
+    # adds at least BORROW_MIN of the user's own item's weight (a much-chosen item lends
+    # a negligible share, and most of a dense log's are)
+    keep = (rows >= 0) & (lent >= BORROW_MIN * weights.max())
     return rows[keep], lent[keep]
