@@ -318,6 +318,8 @@ class Catalog:
         if (lending is None or table is None or not lending.applies(len(ids))
                 # ranked through candidates when serving: judged as served
                 or self.ann is not None and len(ids) >= self.ann.min_items):
+            if table is not None and len(table.nb):
+                table.clear()  # no stale table, and no set of changed rows growing
             return self.covisits.scores(histories, ids, item_rows=self._covisit_rows())
         table.update(self.index.matrix)
         covisits = self.covisits

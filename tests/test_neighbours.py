@@ -199,3 +199,31 @@ def test_the_co_visit_rows_follow_the_catalog_and_new_counts():
     after = catalog.covisit_scores([["h"]])
     assert after.shape[1] == before.shape[1] - 1
     assert after[0, catalog.index.row("b")] > 0
+
+
+def test_the_table_keeps_no_changes_until_computed_and_after_it_is_cleared():
+    rng = np.random.default_rng(5)
+    index = CatalogIndex(8)
+    table = TextNeighbours(3)
+    index.watch(table.changed)
+    index.upsert((f"i{n}", v) for n, v in enumerate(unit(rng, 50)))
+    assert not table._dirty  # nothing computed yet: the first update computes all
+    table.update(index.matrix)
+    index.upsert([("i0", unit(rng, 1)[0])])
+    assert table._dirty == {0}
+    table.clear()
+    index.upsert([("i1", unit(rng, 1)[0])])
+    assert not table._dirty and len(table.nb) == 0
+    table.update(index.matrix)
+    assert (table.nb == nearest(index.matrix, np.arange(50), 3)[0]).all()
+
+
+def test_a_catalog_grown_past_the_limit_drops_its_table_and_recomputes_below_it():
+    catalog = _catalog(covisit_text_max_items=4)
+    catalog.covisit_scores([["h"]])
+    assert len(catalog.neighbours.nb) == 4
+    catalog.upsert([("c", np.array([0.7, 0.7], np.float32))])  # 5 items: past the limit
+    catalog.covisit_scores([["h"]])
+    assert len(catalog.neighbours.nb) == 0
+    catalog.remove(["c"])
+    assert catalog.covisit_scores([["h"]])[0, catalog.index.row("a2")] > 0  # borrows again

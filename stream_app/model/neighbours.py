@@ -79,8 +79,19 @@ class TextNeighbours:
         self._shares: np.ndarray | None = None
 
     def changed(self, rows: Sequence[int]) -> None:
-        """Rows whose item or vector changed, or that were emptied (an index watcher)."""
-        self._dirty.update(int(r) for r in rows)
+        """Rows whose item or vector changed, or that were emptied (an index watcher).
+        Before the first ``update`` (or after ``clear``) nothing is kept: that update
+        computes every row, and a catalog too large to borrow keeps no set of rows."""
+        if len(self.nb):
+            self._dirty.update(int(r) for r in rows)
+
+    def clear(self) -> None:
+        """Forget the table (the catalog grew past borrowing); the next ``update``
+        computes it whole."""
+        self.nb = np.zeros((0, self.k), np.int64)
+        self.sim = np.zeros((0, self.k), np.float32)
+        self._dirty.clear()
+        self._borrowers = self._shares = None
 
     def update(self, matrix: np.ndarray) -> None:
         """Bring the table up to date with ``matrix`` (the catalog's rows): the changed
