@@ -324,12 +324,12 @@ class Catalog:
         table.update(self.index.matrix)
         covisits = self.covisits
         cov_rows = self._covisit_rows()  # catalog row -> co-visit row
-        counts = covisits.current_counts(cov_rows)
+        share_of = lending.shares(covisits.current_counts(cov_rows))  # by catalog row
         scores = covisits.scores(histories, ids,
                                  lambda tail, w: borrowed(tail, w, self.index, table,
-                                                          cov_rows, counts, lending),
+                                                          cov_rows, share_of),
                                  item_rows=cov_rows)
-        return smooth(scores, table, counts, lending)
+        return smooth(scores, table, share_of)
 
     async def count_covisits(self, choices: Sequence[Choice],
                              share: bool = True) -> None:

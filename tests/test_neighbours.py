@@ -17,6 +17,16 @@ def unit(rng: np.random.Generator, n: int, d: int = 8) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+def watched(seed: int, n: int, k: int) -> tuple[np.random.Generator, CatalogIndex, TextNeighbours]:
+    """A catalog index of n random items and a table of k neighbours watching it."""
+    rng = np.random.default_rng(seed)
+    index = CatalogIndex(8)
+    table = TextNeighbours(k)
+    index.watch(table.changed)
+    index.upsert((f"i{n}", v) for n, v in enumerate(unit(rng, n)))
+    return rng, index, table
+
+
 def test_nearest_is_the_brute_force_top_k_without_the_item_itself():
     m = unit(np.random.default_rng(0), 40)
     nb, sim = nearest(m, np.arange(40), 5)
@@ -38,11 +48,7 @@ def test_nearest_with_fewer_items_than_k_pads_with_the_item_at_minus_infinity():
 
 
 def test_the_table_follows_upserts_changes_and_removals_as_a_full_recompute_would():
-    rng = np.random.default_rng(2)
-    index = CatalogIndex(8)
-    table = TextNeighbours(4)
-    index.watch(table.changed)
-    index.upsert((f"i{n}", v) for n, v in enumerate(unit(rng, 60)))
+    rng, index, table = watched(2, 60, 4)
     table.update(index.matrix)
     for step in range(30):
         kind = step % 3
@@ -60,11 +66,7 @@ def test_the_table_follows_upserts_changes_and_removals_as_a_full_recompute_woul
 
 
 def test_update_recomputes_only_what_a_change_can_move():
-    rng = np.random.default_rng(3)
-    index = CatalogIndex(8)
-    table = TextNeighbours(3)
-    index.watch(table.changed)
-    index.upsert((f"i{n}", v) for n, v in enumerate(unit(rng, 200)))
+    rng, index, table = watched(3, 200, 3)
     table.update(index.matrix)
     before = table.nb.copy()
     index.upsert([("far", -index.matrix[0])])  # opposite an item: few rows can change
@@ -83,14 +85,14 @@ def test_smooth_lends_a_new_item_its_neighbours_scores_and_a_known_one_little():
     table.update(index.matrix)
     scores = np.array([[2.0, 0.0, 1.0]], np.float32)
     lending = TextLending(weight=1.0, neighbours=1, shrink=5.0, max_items=10)
-    out = smooth(scores, table, np.array([100.0, 0.0, 100.0]), lending)
+    out = smooth(scores, table, lending.shares(np.array([100.0, 0.0, 100.0])))
     assert out[0, 1] == pytest.approx(2.0)  # never chosen: its neighbour's score, in full
     assert out[0, 0] == pytest.approx(2.0 + 5 / 105 * 0.0)  # its neighbour a2 scores 0
     # b's nearest (a2) has a positive cosine but scores 0: b keeps its own
     assert out[0, 2] == pytest.approx(1.0)
-    half = smooth(scores, table, np.array([100.0, 5.0, 100.0]), lending)
+    half = smooth(scores, table, lending.shares(np.array([100.0, 5.0, 100.0])))
     assert half[0, 1] == pytest.approx(1.0)  # after `shrink` choices: half as much
-    off = smooth(scores, table, np.zeros(3), TextLending(0.0, 1, 5.0, 10))
+    off = smooth(scores, table, TextLending(0.0, 1, 5.0, 10).shares(np.zeros(3)))
     assert (off == scores).all()
 
 
@@ -99,8 +101,8 @@ def test_a_neighbour_with_a_negative_cosine_lends_nothing():
     index.upsert([("a", np.array([1.0, 0.0])), ("b", np.array([-1.0, 0.0]))])
     table = TextNeighbours(1)
     table.update(index.matrix)
-    out = smooth(np.array([[3.0, 0.0]], np.float32), table, np.zeros(2),
-                 TextLending(1.0, 1, 5.0, 10))
+    out = smooth(np.array([[3.0, 0.0]], np.float32), table,
+                 TextLending(1.0, 1, 5.0, 10).shares(np.zeros(2)))
     assert out[0, 1] == 0.0
 
 
@@ -164,8 +166,8 @@ def test_smooth_on_sparse_rows_is_the_dense_weighted_mean_of_the_neighbours():
     w = np.maximum(table.sim, 0)
     w /= np.maximum(w.sum(1, keepdims=True), 1e-12)
     want = scores + 1.5 * 4.0 / (4.0 + counts) * np.einsum("jk,bjk->bj", w, scores[:, table.nb])
-    assert np.allclose(smooth(scores, table, counts, lending), want, atol=1e-6)
-    assert (smooth(np.zeros((2, 300), np.float32), table, counts, lending) == 0).all()
+    assert np.allclose(smooth(scores, table, lending.shares(counts)), want, atol=1e-6)
+    assert (smooth(np.zeros((2, 300), np.float32), table, lending.shares(counts)) == 0).all()
 
 
 def test_a_users_item_lends_its_text_neighbours_pairs():
@@ -202,11 +204,7 @@ def test_the_co_visit_rows_follow_the_catalog_and_new_counts():
 
 
 def test_the_table_keeps_no_changes_until_computed_and_after_it_is_cleared():
-    rng = np.random.default_rng(5)
-    index = CatalogIndex(8)
-    table = TextNeighbours(3)
-    index.watch(table.changed)
-    index.upsert((f"i{n}", v) for n, v in enumerate(unit(rng, 50)))
+    rng, index, table = watched(5, 50, 3)
     assert not table._dirty  # nothing computed yet: the first update computes all
     table.update(index.matrix)
     index.upsert([("i0", unit(rng, 1)[0])])

@@ -215,7 +215,7 @@ class CoVisits:
         out[known] = self.counts[rows[known]]
         if (self.reference is not None and self.latest is not None
                 and not math.isinf(self.half_life)):
-            out /= 2.0 ** ((self.latest - self.reference) / self.half_life)
+            out /= self._scale(self.latest, math.inf)
         return out
 
     def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str],

@@ -17,6 +17,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+
 class RowsOf(Protocol):
     """What ``borrowed`` needs of a catalog index."""
 
@@ -25,7 +26,7 @@ class RowsOf(Protocol):
     def row(self, item_id: str) -> int: ...
 
 
-BLOCK = 2048  # rows per matrix product while computing neighbours
+BLOCK = 512  # rows per matrix product while computing neighbours (2 MB per 1,000 items)
 BORROW_MIN = 0.01  # a user's item lends a neighbour's pairs from this share of its weight
 
 
@@ -41,6 +42,12 @@ class TextLending:
 
     def applies(self, n_items: int) -> bool:
         return self.weight > 0 and 0 < n_items <= self.max_items
+
+    def shares(self, counts: np.ndarray) -> np.ndarray:
+        """What an item chosen ``counts`` (faded) times borrows of its neighbours' scores
+        or lends of their pairs: ``weight * shrink / (shrink + n)``."""
+        return (self.weight * self.shrink
+                / (self.shrink + np.asarray(counts, np.float64))).astype(np.float32)
 
 
 def nearest(matrix: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,11 +79,10 @@ class TextNeighbours:
 
     def __init__(self, k: int) -> None:
         self.k = k
-        self.nb = np.zeros((0, k), np.int64)
-        self.sim = np.zeros((0, k), np.float32)
         self._dirty: set[int] = set()
         self._borrowers: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._shares: np.ndarray | None = None
+        self.clear()
 
     def changed(self, rows: Sequence[int]) -> None:
         """Rows whose item or vector changed, or that were emptied (an index watcher).
@@ -104,7 +110,7 @@ class TextNeighbours:
         dirty = np.array(sorted(self._dirty | set(range(min(old, n), n))), np.int64)
         self._dirty.clear()
         if n == 0:
-            self.nb, self.sim = np.zeros((0, self.k), np.int64), np.zeros((0, self.k), np.float32)
+            self.clear()
             return
         if old == 0 or len(dirty) * 4 >= n:
             self.nb, self.sim = nearest(matrix, np.arange(n), self.k)
@@ -125,7 +131,6 @@ class TextNeighbours:
         self.sim = np.concatenate([sim, np.zeros((n - keep, self.k), np.float32)])
         if len(redo):
             self.nb[redo], self.sim[redo] = nearest(matrix, redo, self.k)
-
 
     def shares(self) -> np.ndarray:
         """(N, k) each neighbour's share of a row's borrowing: its positive cosine, the
@@ -154,14 +159,13 @@ class TextNeighbours:
         return self._borrowers
 
 
-def smooth(scores: np.ndarray, neighbours: TextNeighbours, counts: np.ndarray,
-           lending: TextLending) -> np.ndarray:
+def smooth(scores: np.ndarray, neighbours: TextNeighbours, share_of: np.ndarray
+           ) -> np.ndarray:
     """``scores`` (b, N) co-visit scores of the catalog's rows, each item's plus
-    ``weight * shrink / (shrink + n)`` times the mean of its neighbours' scores weighted
-    by their (positive) cosine, ``n`` the item's (faded) choice count."""
-    if lending.weight <= 0 or not scores.size:
+    ``share_of`` it (``TextLending.shares`` of its choice count) times the mean of its
+    neighbours' scores weighted by their (positive) cosine."""
+    if not scores.size:
         return scores
-    weight, shrink = lending.weight, lending.shrink
     b, n = scores.shape
     ptr, borrower, share = neighbours.borrowers()
     # co-visit rows are sparse (``keep`` items each): each non-zero score is lent to the
@@ -175,30 +179,27 @@ def smooth(scores: np.ndarray, neighbours: TextNeighbours, counts: np.ndarray,
     ends = np.cumsum(fan)
     at = np.repeat(ptr[cols] - (ends - fan), fan) + np.arange(total)
     to = borrower[at]
-    alpha = (weight * shrink / (shrink + np.asarray(counts, np.float64))).astype(np.float32)
     out = np.array(scores, np.float32)
     np.add.at(out.reshape(-1), np.repeat(rows, fan) * n + to,
-              np.repeat(scores.reshape(-1)[flat], fan) * share[at] * alpha[to])
+              np.repeat(scores.reshape(-1)[flat], fan) * share[at] * share_of[to])
     return out
 
 
 def borrowed(tail: Sequence[str], weights: np.ndarray, index: "RowsOf",
-             neighbours: TextNeighbours, cov_rows: np.ndarray, counts: np.ndarray,
-             lending: TextLending) -> tuple[np.ndarray, np.ndarray]:
+             neighbours: TextNeighbours, cov_rows: np.ndarray, share_of: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
     """A user's latest items (``tail``, with their co-visit ``weights``) lend the user
     their text neighbours' pairs: each neighbour's co-visit row (``cov_rows``, by catalog
-    row; -1: never counted) with its share of the item's weight times
-    ``weight * shrink / (shrink + n)``, ``n`` the item's choice count (``counts`` by
-    catalog row). ``CoVisits.scores``'s ``borrow``."""
+    row; -1: never counted) with its share of the item's weight times the item's
+    ``share_of`` (``TextLending.shares`` of its choice count, by catalog row).
+    ``CoVisits.scores``'s ``borrow``."""
     at = np.array([index.row(i) if i in index else -1 for i in tail], np.int64)
     known = at >= 0
     if not known.any():
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     at, weights = at[known], np.asarray(weights, np.float64)[known]
-    w = neighbours.shares()[at]
-    alpha = lending.weight * lending.shrink / (lending.shrink + counts[at])
     rows = cov_rows[neighbours.nb[at]]
-    lent = (alpha * weights)[:, None] * w
+    lent = (share_of[at] * weights)[:, None] * neighbours.shares()[at]
     # each row read costs a pass over the catalog: a neighbour is read only where it
     # adds at least BORROW_MIN of the user's own item's weight (a much-chosen item lends
     # a negligible share, and most of a dense log's are)
