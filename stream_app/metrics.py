@@ -67,7 +67,7 @@ class Metrics:
             "Times the trainer stopped consuming because trainer_max_pending examples waited",
             registry=self.registry)
         self.trainer_rounds = Counter("stream_app_trainer_rounds_total",
-                                      "Training rounds by outcome (promoted, refused)",
+                                      "Training rounds by outcome (promoted, refused, superseded, failed)",
                                       ["outcome"], registry=self.registry)
         self.trainer_round_seconds = Histogram(
             "stream_app_trainer_round_seconds", "Time of a training round (fit and scoring)",

@@ -620,12 +620,13 @@ def trainer_openapi(settings: Settings | None = None) -> dict[str, Any]:
         "uptime_s": {"type": "number"},
         "lag_s": {"type": "number", "description": "how long its latest batch waited in Kafka"},
         "pending_examples": {"type": "integer", "minimum": 0},
+        "training": {"type": "boolean", "description": "a round is running"},
         "buffered_examples": {"type": "integer", "minimum": 0},
         "counts": _counts("the trainer's counters"),
         "last_round": {"anyOf": [trained_schema(), {"type": "null"}],
                        "description": "the last round's announcement (model-updates)"},
     }, ("model_version", "memory_bytes", "uptime_s", "lag_s", "pending_examples",
-        "buffered_examples", "counts", "last_round"))
+        "training", "buffered_examples", "counts", "last_round"))
     paths["/stats"] = _operation(
         "trainerStats", "Version, lag, pending and buffered examples, memory, last round",
         {"200": _json(_ref("TrainerStats"), "the trainer's figures"),

@@ -9,6 +9,7 @@ trains on earlier examples only and is judged on the newest window it holds out.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import multiprocessing
 import os
@@ -35,6 +36,8 @@ from stream_app.pipeline import (MAX_OWED_BATCHES, Outputs, Owed, Processor, Sna
                                  choices, place)
 from stream_app.store import Store, UserRecord
 from stream_app.versions import Registry
+
+SUPERSEDED = "superseded"  # a round's reason when an operator chose meanwhile
 
 # Implicit positives: activity of the types in CHOICES (model.interest). Explicit ones and
 # explicit negatives: these feedback types.
@@ -345,6 +348,20 @@ class Trainer:
         if train_from:
             self.lineage = adapter
 
+    @property
+    def training(self) -> bool:
+        """A round is running."""
+        return self._lock.locked()
+
+    async def _superseded(self, candidate: Adapter, announcement: dict[str, Any]) -> None:
+        """An operator made another version current while ``candidate`` trained: it is kept,
+        not promoted, and says so."""
+        now = await self.registry.current()
+        announcement.update(promoted=False, reason=f"{SUPERSEDED}: {now} was made current "
+                            "during the round")
+        await self.registry.save(candidate, announcement)
+        log("model_superseded", level=logging.WARNING, version=candidate.version, current=now)
+
     async def round(self) -> dict[str, Any] | None:
         """Train a candidate on earlier examples, judge it against the current version on
         the newest window, save it, promote it unless it is worse. The announcement.
@@ -396,17 +413,22 @@ class Trainer:
         }
         await self.registry.save(candidate, announcement)
         if promoted:
-            await self.registry.promote(version, reason="trainer: " + reason)
-            self._serve(candidate)
+            if await self.registry.promote(version, reason="trainer: " + reason,
+                                           replacing=current_version):
+                self._serve(candidate)
+            else:  # the operator's choice stands; the next round trains from it
+                await self._superseded(candidate, announcement)
         else:
             self._standing.add(ours, text_only)
             if (not self.current.is_base
                     and self._standing.should_revert(self.s.trainer_revert_windows)):
                 base = Adapter.base(self.registry.base_version)
-                await self.registry.promote(base.version, reason="trainer: the current version "
-                                            "scored below the plain encoder on held-out")
-                announcement["reverted_to"] = base.version
-                self._serve(base, train_from=False)
+                if await self.registry.promote(
+                        base.version, replacing=current_version,
+                        reason="trainer: the current version scored below the plain encoder "
+                               "on held-out"):
+                    announcement["reverted_to"] = base.version
+                    self._serve(base, train_from=False)
         await self.registry.prune(self.s.model_keep_versions)
         announcement["round_seconds"] = round(time.perf_counter() - started, 2)
         log("model_trained", version=version, promoted=promoted,
@@ -414,6 +436,14 @@ class Trainer:
             candidate_ndcg=theirs["ndcg@10"], current_ndcg=ours["ndcg@10"],
             loss=fitted["loss"], seconds=announcement["round_seconds"])
         return announcement
+
+
+def outcome(announcement: dict[str, Any]) -> str:
+    """A round's outcome as metrics label it: promoted, refused (it scored worse) or
+    superseded (an operator chose a version while it trained)."""
+    if announcement["promoted"]:
+        return "promoted"
+    return SUPERSEDED if announcement["reason"].startswith(SUPERSEDED) else "refused"
 
 
 _NO_INTERESTS = np.zeros((0, 0), np.float16)

@@ -27,7 +27,7 @@ from stream_app.logs import log
 from stream_app.pipeline import Outputs, Rejected
 from stream_app.runtime import ProcessRuntime
 from stream_app.store import TRAINER_SCOPE, Store, connect
-from stream_app.trainer import Trainer
+from stream_app.trainer import Trainer, outcome
 from stream_app.versions import Registry
 from stream_app.web import denied, register_health, register_metrics
 
@@ -94,8 +94,7 @@ class TrainerRuntime(ProcessRuntime):
             return None
         if announcement is not None:
             self.last_round = announcement
-            self.metrics.trainer_rounds.labels(
-                "promoted" if announcement["promoted"] else "refused").inc()
+            self.metrics.trainer_rounds.labels(outcome(announcement)).inc()
             self.metrics.trainer_round_seconds.observe(announcement["round_seconds"])
             self.metrics.trainer_pending.set(len(self.trainer.pending))
         return announcement
@@ -115,6 +114,7 @@ class TrainerRuntime(ProcessRuntime):
                 "memory_bytes": self.memory(),
                 "uptime_s": round(time.time() - self.started_at, 1),
                 "lag_s": round(self.lag_s, 3), "pending_examples": len(self.trainer.pending),
+                "training": self.trainer.training,
                 "buffered_examples": len(self.trainer.buffer), "counts": dict(self.counts),
                 "last_round": self.last_round}
 

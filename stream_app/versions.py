@@ -26,6 +26,20 @@ class UnknownVersion(LookupError):
     """Asked for a version the registry does not hold."""
 
 
+# KEYS: current, meta, history. ARGV: version, meta JSON ('' leaves meta alone), history
+# length kept, the version that must be current ('' for any), the base version (what an
+# absent current means). 1 when ``version`` was made current, 0 when another was current.
+_PROMOTE_SCRIPT = """
+local current = redis.call('GET', KEYS[1]) or ARGV[5]
+if ARGV[4] ~= '' and current ~= ARGV[4] then return 0 end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
+return 1
+"""
+
+
 class Registry:
     def __init__(self, client: Any, prefix: str, base_version: str) -> None:
         self.r = client
@@ -36,6 +50,7 @@ class Registry:
         self._current = keys + "current"
         self._history = keys + "history"
         self._seq = keys + "seq"
+        self._promote = client.register_script(_PROMOTE_SCRIPT)
 
     async def next_version(self) -> str:
         n = await self.r.incr(self._seq)
@@ -80,18 +95,22 @@ class Registry:
     async def history(self) -> list[str]:
         return [v.decode() for v in await self.r.lrange(self._history, 0, -1)]
 
-    async def promote(self, version: str, reason: str) -> None:
-        """Make ``version`` current (the base version or any stored one)."""
-        pipe = self.r.pipeline(transaction=True)
+    async def promote(self, version: str, reason: str, replacing: str | None = None) -> bool:
+        """Make ``version`` current (the base version or any stored one).
+
+        With ``replacing``, only while that version is still current: False, and nothing
+        changed, when another was made current meanwhile (an operator's promote or rollback
+        during a training round stands). One script, so no second writer slips between."""
+        meta = ""
         if version != self.base_version:
-            meta = await self.meta(version)  # raises UnknownVersion
+            record = await self.meta(version)  # raises UnknownVersion
             await self.load(version)  # raises ValueError for a broken version
-            meta.setdefault("promotions", []).append({"at": time.time(), "reason": reason})
-            pipe.hset(self._meta, version, json.dumps(meta))
-        pipe.set(self._current, version)
-        pipe.rpush(self._history, version)
-        pipe.ltrim(self._history, -MODEL_HISTORY_MAX, -1)
-        await pipe.execute()
+            record.setdefault("promotions", []).append({"at": time.time(), "reason": reason})
+            meta = json.dumps(record)
+        done = await self._promote(keys=[self._current, self._meta, self._history],
+                                   args=[version, meta, MODEL_HISTORY_MAX, replacing or "",
+                                         self.base_version])
+        return bool(done)
 
     async def rollback(self, version: str | None = None) -> str:
         """Back to ``version``, or to the version current before this one; returns it."""

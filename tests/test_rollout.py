@@ -52,6 +52,17 @@ def _wait_for_version(worker: WorkerProcess, version: str, timeout: float = 30.0
         time.sleep(0.1)
 
 
+def _wait_idle(trainer: WorkerProcess, timeout: float = 120.0) -> None:
+    """Until the trainer holds no pending examples and runs no round."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = http(trainer, "/stats")[1]
+        if not stats["pending_examples"] and not stats["training"]:
+            return
+        assert time.monotonic() < deadline, f"trainer still busy: {stats}"
+        time.sleep(0.2)
+
+
 def test_a_promotion_mid_stream_loses_and_doubles_nothing(stack, sample_catalog):
     s = stack.settings
     worker = stack.workers[0]
@@ -170,6 +181,7 @@ def test_trainer_process_trains_announces_and_operators_promote_and_roll_back(
 
             listed = _model_cli(s, "list")
             assert listed.returncode == 0 and version in listed.stdout, listed.stderr
+            _wait_idle(trainer)  # a round that started later would train from the operator's
             promoted = _model_cli(s, "promote", version)
             assert promoted.returncode == 0, promoted.stderr
             _wait_for_version(worker, version)

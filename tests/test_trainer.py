@@ -21,7 +21,7 @@ from stream_app.model.interest import UserState
 from stream_app.model.sequence import fit_sequence, windows_of
 from stream_app.pipeline import Processor
 from stream_app.store import TRAINER_SCOPE, Store, connect
-from stream_app.trainer import Trainer
+from stream_app.trainer import Trainer, outcome
 from stream_app.trainer_app import feedback_rejected
 from stream_app.versions import Registry, follow
 from tests.fakes import FakeEncoder
@@ -377,6 +377,44 @@ def test_a_worse_candidate_is_not_promoted(redis_url):
             listed = {r["version"]: r for r in await w.registry.versions()}
             assert listed[second["version"]]["promoted"] is False  # kept, for the record
             assert listed[first["version"]]["current"] is True
+
+    run(go())
+
+
+def test_an_operators_promote_during_a_round_stands(redis_url):
+    s = _settings(redis_url)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer(s.replace(trainer_batch_size=2000))
+            chosen = await w.registry.next_version()
+            await w.registry.save(w.adapter(chosen, 3), {"created_at": 1.0})
+            numbering = w.registry.next_version
+
+            async def operator_promotes_meanwhile() -> str:
+                # the round has read which version is current; the operator acts now
+                await w.registry.promote(chosen, reason="operator")
+                return await numbering()
+
+            w.registry.next_version = operator_promotes_meanwhile
+            await trainer.observe(w.records(s.topic_activity, pairs(range(1000), seed=1)))
+            first = await trainer.round()
+            w.registry.next_version = numbering
+            assert first["promoted"] is False  # it beat the encoder, but too late
+            assert first["reason"] == f"superseded: {chosen} was made current during the round"
+            assert outcome(first) == "superseded"
+            assert await w.registry.current() == chosen
+            assert (await w.registry.meta(first["version"]))["promoted"] is False
+            assert await w.registry.history() == [chosen]
+            # no stale write either way: the trainer's own promote needs what it read current
+            assert not await w.registry.promote(first["version"], "late", replacing="enc-x")
+            assert await w.registry.current() == chosen
+
+            await trainer.observe(w.records(s.topic_activity, pairs(range(1000, 2000), 2)))
+            second = await trainer.round()
+            assert second["parent"] == chosen  # the next round trains from the operator's
+            assert await w.registry.current() == (second["version"] if second["promoted"]
+                                                  else chosen)
 
     run(go())
 
