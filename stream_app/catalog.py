@@ -332,13 +332,14 @@ class Catalog:
         return smooth(scores, table, share_of)
 
     async def count_covisits(self, choices: Sequence[Choice],
-                             share: bool = True) -> None:
+                             share: bool = True, token: str = "") -> None:
         """Count these choices here at once, and (``share``) for every other worker
-        (logged first: a failed log write leaves nothing counted). The log holds only the
-        earlier items a choice is counted with (``CoVisits.trimmed``)."""
+        (logged first: a failed log write leaves nothing counted; the same ``token`` again
+        logs nothing twice). The log holds only the earlier items a choice is counted with
+        (``CoVisits.trimmed``)."""
         if share:
             choices = self.covisits.trimmed(choices)  # counts as the whole choices do
-            await self.store.add_covisits(self.source, choices, self.covisit_log_max)
+            await self.store.add_covisits(self.source, choices, self.covisit_log_max, token)
         self.covisits.add(choices)
 
     async def refresh_covisits(self) -> int:

@@ -28,7 +28,7 @@ from stream_app.model.interest import (CHOICES, UserState, apply_event, event_we
                                        forgotten_ids)
 from stream_app.model.popularity import NOT_POPULAR
 from stream_app.model.scoring import Parts, parts, rank_parts
-from stream_app.store import Store, UserRecord, UserWrite, Written, text_key
+from stream_app.store import Store, UserRecord, UserWrite, Written, new_token, text_key
 
 
 @dataclass(frozen=True)
@@ -117,22 +117,73 @@ class Snapshot:
 
 
 @dataclass
+class Calls:
+    """What a batch owes one shared count (popularity, co-visits, history), as calls each
+    made once: a call that failed keeps its token, so its retry, which Redis may already
+    have run with the reply lost on the way back, adds nothing twice; what is owed after
+    a call was tried goes in a call of its own."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any]]] = []
+        self._open = False  # the last call takes more (not tried yet)
+
+    def __bool__(self) -> bool:
+        return bool(self.calls)
+
+    def add(self, items: Sequence[Any]) -> None:
+        if not items:
+            return
+        if self._open:
+            self.calls[-1][1].extend(items)
+        else:
+            self.calls.append((new_token(), list(items)))
+            self._open = True
+
+    def items(self) -> list[Any]:
+        return [item for _, items in self.calls for item in items]
+
+    async def make(self, call: Callable[[str, list[Any]],
+                                        Awaitable[tuple[list[Any], Exception | None]]]
+                   ) -> None:
+        """``call(token, items)`` for each call in turn, struck once made. It raises when
+        nothing went through, or returns the items it could not send with the error
+        (those stay owed under the same token, and the error is raised)."""
+        self._open = False
+        while self.calls:
+            token, items = self.calls[0]
+            left, error = await call(token, items)
+            if error is not None:
+                self.calls[0] = (token, left)
+                raise error
+            self.calls.pop(0)
+
+
+@dataclass
 class Owed:
     """What a batch's applied events still have to add to the shared counts."""
 
-    popular: list[tuple[str, float, float]] = field(default_factory=list)
-    choices: list[Choice] = field(default_factory=list)
+    popular: Calls = field(default_factory=Calls)  # (item, weight, ts) increments
+    choices: Calls = field(default_factory=Calls)  # co-visits
+    history: Calls = field(default_factory=Calls)  # (user, snapshot) entries
     applied: int = 0  # events this batch applied, over all its attempts
-    history: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user, snapshot)
     # the snapshot of each event this batch applied, by its record's place in the log
     snapshots: dict[tuple[str, int, int], "Snapshot"] = field(default_factory=dict)
+    # places whose history entries were taken (they are in ``history`` or were appended)
+    historied: set[tuple[str, int, int]] = field(default_factory=set)
     observed: bool = False  # the trainer took this batch's examples
+    # users whose write was sent without an answer (an error, a lost compare-and-set):
+    # its token and what it applied; a later read that finds the token booked them
+    tentative: dict[str, tuple[str, "_Folded"]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.applied or self.popular or self.choices or self.history
+                    or self.tentative or self.observed)
 
     def add(self, popular: list[tuple[str, float, float]],
             chosen: list[Choice], applied: int,
             snapshots: Sequence["Snapshot"] = ()) -> None:
-        self.popular += popular
-        self.choices += chosen
+        self.popular.add(popular)
+        self.choices.add(chosen)
         self.applied += applied
         self.snapshots.update((place(s.pending.record), s) for s in snapshots if s.applied)
 
@@ -259,14 +310,17 @@ class Processor:
         key = tuple(place(r) for r in records)
         owed = self._owed.pop(key, None) or Owed()
         try:
-            snapshots = await self.apply_activity(records, out, owed)
+            # events a failed attempt applied are ranked (and kept) as they were applied
+            snapshots = owed.as_applied(await self.apply_activity(records, out, owed))
             ranked = self._rank(snapshots, out)
             if self.s.user_history > 0:
-                owed.history += self._history(snapshots, ranked)
+                fresh = [s for s in snapshots if place(s.pending.record) not in owed.historied]
+                owed.history.add(self._history(fresh, ranked))
+                owed.historied.update(place(s.pending.record) for s in fresh if s.applied)
             # counted after ranking: no event is ranked with popularity or co-visits it caused
             await self.count(owed)
         except Exception:
-            if owed.applied or owed.popular or owed.choices or owed.history:
+            if owed:
                 self._owed[key] = owed
                 while len(self._owed) > MAX_OWED_BATCHES:
                     del self._owed[next(iter(self._owed))]
@@ -292,25 +346,30 @@ class Processor:
 
     async def count(self, owed: "Owed", share: bool = True) -> None:
         """Popularity increments, then co-visits (``share``: logged for the other workers
-        too; the trainer keeps its own); each part (each popularity shard) is struck from
-        ``owed`` once done, so a retry after a failure in between counts nothing twice."""
-        if owed.popular:
-            failed = await self.store.count_popularity(owed.popular,
-                                                       self.s.popularity_half_life_s)
-            if failed:
-                shard = self.store.popularity_shard
-                self.catalog.popularity.add(p for p in owed.popular
-                                            if shard(p[0]) not in failed)
-                owed.popular = [p for p in owed.popular if shard(p[0]) in failed]
-                raise next(iter(failed.values()))
-            self.catalog.popularity.add(owed.popular)
-            owed.popular = []
-        if owed.choices:
-            await self.catalog.count_covisits(owed.choices, share)
-            owed.choices = []
-        if owed.history:
-            await self.store.append_history(owed.history, self.s.user_history, self.s.user_ttl_s)
-            owed.history = []
+        too; the trainer keeps its own), then history; each call (each popularity shard)
+        is struck from ``owed`` once done and a retried one carries its token, so nothing
+        counts twice: not after a failure in between, not when Redis ran a call whose
+        reply was lost."""
+        shard = self.store.popularity_shard
+
+        async def popular(token: str, increments: list) -> tuple[list, Exception | None]:
+            failed = await self.store.count_popularity(increments,
+                                                       self.s.popularity_half_life_s, token)
+            self.catalog.popularity.add(p for p in increments if shard(p[0]) not in failed)
+            return ([p for p in increments if shard(p[0]) in failed],
+                    next(iter(failed.values()), None))
+
+        async def covisits(token: str, chosen: list) -> tuple[list, None]:
+            await self.catalog.count_covisits(chosen, share, token)
+            return [], None
+
+        async def history(token: str, entries: list) -> tuple[list, None]:
+            await self.store.append_history(entries, self.s.user_history, self.s.user_ttl_s)
+            return [], None
+
+        await owed.popular.make(popular)
+        await owed.choices.make(covisits)
+        await owed.history.make(history)
 
     async def _with_vectors(self, events: list[tuple[Record, ActivityEvent]],
                             out: Outputs) -> list[_Pending]:
@@ -343,36 +402,58 @@ class Processor:
         for p in pending:
             by_user.setdefault(p.event.user_id, []).append(p)
         snapshots: dict[int, Snapshot] = {}
+
+        def book(uid: str, f: _Folded, ranked: list[Snapshot]) -> None:
+            snapshots.update((id(s.pending), s) for s in ranked)
+            out.counts["applied"] += f.applied
+            out.counts["rewound"] += f.rewound
+            out.counts["forgotten"] += f.forgotten
+            out.counts["duplicates"] += len(by_user[uid]) - f.applied
+            owed.add(f.write.popular if f.write is not None else [], choices(f.snapshots),
+                     f.applied, f.snapshots)
+
         todo = list(by_user)
         attempt = 0
         while todo:
             current = await self.store.read_users(todo)
-            folded = {uid: self._fold(uid, by_user[uid], current[uid]) for uid in todo}
+            token = new_token()
+            folded = {}
+            for uid in todo:
+                f = self._fold(uid, by_user[uid], current[uid], token)
+                sent = owed.tentative.pop(uid, None)
+                if sent is not None and current[uid].writer == sent[0]:
+                    # a write whose answer was lost went through: what it applied is owed
+                    # (ranked as this read finds the user: the same states)
+                    book(uid, sent[1], f.snapshots)
+                else:
+                    folded[uid] = f
             writes = [f.write for f in folded.values() if f.write is not None]
-            written = await self.store.write_users(writes, self.s.seen_max) if writes \
-                else Written([], {})
-            lost = set(written.lost)
+            try:
+                written = await self.store.write_users(writes, self.s.seen_max) if writes \
+                    else Written([], {})
+            except Exception:
+                owed.tentative.update((uid, (token, f)) for uid, f in folded.items()
+                                      if f.write is not None)
+                raise
+            # not written as far as the answer says; a retry sent by the client itself
+            # answers "lost" for a write its first try made: the next read tells
+            unsure = set(written.lost) | set(written.failed)
+            owed.tentative.update((uid, (token, folded[uid])) for uid in unsure)
             for uid, f in folded.items():
-                if uid in lost or uid in written.failed:
-                    continue
-                snapshots.update((id(s.pending), s) for s in f.snapshots)
-                out.counts["applied"] += f.applied
-                out.counts["rewound"] += f.rewound
-                out.counts["forgotten"] += f.forgotten
-                out.counts["duplicates"] += len(by_user[uid]) - f.applied
-                owed.add(f.write.popular if f.write is not None else [], choices(f.snapshots),
-                         f.applied, f.snapshots)
+                if uid not in unsure:
+                    book(uid, f, f.snapshots)
             if written.failed:
                 raise next(iter(written.failed.values()))
-            if lost:
+            if written.lost:
                 attempt += 1
-                self.metrics.cas_conflicts.inc(len(lost))
-                log("cas_conflict", users=len(lost), attempt=attempt)
+                self.metrics.cas_conflicts.inc(len(written.lost))
+                log("cas_conflict", users=len(written.lost), attempt=attempt)
                 await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
-            todo = [uid for uid in todo if uid in lost]
+            todo = [uid for uid in todo if uid in written.lost]
         return [snapshots[id(p)] for p in pending]
 
-    def _fold(self, uid: str, items: list[_Pending], record: UserRecord) -> "_Folded":
+    def _fold(self, uid: str, items: list[_Pending], record: UserRecord, token: str = ""
+              ) -> "_Folded":
         """The user's events folded in order into a state to write back; a ``forget``
         starts the user over (nothing kept from before it)."""
         state = record.state
@@ -405,7 +486,7 @@ class Processor:
         if f.applied:
             f.write = UserWrite(uid, record.version, state, new_seen, popular, reset,
                                 self.s.forget_tombstone_s if reset and not state.n_events
-                                else self.s.user_ttl_s)
+                                else self.s.user_ttl_s, token)
         return f
 
     def _rank(self, snapshots: list[Snapshot], out: Outputs

@@ -2,7 +2,8 @@
 
 Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot;
 S is the state scope: empty for workers, ":trainer" for the trainer's own replica):
-  PS:{u:<user>}:state  hash meta (the state, format 2 below), vec (empty), ver (CAS token)
+  PS:{u:<user>}:state  hash meta (the state, format 2 below), vec (empty), ver (CAS token),
+                       by (the token of the write that made ver)
   PS:{u:<user>}:seen   zset item_id -> last interaction ts, whole seconds (trimmed to seen_max)
   P:{u:<user>}:history list of snapshots, oldest first, one per applied event (workers
                        only, trimmed to user_history): event ts/id/type/item, each interest's
@@ -23,6 +24,10 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
   own: shard 0 keeps the names above, shard k > 0 appends ":k" (PS:popularity:3 and
   PS:popularity:3:log{PS:popularity:3}, PS:covisit:log:3). An item's count lives in shard
   crc32(item_id) % N; a worker logs its co-visits to shard crc32(its source id) % N.
+  <key>:once{<key>}    (``<key>:once`` when the key has a hash tag) zset of the tokens
+                       of the calls made on a popularity shard or co-visit log shard in
+                       the last ONCE_TTL_S, scored by time: a call sent again (a retry
+                       after a lost reply) is not made twice
   P:stats              hash of deployment-wide counters
 
 User state formats (``state_format``; every format is read, one is written):
@@ -47,7 +52,9 @@ import asyncio
 import hashlib
 import json
 import math
+import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -69,14 +76,17 @@ _V2 = b"\x02"  # first byte of a format-2 state or history entry (format 1 start
 _LOG_CHUNK = 2000  # items per log entry (Lua's unpack takes at most ~8000 values)
 
 # KEYS: state, seen, history. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen
-# set and the history start over), ttl (s, 0: none), then score/member pairs.
+# set and the history start over), ttl (s, 0: none), the writer's token (``by``: a retry
+# that finds its own token knows an attempt whose reply was lost wrote it), then
+# score/member pairs.
 _CAS_SCRIPT = """
 local cur = redis.call('HGET', KEYS[1], 'ver')
 if (cur or '0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1))
+redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1),
+           'by', ARGV[7])
 if ARGV[5] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
-if #ARGV > 6 then
-  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 7))
+if #ARGV > 7 then
+  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 8))
   local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
   if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
 end
@@ -94,12 +104,36 @@ return 1
 """
 
 
-# KEYS: history. ARGV: keep, ttl (s, 0: none), then the entries, oldest first.
+# KEYS: history. ARGV: keep, ttl (s, 0: none), then the entries, oldest first. The same
+# call again (a retry after a lost reply) appends nothing: the list then already ends
+# with its last entry (an event's entry holds its id and time, and one user's batches
+# append one after another).
 _HISTORY_SCRIPT = """
+if redis.call('LINDEX', KEYS[1], -1) == ARGV[#ARGV] then return 2 end
 redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 local ttl = tonumber(ARGV[2])
 if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
+return 1
+"""
+
+
+# A call made once per token: KEYS[1] a sorted set of the tokens of calls already made
+# (scored by time, those older than ONCE_TTL_S dropped), ARGV[1] this call's token,
+# ARGV[2] the time now. The same call again (redis-py or the batch retrying a call whose
+# reply was lost) returns 2 and changes nothing.
+ONCE_TTL_S = 3600
+_ONCE_LUA = """
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 2 end
+local now = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - %d)
+redis.call('EXPIRE', KEYS[1], %d)
+""" % (ONCE_TTL_S, ONCE_TTL_S)
+
+# KEYS: once-set, co-visit log. ARGV: token, now, maxlen, then field/value pairs.
+_COVISIT_SCRIPT = _ONCE_LUA + """
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 return 1
 """
 
@@ -124,15 +158,15 @@ local function log(key, maxlen, order, values)
 end
 """ % (_LOG_CHUNK, _LOG_CHUNK)
 
-# KEYS: popularity hash, its log. ARGV: half-life (s, or 'inf'), log maxlen (0: no log),
-# then item/weight/ts triples. Each value is "count,ts": the decayed count as of ts (see
-# model/popularity.py); the log gets each item's value after the call.
-_POPULARITY_SCRIPT = _LOG_LUA + """
-local hl = tonumber(ARGV[1])
+# KEYS: once-set, popularity hash, its log. ARGV: token, now, half-life (s, or 'inf'), log
+# maxlen (0: no log), then item/weight/ts triples. Each value is "count,ts": the decayed
+# count as of ts (see model/popularity.py); the log gets each item's value after the call.
+_POPULARITY_SCRIPT = _LOG_LUA + _ONCE_LUA + """
+local hl = tonumber(ARGV[3])
 local order, values = {}, {}
-for i = 3, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local item, w, t = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local cur = redis.call('HGET', KEYS[1], item)
+  local cur = redis.call('HGET', KEYS[2], item)
   local v, ts = 0, t
   if cur then
     local sep = string.find(cur, ',', 1, true)
@@ -146,11 +180,11 @@ for i = 3, #ARGV, 3 do
     v = v + w
   end
   local value = string.format('%.17g,%.17g', v, ts)
-  redis.call('HSET', KEYS[1], item, value)
+  redis.call('HSET', KEYS[2], item, value)
   if not values[item] then order[#order + 1] = item end
   values[item] = value
 end
-log(KEYS[2], ARGV[2], order, values)
+log(KEYS[3], ARGV[4], order, values)
 return 1
 """
 
@@ -174,6 +208,7 @@ class UserRecord:
     state: UserState
     version: int
     seen: frozenset[str]
+    writer: str = ""  # the token of the write that made this version
 
 
 @dataclass(frozen=True)
@@ -194,6 +229,7 @@ class UserWrite:
     popular: Sequence[tuple[str, float, float]] = ()  # (item_id, weight, ts) for popularity
     reset: bool = False  # forgotten in this batch: the seen set starts over
     ttl_s: float = 0.0  # both keys expire this long after the write (0: never)
+    token: str = ""  # this write's own (``new_token``): read back as ``UserRecord.writer``
 
 
 def connect(redis: str | RedisConfig, cluster: bool = False) -> Any:
@@ -304,13 +340,28 @@ def _decode_history(raw: bytes) -> dict[str, Any]:
 
 
 def _log_key(key: str) -> str:
-    """``key``:log in ``key``'s cluster slot (one script writes both; not possible for a
-    key with braces that make no hash tag: a key prefix with a lone brace)."""
+    """``key``:log in ``key``'s cluster slot (one script writes both)."""
+    return _beside(key, "log")
+
+
+def _once_key(key: str) -> str:
+    """The tokens of the calls made on ``key`` (``_ONCE_LUA``), in its cluster slot."""
+    return _beside(key, "once")
+
+
+def _beside(key: str, suffix: str) -> str:
+    """``key``:``suffix`` in ``key``'s cluster slot (not possible for a key with braces
+    that make no hash tag: a key prefix with a lone brace)."""
     start = key.find("{")
     end = key.find("}", start + 1) if start >= 0 else -1
     if start >= 0 and end > start + 1:  # key has a hash tag of its own: it is kept
-        return f"{key}:log"
-    return f"{key}:log{{{key}}}"
+        return f"{key}:{suffix}"
+    return f"{key}:{suffix}{{{key}}}"
+
+
+def new_token() -> str:
+    """A write's token: unique across processes and restarts (64 random bits)."""
+    return os.urandom(8).hex()
 
 
 def _parse_popularity(value: bytes) -> tuple[float, float]:
@@ -377,6 +428,7 @@ class Store:
         self._popularity = client.register_script(_POPULARITY_SCRIPT)
         self._popularity_remove = client.register_script(_POPULARITY_REMOVE_SCRIPT)
         self._history = client.register_script(_HISTORY_SCRIPT)
+        self._covisit = client.register_script(_COVISIT_SCRIPT)
 
     @classmethod
     def for_settings(cls, client: Any, s: Any, scope: str = "") -> "Store":
@@ -424,14 +476,15 @@ class Store:
     async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserRecord]:
         pipe = self.r.pipeline(transaction=False)
         for uid in user_ids:
-            pipe.hmget(self._state_key(uid), "vec", "meta", "ver")
+            pipe.hmget(self._state_key(uid), "vec", "meta", "ver", "by")
             pipe.zrange(self._seen_key(uid), 0, -1)
         res = await pipe.execute()
         out = {}
         for i, uid in enumerate(user_ids):
-            vec, meta, ver = res[2 * i]
+            vec, meta, ver, by = res[2 * i]
             seen = frozenset(s.decode() for s in res[2 * i + 1])
-            out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen)
+            out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen,
+                                  by.decode() if by else "")
         return out
 
     async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> "Written":
@@ -443,7 +496,7 @@ class Store:
         for w in writes:
             vec, meta = _encode_state(w.state, self.state_format)
             args: list[Any] = [w.expected_version, vec, meta, seen_max, int(w.reset),
-                               max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0]
+                               max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0, w.token]
             for item_id, ts in w.seen:
                 args += [math.floor(ts) if whole else ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
@@ -459,7 +512,8 @@ class Store:
                              ttl_s: float) -> None:
         """A batch's snapshots (user id, JSON-able), in event order, in one pipeline (one
         script call per user): each user's list trimmed to the newest ``keep``, expiring
-        like the user's other keys."""
+        like the user's other keys. The same call again appends nothing for the users it
+        already reached."""
         by_user: dict[str, list[bytes]] = {}
         for user_id, entry in entries:
             by_user.setdefault(user_id, []).append(_encode_history(entry, self.state_format))
@@ -560,15 +614,17 @@ class Store:
 
     # --- co-visits -----------------------------------------------------------
     async def add_covisits(self, source: str, choices: Sequence[Choice],
-                           maxlen: int) -> None:
+                           maxlen: int, token: str = "") -> None:
         """One log entry for a batch's choices (what each user chose, what they chose
         before), in the log shard of ``source``; every worker tails every shard
-        (``covisits_since``)."""
+        (``covisits_since``). The same call again (same ``token``) adds nothing."""
         if not choices:
             return
         fields = _pack_choices([as_choice(c) for c in choices])
-        await self.r.xadd(self._covisit_key(shard_of(source, self.shards)),
-                          {"by": source, **fields}, maxlen=maxlen, approximate=True)
+        key = self._covisit_key(shard_of(source, self.shards))
+        await self._covisit(keys=[_once_key(key), key],
+                            args=[token or new_token(), time.time(), maxlen, "by", source,
+                                  *(x for pair in fields.items() for x in pair)])
 
     async def covisits_since(self, since: str, shard: int = 0, count: int = 1000
                              ) -> tuple[str, list[tuple[str, list[Choice]]]]:
@@ -582,19 +638,22 @@ class Store:
 
     # --- popularity -------------------------------------------------------
     async def add_popularity(self, increments: Sequence[tuple[str, float, float]],
-                             half_life: float) -> None:
+                             half_life: float, token: str = "") -> None:
         """``count_popularity``, raising the first failure."""
-        failed = await self.count_popularity(increments, half_life)
+        failed = await self.count_popularity(increments, half_life, token)
         if failed:
             raise next(iter(failed.values()))
 
     async def count_popularity(self, increments: Sequence[tuple[str, float, float]],
-                               half_life: float) -> dict[int, Exception]:
+                               half_life: float, token: str = "") -> dict[int, Exception]:
         """Decayed interaction counts, shared by all workers (applied events only); the
         values they give are logged for the workers that follow (``popularity_since``).
         One script call per shard the items fall in, concurrently (a Redis Cluster sends
         each to its node). Returns the shards whose call failed, with the error: the
-        others' increments went through (shards are not one transaction)."""
+        others' increments went through (shards are not one transaction). The same
+        increments again with the same ``token`` (a retry) count nothing twice; without
+        one, the call is its own."""
+        token = token or new_token()
         by_shard: dict[int, list[Any]] = {}
         for item_id, weight, ts in increments:
             by_shard.setdefault(self.popularity_shard(item_id), []).extend((item_id, weight, ts))
@@ -602,7 +661,9 @@ class Store:
 
         async def count(shard: int) -> None:
             key, log, maxlen = self._popularity_keys(shard=shard)
-            await self._popularity(keys=[key, log], args=[hl, maxlen, *by_shard[shard]])
+            await self._popularity(keys=[_once_key(key), key, log],
+                                   args=[f"{token}:{shard}", time.time(), hl, maxlen,
+                                         *by_shard[shard]])
 
         shards = list(by_shard)
         if len(shards) == 1:  # no task for the one call of a single Redis

@@ -130,7 +130,7 @@ class Trainer:
             self._observed = (key, out)
             return out
         except Exception:
-            if owed.applied or owed.observed:
+            if owed:
                 self._owed[key] = owed
                 while len(self._owed) > MAX_OWED_BATCHES:
                     del self._owed[next(iter(self._owed))]
@@ -148,12 +148,8 @@ class Trainer:
         snapshots = owed.as_applied(snapshots)
         self._snapshot(max([s.pending.event.ts for s in snapshots] + [f.ts for f in feedback],
                            default=0.0))
-        if owed.popular:  # after: as a worker ranks
-            counting = Owed(owed.popular)
-            try:
-                await self.processor.count(counting, share=False)
-            finally:  # what a failed shard left is still owed
-                owed.popular = counting.popular
+        if owed.popular:  # after: as a worker ranks (what a failed shard left stays owed)
+            await self.processor.count(Owed(popular=owed.popular), share=False)
         chosen = [fb for fb, verdict in verdicts if verdict == "choice"]
         if not owed.observed:
             by_user: dict[str, list[Snapshot]] = {}

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 
 from stream_app.catalog import Catalog
@@ -17,7 +18,7 @@ from stream_app.model.covisit import Choice
 from stream_app.model.interest import Interest, UserState
 from stream_app.pipeline import Processor, choices
 from stream_app.store import TRAINER_SCOPE, Store, UserWrite, connect, shard_of
-from tests.fakes import FakeEncoder
+from tests.fakes import FakeEncoder, ReplyLosingProxy
 
 pytestmark = pytest.mark.integration
 
@@ -386,7 +387,7 @@ def test_sharded_counts_a_batch_once_when_one_shard_fails(redis_url, prefix):
         real, failures = store._popularity, iter([OutOfMemoryError("OOM (test)")])
 
         async def one_shard_fails(keys, args, client=None):
-            if keys[0] == failing:
+            if keys[1] == failing:
                 for exc in failures:
                     raise exc
             return await real(keys=keys, args=args, client=client)
@@ -466,6 +467,47 @@ def test_a_batch_whose_state_writes_went_through_for_some_users_counts_them_on_r
         again = await proc.process_activity(batch)  # a redelivery: nothing owed any more
         assert (again.counts["applied"], again.counts["duplicates"]) == (0, 4)
         await store.r.aclose()
+    run(go())
+
+
+@pytest.mark.parametrize("script", ["_cas", "_popularity", "_covisit", "_history"])
+def test_a_write_whose_reply_was_lost_counts_once(redis_url, prefix, script):
+    """Redis ran a call, the connection dropped before its reply: redis-py sends it again
+    by itself (and the batch is retried when that fails too). The user's state, popularity,
+    co-visit log and history each take the batch once, and every event counts as applied."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        proxy = ReplyLosingProxy(redis_url)
+        settings_via = settings.replace(redis_url=await proxy.start())
+        proc = await _processor_with_items(settings_via, 4)
+        store = proc.store
+        proxy.arm(b"EVALSHA\r\n$40\r\n" + getattr(store, script).sha.encode())
+        batch = _records("act", "a", ["i0", "i1"], start=0) + \
+            _records("act", "b", ["i2", "i3"], start=2)
+        try:
+            out = await proc.process_activity(batch)
+        except RedisConnectionError:  # not recovered by redis-py's own retry: the
+            out = await proc.process_activity(batch)  # worker retries the batch
+        assert proxy.lost == 1
+        assert (out.counts["applied"], out.counts["duplicates"]) == (4, 0)
+        assert len(out.recommendations) == 4
+        popularity = await store.popularity()
+        assert {i: round(c, 6) for i, (c, _) in popularity.items()} == \
+            {"i0": 1, "i1": 1, "i2": 1, "i3": 1}
+        _, logged = await store.covisits_since("0-0")
+        assert [[(tuple(c.previous), c.chosen) for c in entry] for _, entry in logged] == \
+            [[((), "i0"), (("i0",), "i1"), ((), "i2"), (("i2",), "i3")]]
+        for user, items in (("a", ["i0", "i1"]), ("b", ["i2", "i3"])):
+            history = await store.read_history(user)
+            assert sorted(h["ts"] for h in history) == \
+                [1000.0 + n for n in range(4) if f"i{n}" in items], history
+        again = await proc.process_activity(batch)  # a redelivery: nothing owed any more
+        assert (again.counts["applied"], again.counts["duplicates"]) == (0, 4)
+        assert {i: round(c, 6) for i, (c, _) in (await store.popularity()).items()} == \
+            {"i0": 1, "i1": 1, "i2": 1, "i3": 1}
+        await store.r.aclose()
+        await proxy.close()
     run(go())
 
 

@@ -275,7 +275,7 @@ def test_the_trainer_counts_popularity_once_when_one_shard_failed(redis_url):
             real, fails = store._popularity, [OutOfMemoryError("OOM (test)")]
 
             async def one_shard_fails(keys, args, client=None):
-                if keys[0] == failing and fails:
+                if keys[1] == failing and fails:
                     raise fails.pop()
                 return await real(keys=keys, args=args, client=client)
             store._popularity = one_shard_fails
