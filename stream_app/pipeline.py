@@ -116,7 +116,6 @@ class Snapshot:
     applied: bool  # False for a duplicate or replayed event
 
 
-@dataclass
 class Calls:
     """What a batch owes one shared count (popularity, co-visits, history), as calls each
     made once: a call that failed keeps its token, so its retry, which Redis may already
@@ -138,9 +137,6 @@ class Calls:
         else:
             self.calls.append((new_token(), list(items)))
             self._open = True
-
-    def items(self) -> list[Any]:
-        return [item for _, items in self.calls for item in items]
 
     async def make(self, call: Callable[[str, list[Any]],
                                         Awaitable[tuple[list[Any], Exception | None]]]

@@ -24,10 +24,10 @@ S is the state scope: empty for workers, ":trainer" for the trainer's own replic
   own: shard 0 keeps the names above, shard k > 0 appends ":k" (PS:popularity:3 and
   PS:popularity:3:log{PS:popularity:3}, PS:covisit:log:3). An item's count lives in shard
   crc32(item_id) % N; a worker logs its co-visits to shard crc32(its source id) % N.
-  <key>:once{<key>}    (``<key>:once`` when the key has a hash tag) zset of the tokens
-                       of the calls made on a popularity shard or co-visit log shard in
-                       the last ONCE_TTL_S, scored by time: a call sent again (a retry
-                       after a lost reply) is not made twice
+  <key>:once:<writer>{<key>}  (``<key>:once:<writer>`` when the key has a hash tag) the
+                       token of a writer's (a ``Store``'s) last call on a popularity shard
+                       or co-visit log shard, expiring after ONCE_TTL_S: that call sent
+                       again (a retry after a lost reply) is not made twice
   P:stats              hash of deployment-wide counters
 
 User state formats (``state_format``; every format is read, one is written):
@@ -54,7 +54,6 @@ import json
 import math
 import os
 import struct
-import time
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -118,22 +117,19 @@ return 1
 """
 
 
-# A call made once per token: KEYS[1] a sorted set of the tokens of calls already made
-# (scored by time, those older than ONCE_TTL_S dropped), ARGV[1] this call's token,
-# ARGV[2] the time now. The same call again (redis-py or the batch retrying a call whose
-# reply was lost) returns 2 and changes nothing.
+# A call made once per token: KEYS[1] holds the token of the writer's last call on the
+# key, ARGV[1] is this call's. The same call again (redis-py or the batch retrying a call
+# whose reply was lost: a writer retries a call before it makes the next) returns 2 and
+# changes nothing. One small key per writer and key, gone ONCE_TTL_S after its last call.
 ONCE_TTL_S = 3600
 _ONCE_LUA = """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 2 end
-local now = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - %d)
-redis.call('EXPIRE', KEYS[1], %d)
-""" % (ONCE_TTL_S, ONCE_TTL_S)
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 2 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', %d)
+""" % ONCE_TTL_S
 
-# KEYS: once-set, co-visit log. ARGV: token, now, maxlen, then field/value pairs.
+# KEYS: the writer's last token, co-visit log. ARGV: token, maxlen, then field/value pairs.
 _COVISIT_SCRIPT = _ONCE_LUA + """
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return 1
 """
 
@@ -158,13 +154,13 @@ local function log(key, maxlen, order, values)
 end
 """ % (_LOG_CHUNK, _LOG_CHUNK)
 
-# KEYS: once-set, popularity hash, its log. ARGV: token, now, half-life (s, or 'inf'), log
-# maxlen (0: no log), then item/weight/ts triples. Each value is "count,ts": the decayed
+# KEYS: the writer's last token, popularity hash, its log. ARGV: token, half-life (s, or
+# 'inf'), log maxlen (0: no log), then item/weight/ts triples. Each value is "count,ts": the decayed
 # count as of ts (see model/popularity.py); the log gets each item's value after the call.
 _POPULARITY_SCRIPT = _LOG_LUA + _ONCE_LUA + """
-local hl = tonumber(ARGV[3])
+local hl = tonumber(ARGV[2])
 local order, values = {}, {}
-for i = 5, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local item, w, t = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   local cur = redis.call('HGET', KEYS[2], item)
   local v, ts = 0, t
@@ -184,7 +180,7 @@ for i = 5, #ARGV, 3 do
   if not values[item] then order[#order + 1] = item end
   values[item] = value
 end
-log(KEYS[3], ARGV[4], order, values)
+log(KEYS[3], ARGV[3], order, values)
 return 1
 """
 
@@ -344,11 +340,6 @@ def _log_key(key: str) -> str:
     return _beside(key, "log")
 
 
-def _once_key(key: str) -> str:
-    """The tokens of the calls made on ``key`` (``_ONCE_LUA``), in its cluster slot."""
-    return _beside(key, "once")
-
-
 def _beside(key: str, suffix: str) -> str:
     """``key``:``suffix`` in ``key``'s cluster slot (not possible for a key with braces
     that make no hash tag: a key prefix with a lone brace)."""
@@ -429,6 +420,7 @@ class Store:
         self._popularity_remove = client.register_script(_POPULARITY_REMOVE_SCRIPT)
         self._history = client.register_script(_HISTORY_SCRIPT)
         self._covisit = client.register_script(_COVISIT_SCRIPT)
+        self.writer = new_token()  # whose last call ``_once_key`` remembers
 
     @classmethod
     def for_settings(cls, client: Any, s: Any, scope: str = "") -> "Store":
@@ -452,6 +444,10 @@ class Store:
         return _sharded(f"{self.scoped}:covisit:log", shard)
 
     # --- keys -------------------------------------------------------------
+    def _once_key(self, key: str) -> str:
+        """The token of this store's last call on ``key`` (``_ONCE_LUA``), in its slot."""
+        return _beside(key, f"once:{self.writer}")
+
     def _state_key(self, user_id: str) -> str:
         return f"{self.scoped}:{{u:{user_id}}}:state"
 
@@ -622,8 +618,8 @@ class Store:
             return
         fields = _pack_choices([as_choice(c) for c in choices])
         key = self._covisit_key(shard_of(source, self.shards))
-        await self._covisit(keys=[_once_key(key), key],
-                            args=[token or new_token(), time.time(), maxlen, "by", source,
+        await self._covisit(keys=[self._once_key(key), key],
+                            args=[token or new_token(), maxlen, "by", source,
                                   *(x for pair in fields.items() for x in pair)])
 
     async def covisits_since(self, since: str, shard: int = 0, count: int = 1000
@@ -638,9 +634,9 @@ class Store:
 
     # --- popularity -------------------------------------------------------
     async def add_popularity(self, increments: Sequence[tuple[str, float, float]],
-                             half_life: float, token: str = "") -> None:
+                             half_life: float) -> None:
         """``count_popularity``, raising the first failure."""
-        failed = await self.count_popularity(increments, half_life, token)
+        failed = await self.count_popularity(increments, half_life)
         if failed:
             raise next(iter(failed.values()))
 
@@ -661,9 +657,8 @@ class Store:
 
         async def count(shard: int) -> None:
             key, log, maxlen = self._popularity_keys(shard=shard)
-            await self._popularity(keys=[_once_key(key), key, log],
-                                   args=[f"{token}:{shard}", time.time(), hl, maxlen,
-                                         *by_shard[shard]])
+            await self._popularity(keys=[self._once_key(key), key, log],
+                                   args=[token, hl, maxlen, *by_shard[shard]])
 
         shards = list(by_shard)
         if len(shards) == 1:  # no task for the one call of a single Redis

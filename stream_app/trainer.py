@@ -355,7 +355,7 @@ class Trainer:
         now = await self.registry.current()
         announcement.update(promoted=False, reason=f"{SUPERSEDED}: {now} was made current "
                             "during the round")
-        await self.registry.save(candidate, announcement)
+        await self.registry.describe(candidate, announcement)
         log("model_superseded", level=logging.WARNING, version=candidate.version, current=now)
 
     async def round(self) -> dict[str, Any] | None:

@@ -60,8 +60,12 @@ class Registry:
         """Store a version; one that does not score finite numbers is refused (ValueError)."""
         adapter.verify()
         await self.r.set(self._blob + adapter.version, adapter.to_bytes())
-        await self.r.hset(self._meta, adapter.version, json.dumps(
-            {**meta, **adapter.meta()}))
+        await self.describe(adapter, meta)
+
+    async def describe(self, adapter: Adapter, meta: dict[str, Any]) -> None:
+        """Write a stored version's metadata (again: a round's outcome can change after
+        it was saved)."""
+        await self.r.hset(self._meta, adapter.version, json.dumps({**meta, **adapter.meta()}))
 
     async def current(self) -> str:
         raw = await self.r.get(self._current)
