@@ -58,6 +58,24 @@ class AnnParams:
     popular_pool: int = 1000  # most popular items scored against every event's interests
 
 
+def usearch_index() -> type:
+    """usearch's ``Index``, with ONNX Runtime loaded first where it is installed.
+
+    usearch's extension carries its own copy of the C++ runtime and exports its locale
+    ids as process-wide (GNU unique) symbols; ONNX Runtime loaded after it crashes the
+    process on import (SIGSEGV; usearch 2.26, onnxruntime 1.32). Loaded before, both work.
+    A worker with the ``onnx`` encoder backend may build its first graph before it encodes
+    its first text, so the order is fixed here, at the one place usearch is imported.
+    """
+    try:
+        import onnxruntime  # noqa: F401  (see above: ~20 MB, only where installed)
+    except ImportError:
+        pass
+    from usearch.index import Index
+
+    return Index
+
+
 def _threads(params: AnnParams) -> int:
     return params.threads if params.threads > 0 else (os.cpu_count() or 1)
 
@@ -79,14 +97,13 @@ class AnnGraph:
               metric: str = "ip") -> "AnnGraph":
         """A graph over ``matrix`` (rows aligned with ``ids``), built chunk by chunk so only
         a chunk at a time is converted to float32."""
-        from usearch.index import Index
-
+        index_class = usearch_index()
         n, dim = len(ids), matrix.shape[1] if matrix.ndim == 2 else 0
         scale = 1.0
         binary = params.dtype == "b1"
         if binary:  # sign bits, compared by Hamming distance (angles: unit vectors only)
             metric = "hamming"
-        graph = Index(ndim=max(dim, 8 if binary else 1), metric=metric, dtype=params.dtype,
+        graph = index_class(ndim=max(dim, 8 if binary else 1), metric=metric, dtype=params.dtype,
                       connectivity=params.connectivity, expansion_add=params.expansion_add,
                       expansion_search=max(params.expansion_search, params.candidates))
         threads = _threads(params)

@@ -220,3 +220,23 @@ def test_the_trainers_catalog_never_goes_large():
     catalog = catalog_of(clustered(800), settings())
     assert not catalog.serving and not catalog.large
     assert catalog.index.matrix.dtype == np.float32
+
+
+def test_onnx_runtime_loads_after_a_graph_was_built():
+    """usearch's extension exports its C++ runtime's locale ids process-wide; ONNX Runtime
+    imported after it crashed the process (SIGSEGV). ``usearch_index`` loads it first, so a
+    worker with the onnx encoder backend may build a graph before its first text."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnxruntime")
+    code = ("import numpy as np\n"
+            "from stream_app.ann import usearch_index\n"
+            "index = usearch_index()(ndim=8, metric='ip', dtype='i8')\n"
+            "index.add(np.arange(4, dtype=np.uint64), np.eye(4, 8, dtype=np.float32))\n"
+            "import onnxruntime\n"
+            "print(onnxruntime.get_device())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "CPU"
