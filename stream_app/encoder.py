@@ -4,6 +4,7 @@ torch or, exported, by ONNX Runtime (``encoder_backend``)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -254,7 +255,7 @@ def export_onnx(model_path: Path, target: Path, max_seq_length: int = 128) -> No
                               opset_version=17, dynamo=False,
                               dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names})
         reference = HFEncoder(str(model_path), max_seq_length, 16)
-        got = OnnxEncoder.from_file(tmp, tokenizer, max_seq_length, 16).encode(_CHECK_TEXTS)
+        got = OnnxEncoder.from_file(tmp, model_path, max_seq_length, 16).encode(_CHECK_TEXTS)
         _check(got, reference.encode(_CHECK_TEXTS), 0.9999, f"the ONNX export of {model_path}")
         os.replace(tmp, target)  # atomic: processes exporting at once each write a whole file
     finally:
@@ -286,7 +287,6 @@ def quantize_onnx(model_path: Path, fp32: Path, target: Path) -> None:
         raise ModuleNotFoundError("encoder backend onnx-int8 needs onnx to quantize: pip "
                                   "install 'stream-app[onnx]'", name="onnx") from None
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoTokenizer
 
     exclude = _ffn_down_projections(onnx.load(str(fp32), load_external_data=False))
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
@@ -300,9 +300,8 @@ def quantize_onnx(model_path: Path, fp32: Path, target: Path) -> None:
                              nodes_to_exclude=exclude)
         finally:
             root.setLevel(level)
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-        got = OnnxEncoder.from_file(tmp, tokenizer, 128, 16).encode(_CHECK_TEXTS)
-        want = OnnxEncoder.from_file(fp32, tokenizer, 128, 16).encode(_CHECK_TEXTS)
+        got = OnnxEncoder.from_file(tmp, model_path, 128, 16).encode(_CHECK_TEXTS)
+        want = OnnxEncoder.from_file(fp32, model_path, 128, 16).encode(_CHECK_TEXTS)
         # a sanity check on a few odd texts (empty, one letter: the worst cases), not the
         # measured figure (`stream-app bench --encoder`: cosine ~0.996 mean on real texts)
         _check(got, want, 0.97, f"the int8 quantization of {model_path} (use "
@@ -329,26 +328,23 @@ class OnnxEncoder:
                  cache_dir: Path | None = None) -> None:
         backend = "onnx-int8" if quantized else "onnx"
         import_onnxruntime(backend)
-        from transformers import AutoTokenizer
-
         path = Path(model_path) if model_path else default_model_path()
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"no Hugging Face model (config.json) in {path}")
         self.path = path
         self.file = onnx_model_file(path, quantized, cache_dir)
-        self._setup(self.file, AutoTokenizer.from_pretrained(str(path)), max_seq_length,
-                    batch_size, threads)
+        self._setup(self.file, TextTokenizer(path, max_seq_length), batch_size, threads)
         self.version = backend_version(model_version(path), backend)
 
     @classmethod
-    def from_file(cls, file: Path, tokenizer: Any, max_seq_length: int = 128,
+    def from_file(cls, file: Path, model_path: Path, max_seq_length: int = 128,
                   batch_size: int = 64, threads: int = 0) -> "OnnxEncoder":
         self = cls.__new__(cls)
-        self._setup(file, tokenizer, max_seq_length, batch_size, threads)
+        self._setup(file, TextTokenizer(model_path, max_seq_length), batch_size, threads)
         self.version = ""
         return self
 
-    def _setup(self, file: Path, tokenizer: Any, max_seq_length: int, batch_size: int,
+    def _setup(self, file: Path, tokenizer: "TextTokenizer", batch_size: int,
                threads: int) -> None:
         ort = import_onnxruntime()
         options = ort.SessionOptions()
@@ -361,7 +357,7 @@ class OnnxEncoder:
                                             providers=["CPUExecutionProvider"])
         self.tokenizer = tokenizer
         self._inputs = [i.name for i in self.session.get_inputs()]
-        self.max_seq_length = max_seq_length
+        self.max_seq_length = tokenizer.max_seq_length
         self.batch_size = batch_size
         self.dim = int(self._forward(["dim"]).shape[1])
 
@@ -369,10 +365,48 @@ class OnnxEncoder:
         return batched(texts, self.dim, self.batch_size, self._forward)
 
     def _forward(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts, padding=True, truncation=True,
-                               max_length=self.max_seq_length, return_tensors="np")
-        feed = {name: batch[name].astype(np.int64, copy=False) for name in self._inputs}
-        return self.session.run(None, feed)[0]
+        batch = self.tokenizer(texts)
+        return self.session.run(None, {name: batch[name] for name in self._inputs})[0]
+
+
+class TextTokenizer:
+    """The model's own fast tokenizer (its ``tokenizer.json``) run by the ``tokenizers``
+    library itself: the ids transformers' ``AutoTokenizer`` gives (padded to the batch's
+    longest text, truncated at ``max_seq_length`` with the special tokens), without
+    importing transformers, which imports torch wherever torch is installed: an ONNX
+    worker then holds ~190 MB for its encoder instead of ~500 MB."""
+
+    def __init__(self, model_path: Path, max_seq_length: int = 128) -> None:
+        from tokenizers import Tokenizer
+
+        file = Path(model_path) / "tokenizer.json"
+        if not file.exists():
+            raise FileNotFoundError(f"no fast tokenizer (tokenizer.json) in {model_path}")
+        self.max_seq_length = max_seq_length
+        self._tokenizer = Tokenizer.from_file(str(file))
+        pad = _pad_token(Path(model_path))
+        pad_id = self._tokenizer.token_to_id(pad)
+        self._tokenizer.enable_truncation(max_seq_length)
+        # the file may pin a fixed length (this model's pads to 128): the batch's longest
+        self._tokenizer.enable_padding(pad_id=pad_id if pad_id is not None else 0,
+                                       pad_token=pad)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """input_ids, attention_mask and token_type_ids as (len(texts), longest) int64."""
+        found = self._tokenizer.encode_batch(list(texts))
+        return {"input_ids": np.array([e.ids for e in found], np.int64),
+                "attention_mask": np.array([e.attention_mask for e in found], np.int64),
+                "token_type_ids": np.array([e.type_ids for e in found], np.int64)}
+
+
+def _pad_token(model_path: Path) -> str:
+    """The padding token named by the model's tokenizer_config.json ([PAD] if none)."""
+    try:
+        config = json.loads((model_path / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return "[PAD]"
+    pad = config.get("pad_token") or "[PAD]"
+    return str(pad.get("content", "[PAD]") if isinstance(pad, dict) else pad)
 
 
 def batched(texts: Sequence[str], dim: int, batch_size: int,

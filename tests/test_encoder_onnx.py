@@ -101,6 +101,46 @@ def test_onnx_vectors_are_torch_vectors_and_keep_its_version(onnx_encoder, encod
     assert onnx_encoder.dim == encoder.dim and onnx_encoder.version == encoder.version
 
 
+def test_the_fast_tokenizer_gives_transformers_ids():
+    """TextTokenizer (tokenizers alone) against AutoTokenizer, as the torch encoder calls
+    it: the same arrays, padded to the batch's longest and truncated at the limit."""
+    from transformers import AutoTokenizer
+
+    from stream_app.encoder import TextTokenizer
+
+    path = enc_mod.default_model_path()
+    hf = AutoTokenizer.from_pretrained(str(path))
+    for limit in (128, 16):
+        ours = TextTokenizer(path, limit)
+        for batch in (TEXTS, TEXTS[:3], ["x"], [""]):
+            want = hf(batch, padding=True, truncation=True, max_length=limit,
+                      return_tensors="np")
+            got = ours(batch)
+            assert set(got) == {"input_ids", "attention_mask", "token_type_ids"}
+            for name in got:
+                assert got[name].dtype == np.int64
+                np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+        assert ours(TEXTS)["input_ids"].shape[1] == limit  # the long text is cut
+
+
+@needs_ort
+def test_an_onnx_encoder_loads_neither_torch_nor_transformers(onnx_encoder, onnx_cache):
+    """transformers imports torch wherever it is installed (~300 MB of a worker); the ONNX
+    backend needs neither once its export is cached."""
+    import subprocess
+
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from stream_app.encoder import OnnxEncoder\n"
+            f"enc = OnnxEncoder(cache_dir=Path({str(onnx_cache)!r}))\n"
+            "print(enc.encode(['a robot crew explores an alien planet']).shape,\n"
+            "      sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(1, 384) []", done.stdout
+
+
 @needs_ort
 def test_int8_vectors_are_close_and_get_their_own_version(int8_encoder, encoder):
     cosine = _cosine(int8_encoder.encode(TEXTS), encoder.encode(TEXTS))
