@@ -22,7 +22,7 @@ or a model version's item vectors) without stopping the stream:
 Vectors in the graph are compact (``ann_dtype``: ``b1`` sign bits compared by Hamming
 distance, ``i8``, or ``f16``; a model
 version's graph, of inner products, is never ``b1``); the re-scoring reads the
-catalog's own vectors.
+catalog's own rows (``ann_rows``: float16, or int8 with a scale per row).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import numpy as np
 from stream_app.logs import log
 
 if TYPE_CHECKING:
-    from stream_app.index import CatalogIndex
+    from stream_app.index import CatalogIndex, Rows
 
 EXACT_CHUNK = 65536  # rows converted to float32 at a time by the exact search
 
@@ -56,6 +56,7 @@ class AnnParams:
     rebuild_fraction: float  # dirty share of the catalog that starts a rebuild
     threads: int  # build and search threads (0: every core)
     popular_pool: int = 1000  # most popular items scored against every event's interests
+    rows: str = "f16"  # the catalog's own rows, re-scored: "f16" or "i8" (a scale per row)
 
 
 def usearch_index() -> type:
@@ -93,7 +94,7 @@ class AnnGraph:
         return len(self.ids)
 
     @classmethod
-    def build(cls, ids: Sequence[str], matrix: np.ndarray, params: AnnParams,
+    def build(cls, ids: Sequence[str], matrix: np.ndarray | Rows, params: AnnParams,
               metric: str = "ip") -> "AnnGraph":
         """A graph over ``matrix`` (rows aligned with ``ids``), built chunk by chunk so only
         a chunk at a time is converted to float32."""
@@ -146,8 +147,8 @@ class AnnGraph:
         return int(getattr(self.graph, "memory_usage", 0))
 
 
-def exact_top(matrix: np.ndarray, rows: np.ndarray | None, queries: np.ndarray, count: int
-              ) -> list[np.ndarray]:
+def exact_top(matrix: np.ndarray | Rows, rows: np.ndarray | None, queries: np.ndarray,
+              count: int) -> list[np.ndarray]:
     """Each query's ``count`` best rows by inner product, over ``rows`` of ``matrix``
     (None: every row), a chunk at a time in float32. Unordered."""
     queries = np.asarray(queries, np.float32)
@@ -242,7 +243,7 @@ class AnnCandidates:
             return False
         size = len(self.index)
         ids = list(self.index.ids[:size])
-        matrix = self.index.stored[:size]  # the array as of now: later writes are marked
+        matrix = self.index.rows(size)  # the rows as of now: later writes are marked
         self._next = _Changed()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ann-{self.label}")
@@ -315,9 +316,9 @@ class AnnCandidates:
         if not len(queries):
             return []
         size = len(self.index)
-        stored = self.index.stored
+        stored = self.index.rows()
         if self.graph is None:
-            return exact_top(stored[:size], None, queries, count)
+            return exact_top(self.index.rows(size), None, queries, count)
         keys, valid = self.graph.search_keys(queries, count, _threads(self.params))
         valid &= ~self.changed.of(keys)
         fresh_rows = self.changed.rows(size)

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from stream_app.ann import AnnCandidates, AnnGraph, AnnParams, exact_top
-from stream_app.index import CatalogIndex
+from stream_app.index import CatalogIndex, Rows
 from stream_app.model.adapter import Adapter
 from stream_app.model.covisit import Choice, CoVisits
 from stream_app.model.neighbours import TextLending, TextNeighbours, borrowed, smooth
@@ -128,7 +128,7 @@ class Catalog:
         if (self.ann is None or not self.serving or self.text_ann is not None
                 or len(self.index) < self.ann.min_items):
             return
-        self.index.compact()
+        self.index.compact(self.ann.rows)
         self.text_ann = AnnCandidates(self.index, self.ann, "ip", "text")
         if self.ranking is not self.index:
             self.ranking.compact()
@@ -197,7 +197,8 @@ class Catalog:
                 if self.ranking_ann is not None:
                     found = self.ranking_ann.search(queries[asked], count)
                 else:  # a version swapped in below the threshold, the catalog grew since
-                    found = exact_top(self.ranking.matrix, None, queries[asked], count)
+                    found = exact_top(self.ranking.rows(len(self.ranking)), None,
+                                      queries[asked], count)
                 for n, rows in zip(asked, found):
                     per_row[n].append(rows)
         pool = self.popular_rows(max(self.ann.popular_pool if self.ann else 0, count))
@@ -224,13 +225,14 @@ class Catalog:
             self.adapter, self.ranking = adapter, self.index
             self.ranking_ann = None
             return time.perf_counter() - started
-        snapshot = self.index.with_matrix(self.index.matrix, self.index.matrix.dtype)
+        snapshot = self.index.copy()
         large = self.text_ann is not None and self.ann is not None
         params = self.ann
         self._changes = []
         try:
             def build() -> tuple[CatalogIndex, AnnGraph | None]:
-                vectors = _item_vectors(adapter, list(snapshot.ids), snapshot.matrix,
+                vectors = _item_vectors(adapter, list(snapshot.ids),
+                                        snapshot.rows(len(snapshot)),
                                         np.float16 if large else np.float32)
                 if not np.isfinite(vectors).all():
                     raise ValueError(f"version {adapter.version} gives non-finite item "
@@ -412,12 +414,13 @@ class Catalog:
         return out
 
 
-def _item_vectors(adapter: Adapter, ids: list[str], text: np.ndarray, dtype: type,
+def _item_vectors(adapter: Adapter, ids: list[str], text: np.ndarray | Rows, dtype: type,
                   chunk: int = 65536) -> np.ndarray:
-    """The version's vectors of every item, a chunk at a time (a float16 catalog is never
+    """The version's vectors of every item, a chunk at a time (a compact catalog is never
     converted whole to float32)."""
     if len(ids) <= chunk:
-        return np.asarray(adapter.item_vectors(ids, np.asarray(text, np.float32)), dtype)
+        return np.asarray(adapter.item_vectors(ids, np.asarray(text[0:len(ids)], np.float32)),
+                          dtype)
     first = adapter.item_vectors(ids[:chunk], np.asarray(text[:chunk], np.float32))
     out = np.empty((len(ids), first.shape[1]), dtype)
     out[:chunk] = first

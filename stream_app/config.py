@@ -213,7 +213,7 @@ class Settings:
     ann_min_items: int = _setting(
         50000, "Catalogs with at least this many items are ranked through an approximate "
         "nearest-neighbour index (candidates, then exact re-scoring) and their vectors kept "
-        "as float16; smaller ones by brute force over every item.")
+        "compact (`ann_rows`); smaller ones by brute force over every item.")
     ann_candidates: int = _setting(
         100, "Candidates the index gives per interest direction and per sequence query "
         "(and per event from the popular pool), all re-scored exactly.")
@@ -223,7 +223,10 @@ class Settings:
     ann_dtype: str = _setting(
         "i8", "The text index's copy of the vectors: `b1` (sign bits, Hamming distance), "
         "`i8`, `f16` or `f32` (a model version's index: `f16` for `b1`); re-scoring reads "
-        "the catalog's own float16 vectors.")
+        "the catalog's own vectors (`ann_rows`).")
+    ann_rows: str = _setting(
+        "f16", "The text vectors a large catalog keeps and re-scores candidates with: "
+        "`f16` (float16) or `i8` (int8 and a scale per row: half of f16's memory).")
     ann_connectivity: int = _setting(16, "HNSW edges per node (M) of the index.")
     ann_expansion_add: int = _setting(
         128, "HNSW search width while building the index (efConstruction).")
@@ -432,6 +435,8 @@ class Settings:
                              f"{env_name(_field('sequence_dim'))}")
         if self.ann_dtype not in ("b1", "i8", "f16", "f32"):
             raise ValueError(f"{env_name(_field('ann_dtype'))} must be b1, i8, f16 or f32")
+        if self.ann_rows not in ("f16", "i8"):
+            raise ValueError(f"{env_name(_field('ann_rows'))} must be f16 or i8")
         if self.ann_rebuild_fraction > 1:
             raise ValueError(f"{env_name(_field('ann_rebuild_fraction'))} must be in (0, 1]")
         if self.encoder_backend not in ("torch", "onnx", "onnx-int8"):
@@ -493,7 +498,8 @@ class Settings:
         return AnnParams(self.ann_min_items, self.ann_candidates, self.ann_dtype,
                          self.ann_connectivity, self.ann_expansion_add,
                          max(self.ann_expansion_search, self.ann_candidates),
-                         self.ann_rebuild_fraction, self.ann_threads, self.ann_popular_pool)
+                         self.ann_rebuild_fraction, self.ann_threads, self.ann_popular_pool,
+                         self.ann_rows)
 
     def blend_fit(self) -> tuple[str, ...]:
         """The weights named by ``trainer_blend_fit`` (`all`: every one)."""

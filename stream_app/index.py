@@ -8,18 +8,57 @@ import numpy as np
 
 from stream_app.model.ranking import top_k
 
+ROW_DTYPES = ("f16", "i8")  # a compact catalog's rows: float16, or int8 with a scale per row
+
+
+def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, scales): each row as int8 times its own float32 scale (its largest
+    component maps to 127; an all-zero row gets scale 1)."""
+    vectors = np.asarray(vectors, np.float32)
+    top = np.abs(vectors).max(axis=-1) if vectors.shape[-1] else np.zeros(vectors.shape[:-1])
+    scales = np.where(top > 0, top / 127.0, 1.0).astype(np.float32)
+    codes = np.rint(vectors / scales[..., None]).astype(np.int8)
+    return codes, scales
+
+
+class Rows:
+    """Read-only float32 access to stored rows: ``rows[a:b]`` and ``rows[array]`` return
+    float32 copies (int8 codes times their row's scale), so a compact catalog is never
+    converted whole."""
+
+    ndim = 2
+
+    def __init__(self, codes: np.ndarray, scales: np.ndarray | None) -> None:
+        self.codes = codes
+        self.scales = scales
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.codes.shape  # type: ignore[return-value]
+
+    def __getitem__(self, at: slice | np.ndarray | Sequence[int]) -> np.ndarray:
+        if not isinstance(at, slice):
+            at = np.asarray(at, np.int64)
+        block = np.asarray(self.codes[at], np.float32)
+        return block if self.scales is None else block * self.scales[at][:, None]
+
 
 class CatalogIndex:
     """Item id <-> row of a dense matrix; deletes swap the last row into the hole.
 
-    Rows are float32, or float16 once ``compact`` (a large catalog: half the memory; the
-    exact re-scoring reads its candidates' rows as float32). Watchers (``watch``) hear of
-    every row whose item or vector changed (``ann.AnnCandidates``).
+    Rows are float32, or once ``compact`` (a large catalog) float16 (half the memory) or
+    int8 with a float32 scale per row (a quarter); the re-scoring reads its candidates'
+    rows as float32 (``rows_f32``, ``rows``). Watchers (``watch``) hear of every row whose
+    item or vector changed (``ann.AnnCandidates``).
     """
 
     def __init__(self, dim: int, dtype: type = np.float32) -> None:
         self.dim = dim
         self._matrix = np.zeros((0, dim), dtype=dtype)
+        self._scale: np.ndarray | None = None  # int8 rows: each row's scale
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
         self._size = 0
@@ -33,13 +72,18 @@ class CatalogIndex:
 
     @property
     def matrix(self) -> np.ndarray:
-        """The rows in their stored dtype (float16 once compact)."""
+        """The rows in their stored dtype (float16 once compact); int8 rows as the float32
+        they stand for (a copy of the whole catalog: large-catalog paths read ``rows``)."""
+        if self._scale is not None:
+            return self.rows()[0: self._size]
         return self._matrix[: self._size]
 
-    @property
-    def stored(self) -> np.ndarray:
-        """The backing array, capacity included (rows past ``len`` are not items)."""
-        return self._matrix
+    def rows(self, size: int | None = None) -> Rows:
+        """The first ``size`` rows (None: the backing array, capacity included; rows past
+        ``len`` are not items) as float32 on reading, without a copy until read. Writes
+        after this call may show through: ``ann`` marks those rows changed."""
+        stop = len(self._matrix) if size is None else size
+        return Rows(self._matrix[:stop], None if self._scale is None else self._scale[:stop])
 
     @property
     def compacted(self) -> bool:
@@ -51,12 +95,30 @@ class CatalogIndex:
 
     def rows_f32(self, rows: np.ndarray | Sequence[int]) -> np.ndarray:
         """These rows as float32."""
-        return np.asarray(self._matrix[np.asarray(rows, np.int64)], np.float32)
+        return self.rows()[np.asarray(rows, np.int64)]
 
-    def compact(self) -> None:
-        """Keep the rows as float16 from now on (half the memory of float32)."""
-        if not self.compacted:
+    def compact(self, dtype: str = "f16") -> None:
+        """Keep the rows compact from now on: ``f16`` (half the memory of float32) or
+        ``i8`` (int8 and a scale per row: a quarter, and scores within ~0.2 % of a unit
+        vector's length)."""
+        if dtype not in ROW_DTYPES:
+            raise ValueError(f"rows are f16 or i8, not {dtype!r}")
+        if self.compacted:
+            return
+        if dtype == "i8":
+            self._matrix, self._scale = quantize(self._matrix)
+        else:
             self._matrix = self._matrix.astype(np.float16)
+
+    def copy(self) -> "CatalogIndex":
+        """The same ids, rows and storage, independent of later changes (no watchers)."""
+        other = CatalogIndex(self.dim, self._matrix.dtype.type)
+        other._matrix = self._matrix[: self._size].copy()
+        other._scale = None if self._scale is None else self._scale[: self._size].copy()
+        other._ids = list(self._ids)
+        other._rows = dict(self._rows)
+        other._size = self._size
+        return other
 
     def watch(self, callback: Callable[[Sequence[int]], None]) -> None:
         """Call ``callback(rows)`` with the rows each change writes or empties."""
@@ -78,7 +140,7 @@ class CatalogIndex:
         row = self._rows.get(item_id)
         if row is None:
             return None
-        return self._matrix[row] if not self.compacted else self._matrix[row].astype(np.float32)
+        return self._matrix[row] if not self.compacted else self.rows_f32([row])[0]
 
     def with_matrix(self, matrix: np.ndarray, dtype: type = np.float32) -> "CatalogIndex":
         """Same ids in the same rows, other vectors (a model version's view of the catalog,
@@ -101,7 +163,7 @@ class CatalogIndex:
                 self._rows[item_id] = row
                 self._ids.append(item_id)
                 self._size += 1
-            self._matrix[row] = vec
+            self._write(row, vec)
             written.append(row)
         if written and self._watchers:
             self._changed(written)
@@ -116,6 +178,8 @@ class CatalogIndex:
             if row != last:
                 moved = self._ids[last]
                 self._matrix[row] = self._matrix[last]
+                if self._scale is not None:
+                    self._scale[row] = self._scale[last]
                 self._ids[row] = moved
                 self._rows[moved] = row
             self._ids.pop()
@@ -136,10 +200,20 @@ class CatalogIndex:
         rows = [[self._rows[i] for i in ex if i in self._rows] for ex in exclude]
         return [[(self._ids[i], s) for i, s in hits] for hits in top_k(scores, k, rows)]
 
+    def _write(self, row: int, vec: np.ndarray) -> None:
+        if self._scale is None:
+            self._matrix[row] = vec
+        else:
+            self._matrix[row], self._scale[row] = quantize(np.asarray(vec, np.float32))
+
     def _grow(self, need: int) -> None:
         if need <= len(self._matrix):
             return
-        bigger = np.zeros((max(need, 2 * len(self._matrix), 64), self.dim),
-                          dtype=self._matrix.dtype)
+        size = max(need, 2 * len(self._matrix), 64)
+        bigger = np.zeros((size, self.dim), dtype=self._matrix.dtype)
         bigger[: self._size] = self._matrix[: self._size]
         self._matrix = bigger
+        if self._scale is not None:
+            scale = np.ones(size, np.float32)
+            scale[: self._size] = self._scale[: self._size]
+            self._scale = scale
