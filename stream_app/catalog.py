@@ -25,7 +25,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from stream_app.ann import AnnCandidates, AnnGraph, AnnParams, exact_top
+from stream_app.ann import (AnnCandidates, AnnGraph, AnnParams, exact_top,
+                            release_freed_memory)
 from stream_app.index import CatalogIndex, Rows
 from stream_app.model.adapter import Adapter
 from stream_app.model.covisit import Choice, CoVisits
@@ -263,6 +264,8 @@ class Catalog:
         finally:
             self._changes = None
         self.adapter, self.ranking, self.ranking_ann = adapter, ranking, ranking_ann
+        if large:
+            release_freed_memory()  # the previous version's rows and graph
         return time.perf_counter() - started
 
     async def refresh_popularity(self, reload_after_s: float = 0.0) -> int:

@@ -294,3 +294,19 @@ def test_onnx_runtime_loads_after_a_graph_was_built():
                           timeout=120)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "CPU"
+
+
+def test_freed_memory_is_handed_back_when_a_graph_is_installed(monkeypatch):
+    import stream_app.ann as ann_mod
+
+    calls = []
+    monkeypatch.setattr(ann_mod, "release_freed_memory", lambda: calls.append(1))
+    index = CatalogIndex(DIM)
+    index.upsert((f"i{n}", v) for n, v in enumerate(clustered(300)))
+    ann = AnnCandidates(index, settings().ann_params())
+    ann.build_now()
+    assert ann.graph is not None and calls == [1]
+    ann.close()
+    ann_mod._malloc_trim.cache_clear()
+    monkeypatch.undo()
+    ann_mod.release_freed_memory()  # glibc here: malloc_trim; elsewhere nothing
