@@ -21,6 +21,22 @@ def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, scales
 
 
+_F16_SCALE = np.float32(2.0 ** 112)  # float16's exponent bias (15) to float32's (127)
+
+
+def f16_to_f32(half: np.ndarray) -> np.ndarray:
+    """float16 -> float32, bit for bit what ``astype`` gives for finite values (normal,
+    subnormal and zero), in about half of numpy's time on this machine (numpy converts
+    element by element here; this is three vector operations): the exponent and
+    mantissa bits moved into place, rescaled by 2^112, the sign put back. Infinities and
+    NaNs come out finite: catalog vectors are checked finite before they are stored."""
+    bits = half.view(np.uint16).astype(np.uint32)
+    out = ((bits & 0x7FFF) << 13).view(np.float32)
+    out *= _F16_SCALE
+    out.view(np.uint32)[...] |= (bits & 0x8000) << 16
+    return out
+
+
 class Rows:
     """Read-only float32 access to stored rows: ``rows[a:b]`` and ``rows[array]`` return
     float32 copies (int8 codes times their row's scale), so a compact catalog is never
@@ -42,7 +58,10 @@ class Rows:
     def __getitem__(self, at: slice | np.ndarray | Sequence[int]) -> np.ndarray:
         if not isinstance(at, slice):
             at = np.asarray(at, np.int64)
-        block = np.asarray(self.codes[at], np.float32)
+        codes = self.codes[at]
+        if codes.dtype == np.float16:
+            return f16_to_f32(codes)
+        block = np.asarray(codes, np.float32)
         return block if self.scales is None else block * self.scales[at][:, None]
 
 

@@ -610,7 +610,7 @@ class Processor:
 
         def prior_of(rows: np.ndarray) -> np.ndarray:
             ids = index.ids
-            return catalog.popularity.prior([ids[int(r)] for r in rows], at)
+            return catalog.popularity.prior([ids[r] for r in rows.tolist()], at)
 
         params = catalog.ann
         count = params.candidates + min(max((len(r) for r in excluded), default=0),
@@ -632,7 +632,14 @@ class Processor:
         union = np.unique(np.concatenate(cols)) if b else np.zeros(0, np.int64)
         prior_union = prior_of(union)
         width = max(1, max((len(c) for c in cols), default=1))
-        sims, seq, priors, covs, bars = [], [], [], [], []
+        # each event's parts written into rows of batch arrays, padded to the widest
+        n_dirs = [len(d) for d in directions]
+        sims = np.zeros((sum(n_dirs), width), np.float32)
+        priors = np.zeros((b, width), np.float32)
+        covs = np.zeros((b, width), np.float32)
+        seq: np.ndarray | None = None  # no sequence part: None, as ``parts`` gives
+        first = np.cumsum([0, *n_dirs])
+        bars = []
         for n in range(b):
             c = cols[n]
             text = index.rows_f32(c)
@@ -643,20 +650,20 @@ class Processor:
                       prior_union[np.searchsorted(union, c)], [directions[n]], [histories[n]],
                       cov, None if queries is None else queries[n:n + 1],
                       with_sequence=adapter.ranks_by_sequence)
-            pad = width - len(c)
-            sims.append(np.pad(p.sims, ((0, 0), (0, pad))))
-            priors.append(np.pad(p.prior, (0, pad)))
-            covs.append(np.pad(p.covisit[0], (0, pad)))
+            m = len(c)
+            sims[first[n]:first[n + 1], :m] = p.sims
+            priors[n, :m] = p.prior
+            covs[n, :m] = p.covisit[0]
             if p.sequence is not None:
-                seq.append(np.pad(p.sequence[0], (0, pad)))
+                if seq is None:
+                    seq = np.zeros((b, width), np.float32)
+                seq[n, :m] = p.sequence[0]
             ex = np.asarray(excluded[n], np.int64)
             at_ex = np.searchsorted(c, ex)
             hit = at_ex < len(c)
             hit[hit] = c[at_ex[hit]] == ex[hit]
             bars.append([*at_ex[hit].tolist(), *range(len(c), width)])
-        batch = Parts(np.stack(seq) if seq else None, np.stack(priors),
-                      np.concatenate(sims) if sims else np.zeros((0, width), np.float32),
-                      [len(d) for d in directions], np.stack(covs))
+        batch = Parts(seq, priors, sims, n_dirs, covs)
         ranked = rank_parts(batch, blend, defaults, strengths, bars, k)
         return [[(int(c[pos]), score, interest) for pos, score, interest in lists]
                 for c, lists in zip(cols, ranked)]

@@ -310,3 +310,23 @@ def test_freed_memory_is_handed_back_when_a_graph_is_installed(monkeypatch):
     ann_mod._malloc_trim.cache_clear()
     monkeypatch.undo()
     ann_mod.release_freed_memory()  # glibc here: malloc_trim; elsewhere nothing
+
+
+def test_float16_rows_convert_bit_for_bit():
+    """The fast float16 -> float32 conversion the re-scoring reads rows with is numpy's,
+    for normal, subnormal, zero and signed values."""
+    from stream_app.index import f16_to_f32
+
+    rng = np.random.default_rng(5)
+    half = np.concatenate([(rng.standard_normal(20000) * 0.05).astype(np.float16),
+                           np.array([0.0, -0.0, 1e-7, -3e-5, 6.1e-5, 65504, -65504, 1.0],
+                                    np.float16),
+                           np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16)])
+    got, want = f16_to_f32(half.reshape(-1, 1)), half.reshape(-1, 1).astype(np.float32)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    index = CatalogIndex(DIM)
+    index.upsert((f"i{n}", v) for n, v in enumerate(clustered(100)))
+    index.compact("f16")
+    np.testing.assert_array_equal(index.rows_f32([3, 1, 99]),
+                                  index.rows(100).codes[[3, 1, 99]].astype(np.float32))

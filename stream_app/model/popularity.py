@@ -63,10 +63,12 @@ class Popularity:
         """log(1 + decayed count) for each item, as of event time ``at``."""
         values = np.zeros(len(item_ids), dtype=np.float64)
         stamps = np.zeros(len(item_ids), dtype=np.float64)
-        for n, item_id in enumerate(item_ids):
-            entry = self.entries.get(item_id)
-            if entry is not None:
-                values[n], stamps[n] = entry
+        get = self.entries.get
+        found = [get(item_id) for item_id in item_ids]  # most items have no count
+        at_rows = [n for n, entry in enumerate(found) if entry is not None]
+        if at_rows:
+            known = np.array([found[n] for n in at_rows], np.float64)
+            values[at_rows], stamps[at_rows] = known[:, 0], known[:, 1]
         if np.isinf(self.half_life):
             factors = np.ones_like(values)
         else:
