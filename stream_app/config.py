@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from stream_app.ann import AnnParams
 from stream_app.connections import KafkaConfig, RedisConfig
 from stream_app.contract import Limits
+from stream_app.index import ROW_DTYPES
 from stream_app.model.interest import InterestParams
 from stream_app.model.neighbours import TextLending
 from stream_app.model.scoring import BLEND_PARTS, Defaults
@@ -436,8 +437,9 @@ class Settings:
                              f"{env_name(_field('sequence_dim'))}")
         if self.ann_dtype not in ("b1", "i8", "f16", "f32"):
             raise ValueError(f"{env_name(_field('ann_dtype'))} must be b1, i8, f16 or f32")
-        if self.ann_rows not in ("f16", "i8"):
-            raise ValueError(f"{env_name(_field('ann_rows'))} must be f16 or i8")
+        if self.ann_rows not in ROW_DTYPES:
+            raise ValueError(f"{env_name(_field('ann_rows'))} must be "
+                             f"{' or '.join(ROW_DTYPES)}")
         if self.ann_rebuild_fraction > 1:
             raise ValueError(f"{env_name(_field('ann_rebuild_fraction'))} must be in (0, 1]")
         if self.encoder_backend not in ("torch", "onnx", "onnx-int8"):

@@ -121,7 +121,7 @@ class CatalogIndex:
         ``i8`` (int8 and a scale per row: a quarter, and scores within ~0.2 % of a unit
         vector's length)."""
         if dtype not in ROW_DTYPES:
-            raise ValueError(f"rows are f16 or i8, not {dtype!r}")
+            raise ValueError(f"rows are {' or '.join(ROW_DTYPES)}, not {dtype!r}")
         if self.compacted:
             return
         if dtype == "i8":

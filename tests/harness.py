@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,14 @@ from stream_app.embedded import free_port
 from stream_app.kafka_io import Producer, consume, ensure_topics
 from stream_app.processes import WorkerProcess
 from stream_app.store import Store, connect
+
+
+def run_python(code: str, timeout: float = 120, **options: Any
+               ) -> subprocess.CompletedProcess:
+    """``code`` run by this interpreter in a fresh process (what a process imports first,
+    or at all), its output captured as text; ``options`` go to ``subprocess.run``."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, **options)
 
 
 class Harness:

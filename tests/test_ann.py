@@ -19,6 +19,7 @@ from stream_app.model.interest import Interest, UserState
 from stream_app.model.sequence import Window, fit_sequence
 from stream_app.pipeline import Processor
 from tests.fakes import FakeEncoder
+from tests.harness import run_python
 
 DIM = 32
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -280,9 +281,6 @@ def test_onnx_runtime_loads_after_a_graph_was_built():
     """usearch's extension exports its C++ runtime's locale ids process-wide; ONNX Runtime
     imported after it crashed the process (SIGSEGV). ``usearch_index`` loads it first, so a
     worker with the onnx encoder backend may build a graph before its first text."""
-    import subprocess
-    import sys
-
     pytest.importorskip("onnxruntime")
     code = ("import numpy as np\n"
             "from stream_app.ann import usearch_index\n"
@@ -290,8 +288,7 @@ def test_onnx_runtime_loads_after_a_graph_was_built():
             "index.add(np.arange(4, dtype=np.uint64), np.eye(4, 8, dtype=np.float32))\n"
             "import onnxruntime\n"
             "print(onnxruntime.get_device())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = run_python(code)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.strip() == "CPU"
 
@@ -307,7 +304,6 @@ def test_freed_memory_is_handed_back_when_a_graph_is_installed(monkeypatch):
     ann.build_now()
     assert ann.graph is not None and calls == [1]
     ann.close()
-    ann_mod._malloc_trim.cache_clear()
     monkeypatch.undo()
     ann_mod.release_freed_memory()  # glibc here: malloc_trim; elsewhere nothing
 

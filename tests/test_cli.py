@@ -12,6 +12,7 @@ import pytest
 
 from stream_app.cli import build_parser
 from stream_app.embedded import free_port
+from tests.harness import run_python
 
 
 def _options(parser: argparse.ArgumentParser, path=()):
@@ -92,8 +93,7 @@ def test_a_process_freezes_what_it_loaded_before_it_consumes():
             "assert gc.get_freeze_count() == 0\n"
             "n = freeze_loaded_objects()\n"
             "print(json.dumps([n, gc.get_freeze_count()]))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     frozen, count = json.loads(done.stdout.strip().splitlines()[-1])
     assert frozen == count > 1000

