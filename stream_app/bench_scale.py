@@ -60,7 +60,8 @@ def _items(vectors: np.ndarray) -> Iterator[dict[str, Any]]:
         yield {"item_id": f"v{n}", "vector": [round(float(x), 6) for x in vectors[n]]}
 
 
-def _dim(s: Settings) -> int:
+def model_dim(s: Settings) -> int:
+    """The model's width: the synthetic vectors' (no model is loaded)."""
     from transformers import AutoConfig
 
     from stream_app.encoder import default_model_path
@@ -127,7 +128,7 @@ async def measure_scale(s: Settings, args: argparse.Namespace, n: int) -> dict[s
     from stream_app.bench import READER_FETCH_WAIT_MS, _flood, _paced
 
     rng = random.Random(1)
-    dim = _dim(s)
+    dim = model_dim(s)
     t0 = time.perf_counter()
     vectors, topic = synthetic_catalog(n, dim)
     figures: dict[str, Any] = {"items": n, "dim": dim, "batch_size": s.batch_size,

@@ -150,6 +150,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "graph", None):
+        from stream_app.bench_graph import run_graph_bench
+
+        return run_graph_bench(_settings(), args)
     if getattr(args, "encoder", False):
         from stream_app.bench_encoder import run_encoder_bench
 
@@ -393,6 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "Faust pass-through on the same broker (0: skip)")
     bench.add_argument("--load-timeout", type=float, default=3600.0,
                        help="with --items: longest wait for the catalog and its index")
+    bench.add_argument("--graph", help="the nearest-neighbour graph alone, in process, over "
+                       "synthetic catalogs of these sizes (comma separated), built with the "
+                       "ann_* settings: build time, bytes, queries/s and recall@10 at each "
+                       "search width, for one-taste and two-taste queries "
+                       "(stream_app/bench_graph.py)")
+    bench.add_argument("--widths", help="with --graph: search widths (ef), comma separated "
+                       "(default: the setting, twice and four times it)")
+    bench.add_argument("--queries", type=int, default=500,
+                       help="with --graph: queries of each kind")
     bench.add_argument("--relay", action="store_true",
                        help="only the relays (stream_app/bench_relay.py)")
     bench.add_argument("--rate",

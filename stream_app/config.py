@@ -229,12 +229,16 @@ class Settings:
         "f16", "The text vectors a large catalog keeps and re-scores candidates with: "
         "`f16` (float16) or `i8` (int8 and a scale per row: half of f16's memory; at 10^6 "
         "items the same recall@10 in bench runs, the order within a list less often exact).")
-    ann_connectivity: int = _setting(16, "HNSW edges per node (M) of the index.")
+    ann_connectivity: int = _setting(
+        16, "HNSW edges per node (M) of the index (at 10^6 items 32 reach regions 16 miss, "
+        "for ~1/3 more graph memory with int8 vectors: docs/scaling.md).")
     ann_expansion_add: int = _setting(
         128, "HNSW search width while building the index (efConstruction).")
     ann_expansion_search: int = _setting(
         192, "HNSW search width per query (ef; at least `ann_candidates`): at 10^6 items "
-        "recall@10 0.996 against exact ranking (0.973 at 128, ~10 % more events/s).")
+        "served lists reached recall@10 0.957-0.996 against exact ranking in five bench "
+        "runs (one run at 128: 0.973, ~10 % more events/s); `stream-app bench --graph` "
+        "measures a width before you set it.")
     ann_rebuild_fraction: float = _setting(
         0.05, "Share of the catalog changed since the index was built (searched exactly "
         "meanwhile) at which a new index is built in a thread and swapped in.")
