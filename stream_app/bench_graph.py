@@ -8,14 +8,16 @@ parameters, and two kinds of interest-like queries:
 - *two sub-topics*: the mean of 3 items of each of two random sub-topics (an interest
   that blends two tastes: its best items are far from it, and many are about as far).
 
-For each search width (ef): queries/s on one thread, and recall@10: how many of the exact
-top 10 (over every stored row, read as float32) are among the ``ann_candidates`` the graph gives once
-re-scored exactly, as a worker re-scores them; how many queries found none of their
-top 10 (the search ended in another region of the graph); and the share of the exact
-best 50 among the candidates (a served list also weighs popularity and co-visits, so
-its items can sit deeper in the similarity order than the top 10). The served lists of
-``bench --items`` add the popular pool and co-visited items to these candidates and rank
-with interest shares and the prior; this isolates the graph.
+For each search width (ef): queries/s on one thread, and recall@10: how many of the
+exact top 10 (over every stored row, read as float32) are among the ``ann_candidates``
+the graph gives once re-scored exactly, as a worker re-scores them; how many queries
+found none of their top 10 (the search ended in another region of the graph); and the
+share of the exact best 50 among the candidates (a served list also weighs popularity
+and co-visits, so its items can sit deeper in the similarity order than the top 10).
+The served lists of ``bench --items`` add the popular pool and co-visited items to
+these candidates and rank with interest shares and the prior; this isolates the graph.
+It also reports the share of sampled items that a search for their own vector misses
+(``lost_items``).
 """
 
 from __future__ import annotations
