@@ -67,8 +67,7 @@ def recall_of(rows: Any, keys: np.ndarray, valid: np.ndarray, queries: np.ndarra
     found, covered = [], []
     for q in range(len(queries)):
         cand = keys[q][valid[q]]
-        best = cand[np.argsort(-(rows[cand] @ queries[q]), kind="stable")[:k]] if len(cand) \
-            else cand
+        best = cand[np.argsort(-(rows[cand] @ queries[q]), kind="stable")[:k]]
         want = set(np.asarray(exact[q][:k]).tolist())
         found.append(len(want & set(best.tolist())) / max(1, len(want)))
         deep = set(np.asarray(exact[q]).tolist())

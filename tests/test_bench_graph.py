@@ -51,6 +51,9 @@ def test_recall_counts_the_exact_top_k_found_after_re_scoring():
     deeper = [np.array([0, 1, 2]), np.array([3, 4, 2])]
     keys = np.array([[0, 1, 3], [3, 4, 0]])
     assert recall_of(rows, keys, valid, queries, deeper, k=2) == (1.0, 0, pytest.approx(2 / 3))
+    # a query the graph answered with nothing found none
+    nothing = np.zeros((2, 3), bool)
+    assert recall_of(rows, keys, nothing, queries, exact, k=2) == (0.0, 2, 0.0)
 
 
 @pytest.mark.parametrize("rows", ["f16", "i8"])
