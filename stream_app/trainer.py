@@ -29,8 +29,8 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.model.adapter import Adapter
 from stream_app.model.interest import CHOICES, UserState
-from stream_app.model.objective import (Example, ItemTable, sequences, train_and_judge,
-                                       training_process)
+from stream_app.model.objective import (NO_SCORES, Example, ItemTable, SparseScores,
+                                       sequences, train_and_judge, training_process)
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
 from stream_app.pipeline import (MAX_OWED_BATCHES, Outputs, Owed, Processor, Snapshot,
                                  choices, place)
@@ -81,6 +81,7 @@ class Trainer:
         self._snapshot_id = -1
         self._snapshot_ts = -math.inf
         self._since_snapshot = 0
+        self._ids: tuple[str, ...] = ()  # _catalog_ids
         self._snapshot_every_s = min(SNAPSHOT_EVERY_S, settings.popularity_half_life_s / 50)
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -260,11 +261,11 @@ class Trainer:
         counting it), kept sparse: the items with a score. One call for the batch."""
         if not examples:
             return
-        ids = self.catalog.index.ids
+        ids = self._catalog_ids()
         scores = self.catalog.covisit_scores([e.recent for e in examples])
         for e, row in zip(examples, scores):
-            top = np.flatnonzero(row)
-            self.pending.append(replace(e, covisit=(tuple(ids[k] for k in top), row[top])))
+            top = np.flatnonzero(row).astype(np.int32)
+            self.pending.append(replace(e, covisit=SparseScores(ids, top, row[top])))
         self._since_snapshot += len(examples)
         self.metrics.trainer_examples.inc(len(examples))
         if self.pending_since is None:
@@ -275,14 +276,19 @@ class Trainer:
         if (at - self._snapshot_ts < self._snapshot_every_s
                 and self._since_snapshot < SNAPSHOT_EVERY_EXAMPLES):
             return
-        ids = tuple(self.catalog.index.ids)
-        last = self._snapshots.get(self._snapshot_id)
-        if last is not None and last[0] == ids:
-            ids = last[0]  # one shared tuple while the catalog does not change
+        ids = self._catalog_ids()
         self._snapshot_id += 1
         self._snapshots[self._snapshot_id] = (
             ids, self.catalog.popularity.prior(ids, at).astype(np.float16))
         self._snapshot_ts, self._since_snapshot = at, 0
+
+    def _catalog_ids(self) -> tuple[str, ...]:
+        """The catalog's ids, one shared tuple while the catalog does not change (what
+        examples and prior snapshots refer to their items by)."""
+        ids = tuple(self.catalog.index.ids)
+        if ids != self._ids:
+            self._ids = ids
+        return self._ids
 
     def _history(self, ids: Sequence[str], examples: Sequence[Example]
                  ) -> tuple[np.ndarray, dict[int, int]]:
@@ -449,7 +455,7 @@ _NO_STRENGTHS = np.zeros(0, np.float32)
 def _compact(e: Example) -> Example:
     """What the buffer keeps of an example: the choice and the items before it."""
     return replace(e, interests=_NO_INTERESTS, strengths=_NO_STRENGTHS, seen=frozenset(),
-                   snapshot=-1, covisit=((), _NO_STRENGTHS))
+                   snapshot=-1, covisit=NO_SCORES)
 
 
 def resident_bytes(pid: int | str = "self") -> int | None:

@@ -22,6 +22,7 @@ from stream_app.model.objective import (
     MAX_HARD,
     Example,
     ItemTable,
+    SparseScores,
     blend_for,
     score,
     sequences,
@@ -263,14 +264,21 @@ def test_item_table_gives_each_example_its_own_prior_and_co_visits():
     history = np.stack([np.full(N, 1.0, np.float32), np.full(N, 2.0, np.float32)])
     table = ItemTable(IDS, text, np.zeros(N, np.float32), history, {7: 0, 8: 1})
     examples = [replace(_example(1.0, "u", "i1"), snapshot=8,
-                        covisit=(("i3", "gone", "i5"), np.array([0.5, 0.9, 0.25], np.float32))),
-                replace(_example(2.0, "u", "i2"), snapshot=-1)]
-    priors = table.priors(examples)
+                        covisit=SparseScores(("i3", "gone", "i5"), np.array([0, 1, 2]),
+                                             np.array([0.5, 0.9, 0.25], np.float32))),
+                replace(_example(2.0, "u", "i2"), snapshot=-1),
+                # scores over the catalog as it was in another order: found by id
+                replace(_example(3.0, "u", "i3"),
+                        covisit=SparseScores(("i5", "i3", "gone"), np.array([1, 2]),
+                                             np.array([0.75, 0.125], np.float32)))]
+    priors = table.priors(examples[:2])
     np.testing.assert_array_equal(priors[0], history[1])
     np.testing.assert_array_equal(priors[1], table.prior)  # no snapshot: the cutoff's
     covisits = table.covisits(examples)
-    assert covisits.shape == (2, N) and covisits[1].sum() == 0
+    assert covisits.shape == (3, N) and covisits[1].sum() == 0
     assert (covisits[0, 3], covisits[0, 5]) == (0.5, 0.25) and covisits[0].sum() == 0.75
+    assert covisits[2, 3] == 0.75 and covisits[2].sum() == 0.75
+    assert examples[2].covisit.as_dict() == {"i3": 0.75, "gone": 0.125}
     assert table.rows(["i2", "gone"]) == [2, -1] and table.text_of("gone") is None
 
 

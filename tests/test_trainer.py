@@ -161,10 +161,10 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
             assert len(trainer.pending[2].interests) == 2  # i1 and i2, before i3
             assert trainer.pending[2].recent == ("i1", "i2")
             # each example holds the co-visit scores as a worker had them before the choice
-            assert second.covisit[0] == ()  # only i1 had been chosen: nothing together yet
-            items, values = trainer.pending[2].covisit  # i1 then i2: each scores the other,
-            # i2 from i1, which is one choice back (the co-visit recency's weight)
-            assert dict(zip(items, values.tolist())) == pytest.approx(
+            assert len(second.covisit) == 0  # only i1 had been chosen: nothing together yet
+            # i1 then i2: each scores the other, i2 from i1, which is one choice back (the
+            # co-visit recency's weight)
+            assert trainer.pending[2].covisit.as_dict() == pytest.approx(
                 {"i1": 1.0, "i2": s.covisit_recency}, rel=1e-5)  # faded by seconds apart
 
     run(go())

@@ -25,6 +25,27 @@ MAX_HARD = 20  # the most recent skips and dislikes of an example that are train
 
 
 @dataclass(frozen=True)
+class SparseScores:
+    """Scores of some items: ``values[n]`` is the score of ``ids[rows[n]]``. ``ids`` is the
+    catalog's ids as of then, one tuple shared by the examples of many batches, so an
+    example keeps two small arrays (and a pickled round one copy of the ids)."""
+
+    ids: tuple[str, ...] = ()
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def as_dict(self) -> dict[str, float]:
+        """Item id -> score."""
+        return {self.ids[r]: float(v) for r, v in zip(self.rows.tolist(), self.values)}
+
+
+NO_SCORES = SparseScores()
+
+
+@dataclass(frozen=True)
 class Example:
     ts: float  # event time of the choice
     user_id: str
@@ -35,8 +56,8 @@ class Example:
     seen: frozenset[str] = frozenset()  # excluded when scoring, as serving excludes them
     snapshot: int = -1  # the popularity prior as it was then (ItemTable.history); -1: none
     recent: tuple[str, ...] = ()  # the user's latest chosen items before this one, oldest first
-    covisit: tuple[tuple[str, ...], np.ndarray] = ((), np.zeros(0, np.float32))  # items with
-    # a co-visit score as the workers ranked then, and those scores
+    covisit: SparseScores = NO_SCORES  # the items with a co-visit score as the workers
+    # ranked then, and those scores
 
 
 @dataclass
@@ -62,13 +83,17 @@ class ItemTable:
     def covisits(self, examples: Sequence[Example]) -> np.ndarray:
         """(len(examples), N): each example's co-visit scores."""
         out = np.zeros((len(examples), len(self.ids)), np.float32)
-        lookup = self.lookup
+        here: dict[int, np.ndarray] = {}  # id(an ids tuple) -> its rows here (-1: gone)
         for n, e in enumerate(examples):
-            items, values = e.covisit
-            for item_id, value in zip(items, values):
-                row = lookup.get(item_id)
-                if row is not None:
-                    out[n, row] = value
+            scores = e.covisit
+            if not len(scores):
+                continue
+            at = here.get(id(scores.ids))
+            if at is None:
+                at = here[id(scores.ids)] = np.array(self.rows(scores.ids), np.int64)
+            cols = at[scores.rows]
+            kept = cols >= 0
+            out[n, cols[kept]] = scores.values[kept]
         return out
 
     @cached_property
