@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from stream_app.config import Settings
@@ -55,6 +57,19 @@ def test_item_knn_cosine_and_history_window():
     knn.learn_one(_ev(10, "w", "E"))
     # w's history D, E: C scores 1/sqrt(2 * 2) via D, nothing via E; A, B score 0
     assert knn.rank("w", 1) == ["C"]
+
+
+def test_item_knn_keeps_its_rows_in_step_as_items_are_first_chosen():
+    rng = random.Random(3)
+    items = [f"i{n}" for n in range(40)]
+    knn = ItemKNN(items, history=5)
+    for n in range(400):
+        knn.learn_one(_ev(n, f"u{rng.randrange(15)}", rng.choice(items[: 10 + n // 10])))
+        user = f"u{rng.randrange(15)}"
+        recent = knn.recent.get(user)
+        fresh = (knn.covisits.scores([tuple(recent)], knn.catalog.ids)[0] if recent
+                 else np.zeros(len(items)))
+        np.testing.assert_array_equal(knn.scores(user), fresh)
 
 
 def test_replayed_rankers_are_judged_like_the_pipeline():

@@ -93,6 +93,8 @@ class ItemKNN:
         self.history = history
         self.counts = np.zeros(len(self.catalog.ids), dtype=np.float64)
         self.recent: dict[str, deque[str]] = {}
+        # each catalog row's co-visit row (-1: never chosen), kept as items are chosen
+        self._covisit_rows = np.full(len(self.catalog.ids), -1, np.int64)
 
     def learn_one(self, event: Mapping[str, Any]) -> None:
         user, j = self.catalog.see(event)
@@ -101,6 +103,7 @@ class ItemKNN:
         item = self.catalog.ids[j]
         recent = self.recent.setdefault(user, deque(maxlen=self.history))
         self.covisits.add([(tuple(recent), item)])
+        self._covisit_rows[j] = self.covisits.rows[item]
         if item in recent:
             recent.remove(item)
         recent.append(item)
@@ -111,7 +114,8 @@ class ItemKNN:
         recent = self.recent.get(user_id)
         if not recent:
             return np.zeros_like(self.counts)
-        return self.covisits.scores([tuple(recent)], self.catalog.ids)[0].astype(np.float64)
+        return self.covisits.scores([tuple(recent)], self.catalog.ids,
+                                    item_rows=self._covisit_rows)[0].astype(np.float64)
 
     def rank(self, user_id: str, k: int) -> list[str]:
         return self.catalog.unseen_top(user_id, self.scores(user_id), k, fill=self.counts)
