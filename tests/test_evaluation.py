@@ -177,6 +177,22 @@ def test_simulated_feedback_waits_for_both_the_list_and_the_next_choice():
 
 
 @pytest.mark.integration
+def test_baselines_in_a_process_beside_the_model_rank_as_they_do_in_line(redis_url):
+    items, events = _tiny(10, 6)
+    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-aside",
+                                      batch_size=16)
+    names = ["item-kNN (co-occurrence, last 20)", "default", "popularity (decayed, ranker)"]
+    aside, in_line = (asyncio.run(evaluate(s, FakeEncoder(), items, events, names,
+                                           progress=False, rankers_aside=flag))
+                      for flag in (True, False))
+    assert [r["variant"] for r in aside] == names  # in the order asked
+    for a, b in zip(aside, in_line):
+        assert {k: v for k, v in a.items() if k != "events_per_s"} == \
+            {k: v for k, v in b.items() if k != "events_per_s"}
+    assert aside[0]["prequential"]["n"] == 50
+
+
+@pytest.mark.integration
 def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
     items, events = _tiny(20, 12)
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft",
@@ -188,6 +204,50 @@ def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
     training = row["training"]
     assert training["rounds"] >= 3 and training["promoted"] + training["refused"] == \
         training["rounds"]
+
+
+@pytest.mark.integration
+def test_a_round_trains_while_the_stream_goes_on_and_serves_from_the_next_round(
+        redis_url, monkeypatch):
+    """The replay does not wait for a round: it follows a version when the next round is
+    due (a fixed point in the stream, whatever the machine's speed), and the events in
+    between are served by the version before it."""
+    import stream_app.evaluation.offline as offline
+    from stream_app.pipeline import Processor
+    from stream_app.trainer import Trainer
+
+    seen = {"events": 0}
+    marks: list[tuple[str, int]] = []
+    process, train = Processor.process_activity, Trainer.round
+
+    async def counted(self, records, *args, **kwargs):
+        out = await process(self, records, *args, **kwargs)
+        seen["events"] += len(records)  # the worker's (the trainer applies, not processes)
+        return out
+
+    async def slow_round(self):
+        marks.append(("begin", seen["events"]))
+        await asyncio.sleep(0.2)  # the stream moves on meanwhile (one batch of 16 at most)
+        out = await train(self)
+        marks.append(("end", seen["events"]))
+        return out
+
+    async def follow(catalog, registry):
+        marks.append(("follow", seen["events"]))
+
+    monkeypatch.setattr(Processor, "process_activity", counted)
+    monkeypatch.setattr(Trainer, "round", slow_round)
+    monkeypatch.setattr(offline, "follow", follow)
+    items, events = _tiny(20, 12)
+    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft2",
+                                      batch_size=16, trainer_batch_size=60)
+    asyncio.run(evaluate(s, FakeEncoder(), items, events,
+                         ["fine-tuned (trainer + simulated feedback)"], progress=False))
+    begins = [n for kind, n in marks if kind == "begin"]
+    follows = [n for kind, n in marks if kind == "follow"]
+    ends = [n for kind, n in marks if kind == "end"]
+    assert len(begins) >= 3 and follows == begins[1:]  # each version when the next begins
+    assert all(end > begin for begin, end in zip(begins, ends))  # events went on meanwhile
 
 
 def test_a_repeated_log_is_later_copies_with_new_users():

@@ -8,11 +8,14 @@ rankers of their own (``baselines``), replayed event by event and judged the sam
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import multiprocessing
 import time
 import uuid
 import zlib
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
@@ -129,7 +132,10 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     """Catalog, then every event, through a Processor on its own Redis key prefix.
 
     ``fine_tune``: a Trainer learns from the events and from feedback simulated on the
-    lists shown; after each batch the Processor follows the registry, as a worker does.
+    lists shown. As in a deployment, a round trains (in its own process) while the
+    stream goes on, served by the version before it; the Processor follows the registry
+    when the next round is due, so which events a version serves does not depend on how
+    fast the machine trains: one round's events after the round began.
     """
     # its own keys; no per-user history (for the console), which a replay never reads
     s = settings.replace(key_prefix=f"{settings.key_prefix}-eval-{uuid.uuid4().hex[:8]}",
@@ -139,6 +145,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     catalog = Catalog.for_settings(store, encoder.version, encoder.dim, s)
     processor = Processor(s, store, encoder, catalog, Metrics())
     registry = Registry(client, s.key_prefix, encoder.version)
+    training: asyncio.Task | None = None  # the round under way
     try:
         item_offsets: dict[int, int] = {}
         for start in range(0, len(items), 512):
@@ -170,13 +177,19 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
                                           s.topic_partitions, feedback_offsets)
                     await trainer.observe(feedback + records)
                     if trainer.due():
-                        rounds.append(await trainer.round())
-                        await follow(catalog, registry)
+                        if training is not None:
+                            rounds.append(await training)
+                            await follow(catalog, registry)
+                        training = asyncio.create_task(trainer.round())
                 bar.update(len(chunk))
+        if training is not None:
+            rounds.append(await training)
         if trainer is not None:
             trainer.close()
         return Replayed(recs, time.perf_counter() - started, dead, rounds)
     finally:
+        if training is not None and not training.done():  # failed on the way
+            training.cancel()
         await store.delete_prefix()
         await client.aclose()
 
@@ -194,19 +207,44 @@ async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registr
 
 async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                    events: Sequence[dict], variants: Sequence[str],
-                   progress: bool = True,
-                   curves: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   progress: bool = True, curves: dict[str, Any] | None = None,
+                   rankers_aside: bool = True) -> list[dict[str, Any]]:
     """Each variant over the same data; the prequential and leave-one-out scores.
 
-    ``curves``, when given, gets each variant's ``prequential_windows`` (for the charts)."""
+    ``curves``, when given, gets each variant's ``prequential_windows`` (for the charts).
+    ``rankers_aside``: the baselines that are rankers of their own (no Redis, no
+    encoder) run in a process of their own while the model's variants run here, on the
+    core a worker's one thread leaves; their events/s are then measured beside them."""
+    ranked = [name for name in variants if name in RANKERS]
+    runs: dict[str, Replayed] = {}
+    aside = None
+    pool = None
+    if rankers_aside and ranked and len(ranked) < len(variants):
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        aside = asyncio.get_running_loop().run_in_executor(
+            pool, run_rankers, ranked, items, events, settings)
+    try:
+        for name in variants:
+            if name in RANKERS:
+                if aside is None:
+                    runs[name] = run_ranker(RANKERS[name](items, events, settings), events,
+                                            name, progress)
+                continue
+            runs[name] = await replay_in_process(settings.replace(**VARIANTS[name]), encoder,
+                                                 items, events, name, progress,
+                                                 fine_tune=name in FINE_TUNED)
+        if aside is not None:
+            runs.update(await aside)
+            if progress:
+                for name in ranked:
+                    print(f"{name}: {len(events)} events in {runs[name].seconds:.0f} s, "
+                          "in a process beside the others", flush=True)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
     rows = []
     for name in variants:
-        if name in RANKERS:
-            run = run_ranker(RANKERS[name](items, events, settings), events, name, progress)
-        else:
-            run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
-                                          events, name, progress,
-                                          fine_tune=name in FINE_TUNED)
+        run = runs[name]
         if curves is not None:
             curves[name] = prequential_windows(events, run.recs)
         rows.append({"variant": name, **judge(events, run.recs).as_dict(),
@@ -216,6 +254,14 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                         "training_rounds": [round_row(r) for r in run.rounds]}
                        if run.rounds else {})})
     return rows
+
+
+def run_rankers(names: Sequence[str], items: Sequence[dict], events: Sequence[dict],
+                settings: Settings) -> dict[str, Replayed]:
+    """These baselines (``RANKERS``), one after the other, without progress bars (in a
+    process of their own: ``evaluate``)."""
+    return {name: run_ranker(RANKERS[name](items, events, settings), events, name, False)
+            for name in names}
 
 
 def prequential_windows(events: Sequence[dict], recs: dict[str, Sequence[str]],
