@@ -154,6 +154,14 @@ class CatalogIndex:
     def row(self, item_id: str) -> int:
         return self._rows[item_id]
 
+    def find(self, item_ids: Iterable[str]) -> list[int | None]:
+        """Each item's row (None: not in the catalog)."""
+        return list(map(self._rows.get, item_ids))
+
+    def rows_of(self, item_ids: Iterable[str]) -> list[int]:
+        """The rows of those of these items the catalog holds, in their order."""
+        return [r for r in map(self._rows.get, item_ids) if r is not None]
+
     def vector(self, item_id: str) -> np.ndarray | None:
         """The item's vector as float32 (None: not in the catalog)."""
         row = self._rows.get(item_id)

@@ -561,12 +561,11 @@ class Processor:
             return [[] for _ in states]
         self.catalog.serve()
         adapter = self.catalog.adapter
-        histories = [[index.row(i) for i in st.recent_item_ids() if i in index]
-                     for st in states]
+        histories = [index.rows_of(st.recent_item_ids()) for st in states]
         directions = [np.stack([i.direction() for i in st.interests]) if st.interests
                       else np.zeros((0, index.dim), np.float32) for st in states]
         strengths = [st.strengths(t, self.params) for st, t in zip(states, times)]
-        rows = [[index.row(i) for i in ex if i in index] for ex in excludes]
+        rows = [index.rows_of(ex) for ex in excludes]
         if self.catalog.large:
             lists = self._rank_candidates(states, directions, histories, strengths, rows, at, k)
         else:
@@ -618,10 +617,11 @@ class Processor:
         found = catalog.candidates(directions, queries, prior_of, w_pop, blend.sequence, count)
         # co-visits: the items with counts, scored as over the whole catalog (a row's
         # ``keep`` best of every item), each row's non-zero ones among its candidates
-        known = [i for i in catalog.covisits.rows if i in index]
+        known_rows, known_at = catalog.covisit_rows.known()
+        known = len(known_rows) > 0
         if known:
-            scores = catalog.covisits.scores([st.recent_item_ids() for st in states], known)
-            known_rows = np.array([index.row(i) for i in known], np.int64)
+            scores = catalog.covisits.scores([st.recent_item_ids() for st in states], None,
+                                             item_rows=known_at)
         cols, covisit_at = [], []
         for n in range(b):
             extra = np.flatnonzero(scores[n]) if known else np.zeros(0, np.int64)

@@ -295,3 +295,32 @@ def test_items_faded_out_of_range_neither_poison_scores_nor_overflow(a, later):
     rows = [late.rows["b"], late.rows["c"]]
     np.testing.assert_allclose(late._c.c[np.ix_(rows, rows)],
                                [[0, late.counts[rows[1]]], [late.counts[rows[1]], 0]])
+
+
+def test_catalog_rows_follow_catalog_changes_and_first_counts_as_a_full_read_would():
+    from stream_app.catalog import CovisitRows
+    from stream_app.index import CatalogIndex
+
+    rng = np.random.default_rng(5)
+    index = CatalogIndex(4)
+    table = {"co": CoVisits(history=3, keep=100)}
+    rows = CovisitRows(index, lambda: table["co"])
+    names = [f"i{n}" for n in range(60)]
+    for step in range(300):
+        op = rng.integers(4)
+        if op == 0:  # new items and changed vectors
+            picked = rng.choice(names, 3, replace=False)
+            index.upsert((str(i), rng.normal(size=4).astype(np.float32)) for i in picked)
+        elif op == 1 and len(index):  # removals move the last row into the hole
+            index.remove([str(i) for i in rng.choice(list(index.ids), 2)])
+        elif op == 2:  # choices, also of items not (yet) in the catalog
+            before = tuple(str(i) for i in rng.choice(names, 2, replace=False))
+            table["co"].add([(before, str(rng.choice(names)))])
+        elif step == 150:  # another table altogether
+            table["co"] = CoVisits(history=3, keep=100)
+        if step % 3 == 0:
+            want = table["co"].rows_of(index.ids)
+            np.testing.assert_array_equal(rows.rows(), want)
+            known, at = rows.known()
+            np.testing.assert_array_equal(known, np.flatnonzero(want >= 0))
+            np.testing.assert_array_equal(at, want[known])

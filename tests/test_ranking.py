@@ -81,6 +81,7 @@ def test_upsert_and_lookup():
     np.testing.assert_array_equal(idx.vector("b"), unit(4, 1))
     assert idx.vector("z") is None
     assert idx.matrix.shape == (2, 4)
+    assert idx.rows_of(["b", "z", "a", "b"]) == [1, 0, 1]  # held ones only, in order
 
 
 def test_upsert_updates_in_place():

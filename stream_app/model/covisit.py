@@ -218,16 +218,18 @@ class CoVisits:
             out /= self._scale(self.latest, math.inf)
         return out
 
-    def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str],
+    def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str] | None,
                borrow: Borrow | None = None, item_rows: np.ndarray | None = None
                ) -> np.ndarray:
         """(len(histories), len(item_ids)): each history's co-visit score of every item,
         zero outside its ``keep`` best. ``borrow``, given a history's latest items and
         their weights, returns more rows here to read and their weights (a history item's
         text neighbours, ``model.neighbours``). ``item_rows``: ``rows_of(item_ids)``, when
-        the caller keeps it."""
-        out = np.zeros((len(histories), len(item_ids)), np.float32)
-        if not len(self.rows) or not len(item_ids):
+        the caller keeps it (then ``item_ids`` may be None)."""
+        at = self.rows_of(() if item_ids is None else item_ids) if item_rows is None \
+            else item_rows
+        out = np.zeros((len(histories), len(at)), np.float32)
+        if not len(self.rows) or not len(at):
             return out
         n = len(self.rows)
         counts = self.counts[:n]
@@ -238,7 +240,6 @@ class CoVisits:
         norms[norms > FADED_NORM] = 0.0
         target_norms = np.zeros(n, np.float64)  # of the items scored
         np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=counts > 0)
-        at = self.rows_of(item_ids) if item_rows is None else item_rows
         known = at >= 0
         for r, history in enumerate(histories):
             tail = list(history)[-self.history:]
@@ -254,7 +255,7 @@ class CoVisits:
                 continue
             weights = norms[rows] * weights
             sims = self._c.weighted_sum(rows, weights, n) * target_norms
-            row = np.zeros(len(item_ids), np.float32)
+            row = np.zeros(len(at), np.float32)
             row[known] = sims[at[known]]
             if self.keep < len(row):
                 top = best_indices(row, self.keep)
