@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from stream_app.index import CatalogIndex, Rows
 
 EXACT_CHUNK = 65536  # rows converted to float32 at a time by the exact search
+SELF_CHECK = 1000  # items each new graph is searched for by their own vector (``self_found``)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,27 @@ class AnnGraph:
         return int(getattr(self.graph, "memory_usage", 0))
 
 
+def self_found(graph: AnnGraph, rows: np.ndarray | Rows, sample: int, seed: int = 2
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(picked, found): a sample of the graph's keys, and whether a search for each one's
+    own vector (10 nearest, the graph's search width) returns it. A well-built graph finds
+    all; one whose insert threads raced can leave nodes stored but unlinked, which no
+    search reaches (unum-cloud/USearch#735)."""
+    n = len(graph)
+    picked = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
+    if not len(picked):
+        return picked, np.zeros(0, bool)
+    keys, valid = graph.search_keys(np.asarray(rows[picked], np.float32), 10, 1)
+    return picked, ((keys == picked[:, None]) & valid).any(axis=1)
+
+
+def unreachable(graph: AnnGraph, rows: np.ndarray | Rows, sample: int, seed: int = 2
+                ) -> float:
+    """Share of a sample of the graph's items that a search for their own vector misses."""
+    _, found = self_found(graph, rows, sample, seed)
+    return round(float(1.0 - found.mean()), 5) if len(found) else 0.0
+
+
 def exact_top(matrix: np.ndarray | Rows, rows: np.ndarray | None, queries: np.ndarray,
               count: int) -> list[np.ndarray]:
     """Each query's ``count`` best rows by inner product, over ``rows`` of ``matrix``
@@ -244,6 +266,8 @@ class AnnCandidates:
         self._pool: ThreadPoolExecutor | None = None
         self.builds = 0
         self.last_build_s = 0.0
+        # share of SELF_CHECK sampled items the serving graph cannot find by their own vector
+        self.unreachable = 0.0
         index.watch(self._touched)
 
     def _touched(self, rows: Sequence[int]) -> None:
@@ -269,9 +293,11 @@ class AnnCandidates:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ann-{self.label}")
         params, metric = self.params, self.metric
 
-        def build() -> tuple[AnnGraph, float]:
+        def build() -> tuple[AnnGraph, float, tuple[np.ndarray, np.ndarray]]:
             started = time.perf_counter()
-            return AnnGraph.build(ids, matrix, params, metric), time.perf_counter() - started
+            graph = AnnGraph.build(ids, matrix, params, metric)
+            seconds = time.perf_counter() - started
+            return graph, seconds, self_found(graph, matrix, SELF_CHECK)
 
         self._building = self._pool.submit(build)
         log("ann_build_started", index=self.label, items=size)
@@ -301,7 +327,7 @@ class AnnCandidates:
             future, self._building = self._building, None
             changed, self._next = self._next or _Changed(), None
             try:
-                graph, seconds = future.result()
+                graph, seconds, (picked, found) = future.result()
             except Exception as exc:  # noqa: BLE001 - keep serving with what we have
                 log("ann_build_failed", index=self.label, error=repr(exc))
             else:
@@ -309,10 +335,13 @@ class AnnCandidates:
                 release_freed_memory()
                 self.builds += 1
                 self.last_build_s = seconds
+                kept = ~changed.of(picked)  # rows rewritten since the snapshot: not judged
+                self.unreachable = (round(float(1.0 - found[kept].mean()), 5)
+                                    if kept.any() else 0.0)
                 installed = True
                 log("ann_built", index=self.label, items=len(graph),
                     seconds=round(seconds, 1), changed=changed.count,
-                    bytes=graph.memory_bytes)
+                    bytes=graph.memory_bytes, unreachable=self.unreachable)
         if start and self._building is None and self.needs_build():
             self.start_build()
         return installed
@@ -352,4 +381,5 @@ class AnnCandidates:
                 "changed": self.changed.count, "building": self.building,
                 "builds": self.builds, "last_build_s": round(self.last_build_s, 2),
                 "graph_bytes": self.graph.memory_bytes if self.graph else 0,
+                "unreachable": self.unreachable,
                 "dtype": self.params.dtype}

@@ -17,7 +17,7 @@ and co-visits, so its items can sit deeper in the similarity order than the top 
 The served lists of ``bench --items`` add the popular pool and co-visited items to
 these candidates and rank with interest shares and the prior; this isolates the graph.
 It also reports the share of sampled items that a search for their own vector misses
-(``lost_items``).
+(``ann.unreachable``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from stream_app.config import Settings
 
 QUERY_KINDS = ("one sub-topic", "two sub-topics")
 COVERAGE = 50  # the exact best rows whose share among the candidates is reported
-SELF_SAMPLE = 10_000  # items searched for by their own vector (``lost_items``)
+SELF_SAMPLE = 10_000  # items searched for by their own vector (``ann.unreachable``)
 ITEMS_PER_TASTE = 3
 
 
@@ -87,25 +87,11 @@ def best_first(rows: Any, queries: np.ndarray, count: int) -> list[np.ndarray]:
     return out
 
 
-def lost_items(graph: Any, rows: Any, sample: int, seed: int = 2) -> float:
-    """Share of a sample of the graph's items that a search for the item's own vector
-    (10 nearest, the graph's search width) does not return: items the graph cannot
-    reach. A well-built graph loses none; a build whose threads raced can leave nodes
-    stored but unlinked."""
-    n = len(graph)
-    if not n:
-        return 0.0
-    picked = np.sort(np.random.default_rng(seed).choice(n, min(sample, n), replace=False))
-    keys, valid = graph.search_keys(np.asarray(rows[picked], np.float32), 10, 1)
-    found = ((keys == picked[:, None]) & valid).any(axis=1)
-    return round(float(1.0 - found.mean()), 5)
-
-
 def measure_graph(s: Settings, n: int, dim: int, queries: int, widths: Sequence[int],
                   progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """One graph over a synthetic catalog of ``n`` items of ``dim`` components, searched
     at each width; ``progress`` hears of each stage (a build at 10^6 takes minutes)."""
-    from stream_app.ann import AnnGraph
+    from stream_app.ann import AnnGraph, unreachable
     from stream_app.bench_scale import synthetic_catalog
     from stream_app.index import CatalogIndex
 
@@ -132,7 +118,7 @@ def measure_graph(s: Settings, n: int, dim: int, queries: int, widths: Sequence[
     figures["build_s"] = round(time.perf_counter() - t0, 1)
     figures["graph_bytes"] = graph.memory_bytes
     progress(f"built in {figures['build_s']} s; searching")
-    figures["lost_items"] = lost_items(graph, rows, SELF_SAMPLE)
+    figures["lost_items"] = unreachable(graph, rows, SELF_SAMPLE)
     searched: dict[str, Any] = {}
     for width in widths:
         graph.graph.expansion_search = max(int(width), params.candidates)

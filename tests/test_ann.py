@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from stream_app.ann import AnnCandidates, exact_top
+from stream_app.ann import AnnCandidates, exact_top, unreachable
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.index import CatalogIndex
@@ -326,3 +326,45 @@ def test_float16_rows_convert_bit_for_bit():
     index.compact("f16")
     np.testing.assert_array_equal(index.rows_f32([3, 1, 99]),
                                   index.rows(100).codes[[3, 1, 99]].astype(np.float32))
+
+
+class _Graph:
+    """A graph stand-in that never returns the rows in ``lost``."""
+
+    def __init__(self, rows: np.ndarray, lost: set[int]) -> None:
+        self.rows, self.lost = rows, lost
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def search_keys(self, queries, count, threads):
+        scores = queries @ self.rows.T
+        scores[:, sorted(self.lost)] = -np.inf
+        keys = np.argsort(-scores, axis=1)[:, :count]
+        return keys, np.isfinite(np.take_along_axis(scores, keys, 1))
+
+
+def test_unreachable_items_are_those_a_search_for_their_own_vector_misses():
+    rows = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)  # unit, as a catalog's rows
+    assert unreachable(_Graph(rows, set()), rows, 200) == 0.0
+    assert unreachable(_Graph(rows, set(range(0, 200, 10))), rows, 200) == pytest.approx(0.1)
+    # a sample: about the same share
+    assert 0.0 < unreachable(_Graph(rows, set(range(0, 200, 10))), rows, 100) < 0.25
+
+
+def test_each_graph_reports_the_sampled_items_it_cannot_find_unless_rewritten_meanwhile(
+        monkeypatch):
+    x = clustered(1000)
+    index = CatalogIndex(DIM)
+    index.upsert((f"i{n}", v) for n, v in enumerate(x))
+    ann = AnnCandidates(index, settings().ann_params())
+    ann.build_now()
+    assert ann.unreachable == 0.0 and ann.describe()["unreachable"] == 0.0  # a sound graph
+    # a stand-in check: rows 1 and 2 not found; row 1 is rewritten while the graph builds
+    monkeypatch.setattr("stream_app.ann.self_found", lambda graph, rows, sample: (
+        np.array([0, 1, 2, 3]), np.array([True, False, False, True])))
+    ann.start_build()
+    index.upsert([("i1", x[500])])
+    ann.wait()
+    assert ann.unreachable == pytest.approx(1 / 3, abs=1e-4)  # row 2 of rows 0, 2, 3

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from stream_app.bench_graph import (QUERY_KINDS, graph_queries, lost_items, measure_graph,
+from stream_app.bench_graph import (QUERY_KINDS, graph_queries, measure_graph,
                                     recall_of, run_graph_bench)
 from stream_app.bench_scale import synthetic_catalog
 from stream_app.config import Settings
@@ -83,28 +83,3 @@ def test_the_command_prints_and_writes_its_figures(tmp_path, capsys, monkeypatch
     assert "2000 items" in printed and "ef 100, two sub-topics" in printed
     figures = json.loads(out.read_text())["2000"]
     assert figures["dim"] == 16 and figures["searches"]["ef 100, one sub-topic"]
-
-
-class _Graph:
-    """A graph stand-in that never returns the rows in ``lost``."""
-
-    def __init__(self, rows: np.ndarray, lost: set[int]) -> None:
-        self.rows, self.lost = rows, lost
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def search_keys(self, queries, count, threads):
-        scores = queries @ self.rows.T
-        scores[:, sorted(self.lost)] = -np.inf
-        keys = np.argsort(-scores, axis=1)[:, :count]
-        return keys, np.isfinite(np.take_along_axis(scores, keys, 1))
-
-
-def test_lost_items_are_those_a_search_for_their_own_vector_misses():
-    rows = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)  # unit, as a catalog's rows
-    assert lost_items(_Graph(rows, set()), rows, 200) == 0.0
-    assert lost_items(_Graph(rows, set(range(0, 200, 10))), rows, 200) == pytest.approx(0.1)
-    # a sample: about the same share
-    assert 0.0 < lost_items(_Graph(rows, set(range(0, 200, 10))), rows, 100) < 0.25
