@@ -354,6 +354,48 @@ def test_a_round_trains_promotes_and_workers_rank_with_the_new_version(redis_url
     run(go())
 
 
+def test_a_round_judges_with_the_prior_of_its_cutoff_whatever_is_observed_meanwhile(
+        redis_url, monkeypatch):
+    import stream_app.trainer as trainer_module
+
+    s = _settings(redis_url)
+    priors: list[dict[str, float]] = []
+    table = trainer_module.ItemTable
+
+    def recorded(ids, text, prior, *rest):
+        priors.append(dict(zip(ids, prior.tolist())))
+        return table(ids, text, prior, *rest)
+
+    monkeypatch.setattr(trainer_module, "ItemTable", recorded)
+
+    async def go() -> None:
+        async with World(s) as w:
+            trainer = await w.trainer(s.replace(trainer_batch_size=2000))
+            events = pairs(range(1000), seed=1)
+            for start in range(0, len(events), 256):
+                await trainer.observe(w.records(s.topic_activity, events[start:start + 256]))
+            cutoff = max(e.ts for e in trainer.pending)
+            (want,) = trainer.catalog.popularity.prior(["i0"], cutoff).tolist()
+            gate, current = asyncio.Event(), trainer.registry.current
+
+            async def slow_current():
+                await gate.wait()
+                return await current()
+
+            trainer.registry.current = slow_current
+            task = asyncio.create_task(trainer.round())
+            await asyncio.sleep(0)  # the round starts and waits on the registry
+            # meanwhile the stream goes on: many later choices of one item
+            await trainer.observe(w.records(s.topic_activity, [
+                {"event_id": f"late{n}", "user_id": f"late{n}", "type": "click",
+                 "item_id": "i0", "ts": cutoff + 60 + n} for n in range(50)]))
+            gate.set()
+            await task
+            assert priors[0]["i0"] == pytest.approx(want)
+
+    run(go())
+
+
 def test_a_worse_candidate_is_not_promoted(redis_url):
     s = _settings(redis_url)
 
