@@ -193,6 +193,19 @@ def test_baselines_in_a_process_beside_the_model_rank_as_they_do_in_line(redis_u
 
 
 @pytest.mark.integration
+def test_a_failed_variant_leaves_no_baseline_process_behind(redis_url):
+    import multiprocessing
+
+    items, events = _tiny(10, 6)
+    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-fail")
+    with pytest.raises(KeyError):
+        asyncio.run(evaluate(s, FakeEncoder(), items, events,
+                             ["item-kNN (co-occurrence, last 20)", "no such variant"],
+                             progress=False))
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.integration
 def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
     items, events = _tiny(20, 12)
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft",

@@ -15,7 +15,6 @@ import multiprocessing
 import time
 import uuid
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 
@@ -146,6 +145,7 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
     processor = Processor(s, store, encoder, catalog, Metrics())
     registry = Registry(client, s.key_prefix, encoder.version)
     training: asyncio.Task | None = None  # the round under way
+    trainer: Trainer | None = None
     try:
         item_offsets: dict[int, int] = {}
         for start in range(0, len(items), 512):
@@ -184,12 +184,13 @@ async def replay_in_process(settings: Settings, encoder: Encoder, items: Sequenc
                 bar.update(len(chunk))
         if training is not None:
             rounds.append(await training)
-        if trainer is not None:
-            trainer.close()
         return Replayed(recs, time.perf_counter() - started, dead, rounds)
     finally:
         if training is not None and not training.done():  # failed on the way
             training.cancel()
+            await asyncio.gather(training, return_exceptions=True)
+        if trainer is not None:
+            trainer.close()  # its training process too
         await store.delete_prefix()
         await client.aclose()
 
@@ -220,9 +221,8 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
     aside = None
     pool = None
     if rankers_aside and ranked and len(ranked) < len(variants):
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        aside = asyncio.get_running_loop().run_in_executor(
-            pool, run_rankers, ranked, items, events, settings)
+        pool = multiprocessing.get_context("spawn").Pool(1)
+        aside = pool.apply_async(run_rankers, (ranked, items, events, settings))
     try:
         for name in variants:
             if name in RANKERS:
@@ -234,14 +234,14 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                                                  items, events, name, progress,
                                                  fine_tune=name in FINE_TUNED)
         if aside is not None:
-            runs.update(await aside)
+            runs.update(await asyncio.get_running_loop().run_in_executor(None, aside.get))
             if progress:
                 for name in ranked:
                     print(f"{name}: {len(events)} events in {runs[name].seconds:.0f} s, "
                           "in a process beside the others", flush=True)
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.terminate()  # done, or abandoned when a variant failed: not waited for
     rows = []
     for name in variants:
         run = runs[name]
