@@ -254,7 +254,7 @@ class AnnCandidates:
     """
 
     def __init__(self, index: "CatalogIndex", params: AnnParams, metric: str = "ip",
-                 label: str = "text") -> None:
+                 label: str = "text", self_check: bool = True) -> None:
         self.index = index
         self.params = params
         self.metric = metric
@@ -266,8 +266,11 @@ class AnnCandidates:
         self._pool: ThreadPoolExecutor | None = None
         self.builds = 0
         self.last_build_s = 0.0
-        # share of SELF_CHECK sampled items the serving graph cannot find by their own vector
-        self.unreachable = 0.0
+        # share of SELF_CHECK sampled items the serving graph cannot find by their own
+        # vector; None: not checked (vectors that are not unit length: an item's own
+        # vector need not be its nearest by inner product)
+        self.self_check = self_check
+        self.unreachable: float | None = None
         index.watch(self._touched)
 
     def _touched(self, rows: Sequence[int]) -> None:
@@ -291,13 +294,19 @@ class AnnCandidates:
         self._next = _Changed()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"ann-{self.label}")
-        params, metric = self.params, self.metric
+        params, metric, check = self.params, self.metric, self.self_check
 
-        def build() -> tuple[AnnGraph, float, tuple[np.ndarray, np.ndarray]]:
+        def build() -> tuple[AnnGraph, float, tuple[np.ndarray, np.ndarray] | None]:
             started = time.perf_counter()
             graph = AnnGraph.build(ids, matrix, params, metric)
             seconds = time.perf_counter() - started
-            return graph, seconds, self_found(graph, matrix, SELF_CHECK)
+            found = None
+            if check:
+                try:
+                    found = self_found(graph, matrix, SELF_CHECK)
+                except Exception as exc:  # noqa: BLE001 - a diagnostic: keep the graph
+                    log("ann_check_failed", index=self.label, error=repr(exc))
+            return graph, seconds, found
 
         self._building = self._pool.submit(build)
         log("ann_build_started", index=self.label, items=size)
@@ -327,7 +336,7 @@ class AnnCandidates:
             future, self._building = self._building, None
             changed, self._next = self._next or _Changed(), None
             try:
-                graph, seconds, (picked, found) = future.result()
+                graph, seconds, checked = future.result()
             except Exception as exc:  # noqa: BLE001 - keep serving with what we have
                 log("ann_build_failed", index=self.label, error=repr(exc))
             else:
@@ -335,9 +344,12 @@ class AnnCandidates:
                 release_freed_memory()
                 self.builds += 1
                 self.last_build_s = seconds
-                kept = ~changed.of(picked)  # rows rewritten since the snapshot: not judged
-                self.unreachable = (round(float(1.0 - found[kept].mean()), 5)
-                                    if kept.any() else 0.0)
+                self.unreachable = None
+                if checked is not None:
+                    picked, found = checked
+                    kept = ~changed.of(picked)  # rows rewritten since the snapshot: not judged
+                    self.unreachable = (round(float(1.0 - found[kept].mean()), 5)
+                                        if kept.any() else 0.0)
                 installed = True
                 log("ann_built", index=self.label, items=len(graph),
                     seconds=round(seconds, 1), changed=changed.count,

@@ -132,7 +132,8 @@ class Catalog:
         self.text_ann = AnnCandidates(self.index, self.ann, "ip", "text")
         if self.ranking is not self.index:
             self.ranking.compact()
-            self.ranking_ann = AnnCandidates(self.ranking, _inner(self.ann), "ip", "ranking")
+            self.ranking_ann = AnnCandidates(self.ranking, _inner(self.ann), "ip", "ranking",
+                                             self_check=False)
         self.maintain()
 
     def maintain(self) -> bool:
@@ -245,7 +246,8 @@ class Catalog:
             ranking, graph = await asyncio.to_thread(build)
             ranking_ann = None
             if graph is not None and params is not None:
-                ranking_ann = AnnCandidates(ranking, _inner(params), "ip", "ranking")
+                ranking_ann = AnnCandidates(ranking, _inner(params), "ip", "ranking",
+                                            self_check=False)
                 ranking_ann.graph = graph
                 ranking_ann.builds = 1
             for op, ids in self._changes:  # no await from here to the swap

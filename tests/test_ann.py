@@ -368,3 +368,15 @@ def test_each_graph_reports_the_sampled_items_it_cannot_find_unless_rewritten_me
     index.upsert([("i1", x[500])])
     ann.wait()
     assert ann.unreachable == pytest.approx(1 / 3, abs=1e-4)  # row 2 of rows 0, 2, 3
+
+    def broken(graph, rows, sample):
+        raise RuntimeError("a diagnostic that fails")
+
+    monkeypatch.setattr("stream_app.ann.self_found", broken)
+    builds = ann.builds
+    ann.build_now()
+    assert ann.builds == builds + 1 and ann.unreachable is None  # the graph serves
+    # a version's item vectors are not unit length: their graph is not checked
+    unchecked = AnnCandidates(index, settings().ann_params(), self_check=False)
+    unchecked.build_now()
+    assert unchecked.graph is not None and unchecked.describe()["unreachable"] is None

@@ -316,7 +316,7 @@ def test_catalog_rows_follow_catalog_changes_and_first_counts_as_a_full_read_wou
         elif op == 2:  # choices, also of items not (yet) in the catalog
             before = tuple(str(i) for i in rng.choice(names, 2, replace=False))
             table["co"].add([(before, str(rng.choice(names)))])
-        elif step == 150:  # another table altogether
+        if step == 150:  # another table altogether
             table["co"] = CoVisits(history=3, keep=100)
         if step % 3 == 0:
             want = table["co"].rows_of(index.ids)
