@@ -177,35 +177,6 @@ def test_simulated_feedback_waits_for_both_the_list_and_the_next_choice():
 
 
 @pytest.mark.integration
-def test_baselines_in_a_process_beside_the_model_rank_as_they_do_in_line(redis_url):
-    items, events = _tiny(10, 6)
-    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-aside",
-                                      batch_size=16)
-    names = ["item-kNN (co-occurrence, last 20)", "default", "popularity (decayed, ranker)"]
-    aside, in_line = (asyncio.run(evaluate(s, FakeEncoder(), items, events, names,
-                                           progress=False, rankers_aside=flag))
-                      for flag in (True, False))
-    assert [r["variant"] for r in aside] == names  # in the order asked
-    for a, b in zip(aside, in_line):
-        assert {k: v for k, v in a.items() if k != "events_per_s"} == \
-            {k: v for k, v in b.items() if k != "events_per_s"}
-    assert aside[0]["prequential"]["n"] == 50
-
-
-@pytest.mark.integration
-def test_a_failed_variant_leaves_no_baseline_process_behind(redis_url):
-    import multiprocessing
-
-    items, events = _tiny(10, 6)
-    s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-fail")
-    with pytest.raises(KeyError):
-        asyncio.run(evaluate(s, FakeEncoder(), items, events,
-                             ["item-kNN (co-occurrence, last 20)", "no such variant"],
-                             progress=False))
-    assert not multiprocessing.active_children()
-
-
-@pytest.mark.integration
 def test_a_tiny_fine_tuned_evaluation_trains_and_follows(redis_url):
     items, events = _tiny(20, 12)
     s = Settings.from_env({}).replace(redis_url=redis_url, key_prefix="satest-eval-ft",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import multiprocessing
 import time
 import uuid
 import zlib
@@ -208,43 +207,19 @@ async def _trainer(s: Settings, client: Any, encoder: Encoder, registry: Registr
 
 async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                    events: Sequence[dict], variants: Sequence[str],
-                   progress: bool = True, curves: dict[str, Any] | None = None,
-                   rankers_aside: bool = True) -> list[dict[str, Any]]:
+                   progress: bool = True,
+                   curves: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each variant over the same data; the prequential and leave-one-out scores.
 
-    ``curves``, when given, gets each variant's ``prequential_windows`` (for the charts).
-    ``rankers_aside``: the baselines that are rankers of their own (no Redis, no
-    encoder) run in a process of their own while the model's variants run here, on the
-    core a worker's one thread leaves; their events/s are then measured beside them."""
-    ranked = [name for name in variants if name in RANKERS]
-    runs: dict[str, Replayed] = {}
-    aside = None
-    pool = None
-    if rankers_aside and ranked and len(ranked) < len(variants):
-        pool = multiprocessing.get_context("spawn").Pool(1)
-        aside = pool.apply_async(run_rankers, (ranked, items, events, settings))
-    try:
-        for name in variants:
-            if name in RANKERS:
-                if aside is None:
-                    runs[name] = run_ranker(RANKERS[name](items, events, settings), events,
-                                            name, progress)
-                continue
-            runs[name] = await replay_in_process(settings.replace(**VARIANTS[name]), encoder,
-                                                 items, events, name, progress,
-                                                 fine_tune=name in FINE_TUNED)
-        if aside is not None:
-            runs.update(await asyncio.get_running_loop().run_in_executor(None, aside.get))
-            if progress:
-                for name in ranked:
-                    print(f"{name}: {len(events)} events in {runs[name].seconds:.0f} s, "
-                          "in a process beside the others", flush=True)
-    finally:
-        if pool is not None:
-            pool.terminate()  # done, or abandoned when a variant failed: not waited for
+    ``curves``, when given, gets each variant's ``prequential_windows`` (for the charts)."""
     rows = []
     for name in variants:
-        run = runs[name]
+        if name in RANKERS:
+            run = run_ranker(RANKERS[name](items, events, settings), events, name, progress)
+        else:
+            run = await replay_in_process(settings.replace(**VARIANTS[name]), encoder, items,
+                                          events, name, progress,
+                                          fine_tune=name in FINE_TUNED)
         if curves is not None:
             curves[name] = prequential_windows(events, run.recs)
         rows.append({"variant": name, **judge(events, run.recs).as_dict(),
@@ -254,14 +229,6 @@ async def evaluate(settings: Settings, encoder: Encoder, items: Sequence[dict],
                         "training_rounds": [round_row(r) for r in run.rounds]}
                        if run.rounds else {})})
     return rows
-
-
-def run_rankers(names: Sequence[str], items: Sequence[dict], events: Sequence[dict],
-                settings: Settings) -> dict[str, Replayed]:
-    """These baselines (``RANKERS``), one after the other, without progress bars (in a
-    process of their own: ``evaluate``)."""
-    return {name: run_ranker(RANKERS[name](items, events, settings), events, name, False)
-            for name in names}
 
 
 def prequential_windows(events: Sequence[dict], recs: dict[str, Sequence[str]],
