@@ -182,11 +182,15 @@ def self_found(graph: AnnGraph, rows: np.ndarray | Rows, sample: int, seed: int 
     return picked, ((keys == picked[:, None]) & valid).any(axis=1)
 
 
+def missed(found: np.ndarray) -> float:
+    """The share of ``self_found``'s items not found (0 when none were searched)."""
+    return round(float(1.0 - found.mean()), 5) if len(found) else 0.0
+
+
 def unreachable(graph: AnnGraph, rows: np.ndarray | Rows, sample: int, seed: int = 2
                 ) -> float:
     """Share of a sample of the graph's items that a search for their own vector misses."""
-    _, found = self_found(graph, rows, sample, seed)
-    return round(float(1.0 - found.mean()), 5) if len(found) else 0.0
+    return missed(self_found(graph, rows, sample, seed)[1])
 
 
 def exact_top(matrix: np.ndarray | Rows, rows: np.ndarray | None, queries: np.ndarray,
@@ -347,9 +351,8 @@ class AnnCandidates:
                 self.unreachable = None
                 if checked is not None:
                     picked, found = checked
-                    kept = ~changed.of(picked)  # rows rewritten since the snapshot: not judged
-                    self.unreachable = (round(float(1.0 - found[kept].mean()), 5)
-                                        if kept.any() else 0.0)
+                    # rows rewritten since the snapshot: not judged
+                    self.unreachable = missed(found[~changed.of(picked)])
                 installed = True
                 log("ann_built", index=self.label, items=len(graph),
                     seconds=round(seconds, 1), changed=changed.count,

@@ -371,9 +371,7 @@ def test_a_round_judges_with_the_prior_of_its_cutoff_whatever_is_observed_meanwh
     async def go() -> None:
         async with World(s) as w:
             trainer = await w.trainer(s.replace(trainer_batch_size=2000))
-            events = pairs(range(1000), seed=1)
-            for start in range(0, len(events), 256):
-                await trainer.observe(w.records(s.topic_activity, events[start:start + 256]))
+            await trainer.observe(w.records(s.topic_activity, pairs(range(1000), seed=1)))
             cutoff = max(e.ts for e in trainer.pending)
             (want,) = trainer.catalog.popularity.prior(["i0"], cutoff).tolist()
             gate, current = asyncio.Event(), trainer.registry.current
