@@ -234,13 +234,19 @@ def test_a_round_trains_while_the_stream_goes_on_and_serves_from_the_next_round(
     assert all(end > begin for begin, end in zip(begins, ends))  # events went on meanwhile
 
 
-def test_a_repeated_log_is_later_copies_with_new_users():
-    events = [{"event_id": "a", "user_id": "1", "item_id": "x", "ts": 100.0},
-              {"event_id": "b", "user_id": "2", "item_id": "y", "ts": 160.0}]
+def test_a_repeated_log_is_earlier_copies_with_new_users_and_never_in_the_future():
+    events = [{"event_id": "a", "user_id": "1", "item_id": "x", "ts": 1e6},
+              {"event_id": "b", "user_id": "2", "item_id": "y", "ts": 1e6 + 60.0}]
     data = repeated(Dataset("d", [{"item_id": "x"}], events), 3)
     assert data.name == "d-x3" and len(data.events) == 6
     assert [e["user_id"] for e in data.events] == ["1~0", "2~0", "1~1", "2~1", "1~2", "2~2"]
     ts = [e["ts"] for e in data.events]
-    assert ts == sorted(ts) and ts[2] == 100.0 + 60.0 + 86400.0  # a day after the last copy
+    # the last copy as it is; each earlier one a span (the log's, plus a day) before it
+    assert ts == sorted(ts) and ts[4:] == [1e6, 1e6 + 60.0] and ts[2] == 1e6 - 60.0 - 86400.0
     assert len({e["event_id"] for e in data.events}) == 6
+    # a log too near 1970 for whole spans: copies overlap in time, interleaved, none < 0
+    near = repeated(Dataset("d", [], events), 14)  # 13 spans would reach before 0
+    ts = [e["ts"] for e in near.events]
+    assert ts == sorted(ts) and 0.0 <= min(ts) < 1e-3 and max(ts) == 1e6 + 60.0
+    assert len(near.events) == 28 and near.events[-1]["user_id"] == "2~13"
     assert repeated(data, 1) is data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 
@@ -38,14 +39,20 @@ def _ratings(catalog, users=30, per_user=12):
 def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encoder, tmp_path):
     events = _ratings(sample_catalog)
     settings = make_settings(kafka_bootstrap, redis_url, "replay")
+    # last, three events a worker dead-letters (a month ahead of the broker's clock): the
+    # replay counts them and does not wait for their recommendations
+    future = [{**events[n], "event_id": f"late-{n}", "user_id": f"late-{n}",
+               "ts": time.time() + 30 * 86400} for n in range(3)]
     with running(settings, tmp_path) as h:
         h.start_worker().wait_healthy(180)
-        through_kafka = asyncio.run(replay(settings, sample_catalog, events, rate=300.0,
-                                           progress=False))
+        through_kafka = asyncio.run(replay(settings, sample_catalog, events + future,
+                                           rate=300.0, progress=False, idle_timeout=900))
     in_process = asyncio.run(replay_in_process(settings, CachedEncoder(encoder, 10_000),
                                                sample_catalog, events, progress=False))
     offline = judge(events, in_process.recs).as_dict()
     assert through_kafka["recommendations"] == len(events) and through_kafka["missing"] == 0
+    assert through_kafka["dead_letters"] == 3
+    assert through_kafka["dead_letter_reasons"] == {"future_ts": 3}
     assert through_kafka["prequential"]["n"] == offline["prequential"]["n"] == len(events) - 30
     # eval ranks a batch of STREAM_APP_BATCH_SIZE events before counting its choices;
     # through Kafka at this rate a micro-batch holds a few, so a list may already see

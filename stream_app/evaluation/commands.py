@@ -139,8 +139,13 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(table)
     print(f"latency event -> recommendation: {result['latency']}")
     extra = ""
+    if result["dead_letters"]:
+        lost = (f"dead letters: {result['dead_letters']} events got none "
+                f"({result['dead_letter_reasons']}); the worker's dead-letter topic has them")
+        print(lost)
+        extra += f"\n\n{lost}"
     if fine_tune:
-        extra = f"\n\ntraining: {json.dumps(result['training'])}"
+        extra += f"\n\ntraining: {json.dumps(result['training'])}"
         print(f"training: {json.dumps(result['training'])}")
     _write(Path(args.out), f"replay-{data.name}{'-fine-tuned' if fine_tune else ''}",
            {"dataset": data.name, **result},

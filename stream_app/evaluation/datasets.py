@@ -44,15 +44,23 @@ def load_movielens(path: str | Path, limit_users: int | None = None) -> Dataset:
 
 
 def repeated(data: Dataset, times: int) -> Dataset:
-    """The log ``times`` times over, one copy after another in event time, each copy's
-    users new ones (``<user>~<copy>``): a longer log of the same shape (for soak runs:
-    memory and latency over a long stream); the catalog is the same."""
+    """The log ``times`` times over, each copy's users new ones (``<user>~<copy>``): a
+    longer log of the same shape (for soak runs: memory and latency over a long stream);
+    the catalog is the same.
+
+    The last copy is the log as it is; each earlier one is shifted back in event time by
+    the log's span (one copy after another), or by less where that would reach before
+    1970, and then copies overlap in time, their events interleaved. A copy shifted
+    forward would lie in the future, and workers dead-letter such events (``future_ts``)."""
     if times <= 1 or not data.events:
         return data
-    span = data.events[-1]["ts"] - data.events[0]["ts"] + 86400.0
+    first = data.events[0]["ts"]
+    span = data.events[-1]["ts"] - first + 86400.0
+    step = min(span, max(first, 0.0) / (times - 1))
     events = [{**e, "event_id": f"{e['event_id']}~{k}", "user_id": f"{e['user_id']}~{k}",
-               "ts": e["ts"] + k * span}
+               "ts": e["ts"] - (times - 1 - k) * step}
               for k in range(times) for e in data.events]
+    events.sort(key=lambda e: e["ts"])  # stable: at equal times the earlier copy first
     return Dataset(f"{data.name}-x{times}", data.items, events)
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import time
 import urllib.request
+from collections import Counter
 from typing import Any, Sequence
 
 from tqdm import tqdm
@@ -57,8 +58,9 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     rounds: list[dict[str, Any]] = []
     lags: list[float] = []
     memory: list[dict[str, int]] = []
+    dead: dict[str, str] = {}  # event id -> why a worker dead-lettered it
     simulator = FeedbackSimulator(s.max_feedback_items)
-    done = asyncio.Event()
+    done = asyncio.Event()  # every event answered: a recommendation or a dead letter
     settled = asyncio.Event()  # a round finished after the replay's last record was sent
     last_sent = math.inf  # set once the replay has sent its last record
 
@@ -81,9 +83,19 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                     await give_feedback(producer, simulator.on_recommendation(
                         event_id, recs[event_id]))
                 bar.update(1)
-                if len(recs) == len(wanted):
+                if len(recs) + len(dead) >= len(wanted):
                     break
         done.set()
+
+    async def dead_lettered() -> None:
+        """The events a worker dead-lettered: they get no recommendation, and the replay
+        does not wait for one (an event that vanished would hold it till the timeout)."""
+        async for _, letter in consume(bootstrap, s.topic_dead_letters):
+            event_id = _dead_event_id(letter, s.topic_activity)
+            if event_id in wanted and event_id not in recs and event_id not in dead:
+                dead[event_id] = str(letter.get("reason"))
+                if len(recs) + len(dead) >= len(wanted):
+                    done.set()
 
     async def announcements() -> None:
         async for _, update in consume(bootstrap, s.topic_model_updates, from_beginning=False):
@@ -104,6 +116,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         side = [asyncio.create_task(announcements()), asyncio.create_task(sample_lag())] \
             if fine_tune else []
         reader = asyncio.create_task(collect(producer))
+        side.append(asyncio.create_task(dead_lettered()))
         await asyncio.sleep(0.5)  # the readers are positioned before the first event goes out
         started = time.perf_counter()
         unflushed = 0
@@ -124,7 +137,9 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                     await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
         await producer.flush()
         await done.wait()
-        await reader
+        reader.cancel()  # done: every event answered, or no recommendation for a while
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
         seconds = time.perf_counter() - started
         settled_after = None
         if fine_tune:
@@ -137,6 +152,7 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     latency = [emitted[e] - t for e, t in sent.items() if e in emitted]
     result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
               "recommendations": len(recs),
+              "dead_letters": len(dead), "dead_letter_reasons": dict(Counter(dead.values())),
               **judge(events, recs).as_dict(),
               "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
               "latency": _percentiles(latency), "model_versions": sorted(model_versions),
@@ -171,6 +187,18 @@ def latency_distribution(values: list[float], bins: int = 40) -> dict[str, Any]:
     return {"quantiles_ms": quantiles,
             "histogram": {"edges_ms": [round(width * n, 3) for n in range(bins + 1)],
                           "counts": counts, "above": above}}
+
+
+def _dead_event_id(letter: Any, activity_topic: str) -> str | None:
+    """The event id of a dead-lettered activity record (None: another topic's, or a
+    payload that is not a whole JSON object)."""
+    if not isinstance(letter, dict) or letter.get("source_topic") != activity_topic:
+        return None
+    try:
+        value = json.loads(letter.get("payload") or "")
+    except (TypeError, ValueError):
+        return None
+    return str(value["event_id"]) if isinstance(value, dict) and "event_id" in value else None
 
 
 def _trainer_stats(url: str) -> dict[str, Any] | None:
