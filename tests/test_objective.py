@@ -126,17 +126,26 @@ def test_every_way_of_training_learns_the_successors(changes):
     assert (back.use_text, back.use_ids) == (weights.use_text, weights.use_ids)
 
 
-def test_skips_push_an_item_down():
+@pytest.mark.parametrize("unused", [0, 500], ids=["full-softmax", "sampled-softmax"])
+def test_skips_push_an_item_down(unused):
     """After item a, half the users choose b and half c: nothing tells them apart but the
-    skips of c that b's choosers made before choosing b."""
+    skips of c that b's choosers made before choosing b. With the sampled softmax (a
+    catalog of ``unused`` more items first, never chosen) a step represents only the items
+    it reads, the skipped ones among them, and must find each at its own row."""
     text, follows = world(1)
     other = np.roll(follows, 1)  # a second successor, never the first
     starts = np.repeat(np.arange(N), 10)
-    seqs = [[int(a), int(follows[a] if k % 2 else other[a])] for k, a in enumerate(starts)]
-    skips = [[int(other[a])] if k % 2 else [] for k, a in enumerate(starts)]
-    p = params(epochs=30.0, skip_weight=1.0)
-    plain, _ = fit_sequence(None, windows_of(seqs, [[] for _ in seqs], LENGTH), IDS, text, p)
-    heard, _ = fit_sequence(None, windows_of(seqs, skips, LENGTH), IDS, text, p)
+    seqs = [[unused + int(a), unused + int(follows[a] if k % 2 else other[a])]
+            for k, a in enumerate(starts)]
+    skips = [[unused + int(other[a])] if k % 2 else [] for k, a in enumerate(starts)]
+    extra = np.random.default_rng(5).normal(size=(unused, D))
+    catalog = np.vstack([extra / np.linalg.norm(extra, axis=1, keepdims=True), text])
+    ids = [f"unused{k}" for k in range(unused)] + IDS
+    p = params(epochs=30.0, skip_weight=1.0,
+               **({"full_softmax_items": 30, "negatives": 20} if unused else {}))
+    plain, _ = fit_sequence(None, windows_of(seqs, [[] for _ in seqs], LENGTH), ids,
+                            catalog, p)
+    heard, _ = fit_sequence(None, windows_of(seqs, skips, LENGTH), ids, catalog, p)
 
     def margin(weights) -> float:
         """Mean score of b minus score of c after a."""

@@ -11,14 +11,15 @@ each example ranked exactly as a worker ranked it then (``scoring.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from stream_app.model.adapter import Adapter, Blend
-from stream_app.model.scoring import Defaults, Parts, fit_blend, judged, parts, rank_parts
+from stream_app.model.scoring import (Defaults, Parts, fit_blend, judged, parts, rank_parts,
+                                      sequence_part)
 from stream_app.model.sequence import SequenceParams, fit_sequence, windows_of
 
 MAX_HARD = 20  # the most recent skips and dislikes of an example that are trained on
@@ -127,18 +128,36 @@ def sequences(examples: Sequence[Example], table: ItemTable
     return seqs, negatives
 
 
-def _ranked_inputs(adapter: Adapter, examples: Sequence[Example], table: ItemTable
-                   ) -> tuple[Parts, list[np.ndarray], list[list[int]], list[int]]:
-    """What ranking ``examples`` as a worker did takes: the score's parts, strengths,
-    excluded rows, and each example's chosen row (examples with a known choice)."""
+@dataclass(frozen=True)
+class _Ranked:
+    """What ranking examples as a worker did takes, whatever the version: the score's
+    parts but the sequence model's, strengths, excluded rows, each example's chosen row
+    (examples with a known choice) and its history as rows."""
+
+    parts: Parts
+    strengths: list[np.ndarray]
+    excluded: list[list[int]]
+    positives: list[int]
+    histories: list[list[int]]
+
+    def of(self, adapter: Adapter, table: "ItemTable"
+           ) -> tuple[Parts, list[np.ndarray], list[list[int]], list[int]]:
+        """``adapter``'s parts (its sequence part added), strengths, excluded, positives."""
+        sequence = sequence_part(adapter, adapter.item_vectors(table.ids, table.text),
+                                 self.histories)
+        return (replace(self.parts, sequence=sequence), self.strengths, self.excluded,
+                self.positives)
+
+
+def _ranked(examples: Sequence[Example], table: ItemTable) -> _Ranked:
     lookup = table.lookup
-    ranking = adapter.item_vectors(table.ids, table.text)
     histories = [[lookup[i] for i in e.recent if i in lookup] for e in examples]
-    p = parts(adapter, table.text, ranking, table.priors(examples),
+    p = parts(Adapter.base(""), table.text, table.text, table.priors(examples),
               [np.asarray(e.interests, np.float32) for e in examples], histories,
-              table.covisits(examples))
-    excluded = [[lookup[i] for i in e.seen if i in lookup] for e in examples]
-    return p, [e.strengths for e in examples], excluded, [lookup[e.positive] for e in examples]
+              table.covisits(examples), with_sequence=False)
+    return _Ranked(p, [e.strengths for e in examples],
+                   [[lookup[i] for i in e.seen if i in lookup] for e in examples],
+                   [lookup[e.positive] for e in examples], histories)
 
 
 def _judged(examples: Sequence[Example], table: ItemTable) -> list[Example]:
@@ -149,13 +168,25 @@ def score(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
           defaults: Defaults, k: int = 10) -> dict[str, float]:
     """HR@k and NDCG@k of ``adapter`` on ``examples``, ranked exactly as a worker ranks
     (``defaults``: the settings' weights, for versions that fitted none)."""
+    return score_each({"": adapter}, examples, table, defaults, k)[""]
+
+
+def score_each(adapters: Mapping[str, Adapter], examples: Sequence[Example],
+               table: ItemTable, defaults: Defaults, k: int = 10
+               ) -> dict[str, dict[str, float]]:
+    """``score`` of each version on the same examples (what no version changes is
+    computed once)."""
     examples = _judged(examples, table)
     if not examples:
-        return {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0}
-    p, strengths, excluded, positives = _ranked_inputs(adapter, examples, table)
-    hr, gain = judged(rank_parts(p, adapter.blend, defaults, strengths, excluded, k),
-                      positives, k)
-    return {"hr@10": round(hr, 4), "ndcg@10": round(gain, 4), "n": len(examples)}
+        return {name: {"hr@10": 0.0, "ndcg@10": 0.0, "n": 0} for name in adapters}
+    common = _ranked(examples, table)
+    out = {}
+    for name, adapter in adapters.items():
+        p, strengths, excluded, positives = common.of(adapter, table)
+        hr, gain = judged(rank_parts(p, adapter.blend, defaults, strengths, excluded, k),
+                          positives, k)
+        out[name] = {"hr@10": round(hr, 4), "ndcg@10": round(gain, 4), "n": len(examples)}
+    return out
 
 
 def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
@@ -167,7 +198,7 @@ def blend_for(adapter: Adapter, examples: Sequence[Example], table: ItemTable,
     if not examples or adapter.is_base:
         return adapter
     start = Blend(defaults.sequence, defaults.interest, defaults.popularity, defaults.covisit)
-    return adapter.with_blend(fit_blend(*_ranked_inputs(adapter, examples, table), start,
+    return adapter.with_blend(fit_blend(*_ranked(examples, table).of(adapter, table), start,
                                         margin=defaults.margin, names=defaults.fitted))
 
 
@@ -186,9 +217,8 @@ def train_and_judge(start: Adapter, current: Adapter, seqs: Sequence[Sequence[in
     candidate = blend_for(Adapter(version, start.base_version, weights), calibrate, table,
                           defaults)
     fitted["blend"] = vars(candidate.blend)
-    scores = {"candidate": score(candidate, judge, table, defaults),
-              "current": score(current, judge, table, defaults),
-              "base": score(Adapter.base(current.base_version), judge, table, defaults)}
+    scores = score_each({"candidate": candidate, "current": current,
+                         "base": Adapter.base(current.base_version)}, judge, table, defaults)
     return candidate, fitted, scores
 
 

@@ -53,13 +53,20 @@ def parts(adapter: Adapter, text: np.ndarray, ranking: np.ndarray, prior: np.nda
         sims = np.concatenate([np.asarray(i, np.float32) for i in interests if len(i)]) @ text.T
     else:
         sims = np.zeros((sum(counts), n_items), np.float32)
-    if not with_sequence:
-        queries = None
-    elif queries is None and not adapter.is_base:
-        queries = adapter.sequence_queries(histories, ranking) if n_items else None
-    sequence = None if queries is None or adapter.is_base else queries @ ranking.T
+    sequence = sequence_part(adapter, ranking, histories, queries) if with_sequence else None
     return Parts(sequence, np.asarray(prior, np.float32), sims, counts,
                  np.asarray(covisit, np.float32))
+
+
+def sequence_part(adapter: Adapter, ranking: np.ndarray, histories: Sequence[Sequence[int]],
+                  queries: np.ndarray | None = None) -> np.ndarray | None:
+    """(b, N) the version's sequence logits (``parts``' arguments); None for the plain
+    encoder. The only part that differs between versions ranking the same rows."""
+    if adapter.is_base or not len(ranking):
+        return None
+    if queries is None:
+        queries = adapter.sequence_queries(histories, ranking)
+    return None if queries is None else queries @ ranking.T
 
 
 BLEND_PARTS = ("sequence", "interest", "covisit", "popularity")
