@@ -447,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dataset", help="MovieLens directory (ml-latest-small, ml-100k, ml-1m)")
     rp.add_argument("--users", type=int, help="only the first N users")
     rp.add_argument("--repeat", type=int, default=1, help="send the log N times over, each "
-                    "copy with new users, later in event time (a long soak run)")
+                    "copy with new users, the earlier copies before the log in event time "
+                    "(a long soak run)")
     rp.add_argument("--rate", type=float, default=500.0,
                     help="events/s the system is fed (0: as fast as possible; then partitions "
                     "are consumed out of step in event time, which skews the shared popularity "

@@ -52,8 +52,7 @@ class Producer:
         await self._p.stop()
 
     async def send(self, topic: str, value: Mapping[str, Any] | bytes, key: str | None) -> None:
-        raw = value if isinstance(value, bytes) else json.dumps(value).encode()
-        await self._p.send(topic, raw, key=key.encode() if key is not None else None)
+        await self._p.send(topic, encoded(value), key=key.encode() if key is not None else None)
 
     async def flush(self) -> None:
         await self._p.flush()
@@ -67,6 +66,11 @@ class Producer:
             n += 1
         await self._p.flush()
         return n
+
+
+def encoded(value: Mapping[str, Any] | bytes) -> bytes:
+    """A record's value as ``Producer.send`` writes it (JSON, or the bytes as given)."""
+    return value if isinstance(value, bytes) else json.dumps(value).encode()
 
 
 async def consume(kafka: Kafka, topic: str, from_beginning: bool = True,

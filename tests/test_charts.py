@@ -263,7 +263,8 @@ def test_replay_writes_latency_prequential_and_round_charts(tmp_path, monkeypatc
 
     async def fake_replay(s, items, events, rate, fine_tune=False, trainer_url=None):
         recs = {e["event_id"]: [f"i{n}" for n in range(10)] for e in events}
-        return {"events": len(events), "recommendations": len(events),
+        return {"events": len(events), "recommendations": len(events), "dead_letters": 0,
+                "dead_letter_reasons": {}, "unanswered": 0,
                 **judge(events, recs).as_dict(), "events_per_s": 100.0,
                 "latency": {"p50_ms": 20.0},
                 "latency_distribution": latency_distribution(

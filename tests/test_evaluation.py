@@ -245,8 +245,15 @@ def test_a_repeated_log_is_earlier_copies_with_new_users_and_never_in_the_future
     assert ts == sorted(ts) and ts[4:] == [1e6, 1e6 + 60.0] and ts[2] == 1e6 - 60.0 - 86400.0
     assert len({e["event_id"] for e in data.events}) == 6
     # a log too near 1970 for whole spans: copies overlap in time, interleaved, none < 0
-    near = repeated(Dataset("d", [], events), 14)  # 13 spans would reach before 0
-    ts = [e["ts"] for e in near.events]
-    assert ts == sorted(ts) and 0.0 <= min(ts) < 1e-3 and max(ts) == 1e6 + 60.0
-    assert len(near.events) == 28 and near.events[-1]["user_id"] == "2~13"
+    # a log too near 1970 for whole spans: copies overlap in time, their events in
+    # event-time order, the earlier copy first at equal times, none before 0
+    long = [{**events[0], "ts": 100.0}, {**events[1], "ts": 300.0}]
+    near = repeated(Dataset("d", [], long), 3)  # copies 50 s apart (100 / 2)
+    assert [(e["user_id"], e["ts"]) for e in near.events] == [
+        ("1~0", 0.0), ("1~1", 50.0), ("1~2", 100.0), ("2~0", 200.0), ("2~1", 250.0),
+        ("2~2", 300.0)]
+    # where rounding would put the first copy's first event a hair below 0 (ml-latest-small's
+    # first time, 46 copies), it is at 0
+    movielens = [{**events[0], "ts": 828124615.0}, {**events[1], "ts": 1537632280.0}]
+    assert min(e["ts"] for e in repeated(Dataset("d", [], movielens), 46).events) == 0.0
     assert repeated(data, 1) is data

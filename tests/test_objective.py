@@ -25,11 +25,12 @@ from stream_app.model.objective import (
     SparseScores,
     blend_for,
     score,
+    score_each,
     sequences,
     train_and_judge,
     training_process,
 )
-from stream_app.model.scoring import BLEND_PARTS, Defaults
+from stream_app.model.scoring import BLEND_PARTS, Defaults, judged, parts, rank_parts
 from stream_app.model.sequence import (
     SequenceParams,
     SequenceScorer,
@@ -325,6 +326,26 @@ def test_a_round_trains_a_candidate_that_beats_the_encoder_on_held_out_choices()
     assert candidate.blend.sequence > 0  # the sequence model is what ranks these
     # a version scored again ranks the same: score() is deterministic
     assert score(candidate, held[len(held) // 2:], table, NO_WEIGHTS) == scores["candidate"]
+    # versions judged together score as each ranked alone the way a worker ranks
+    barely, _ = fit_sequence(None, [Window((0, 1))], IDS, text, params(epochs=1.0))
+    versions = {"barely trained": Adapter("enc+ft0", "enc", barely).with_blend(candidate.blend),
+                "candidate": candidate, "base": base}
+    assert score_each(versions, held, table, NO_WEIGHTS) == {
+        name: _ranked_alone(adapter, held, table) for name, adapter in versions.items()}
+
+
+def _ranked_alone(adapter: Adapter, examples: list[Example], table: ItemTable
+                  ) -> dict[str, float]:
+    """HR@10 and NDCG@10 through ``scoring.parts`` with the version's own item vectors,
+    nothing shared with another version."""
+    at = table.lookup
+    p = parts(adapter, table.text, adapter.item_vectors(table.ids, table.text),
+              table.priors(examples), [np.asarray(e.interests, np.float32) for e in examples],
+              [[at[i] for i in e.recent] for e in examples], table.covisits(examples))
+    lists = rank_parts(p, adapter.blend, NO_WEIGHTS, [e.strengths for e in examples],
+                       [[at[i] for i in e.seen] for e in examples], 10)
+    hr, gain = judged(lists, [at[e.positive] for e in examples], 10)
+    return {"hr@10": round(hr, 4), "ndcg@10": round(gain, 4), "n": len(examples)}
 
 
 def test_blend_for_leaves_the_encoder_and_an_empty_window_alone():

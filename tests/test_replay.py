@@ -53,6 +53,7 @@ def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encod
     assert through_kafka["recommendations"] == len(events) and through_kafka["missing"] == 0
     assert through_kafka["dead_letters"] == 3
     assert through_kafka["dead_letter_reasons"] == {"future_ts": 3}
+    assert through_kafka["unanswered"] == 0
     assert through_kafka["prequential"]["n"] == offline["prequential"]["n"] == len(events) - 30
     # eval ranks a batch of STREAM_APP_BATCH_SIZE events before counting its choices;
     # through Kafka at this rate a micro-batch holds a few, so a list may already see

@@ -139,9 +139,10 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(table)
     print(f"latency event -> recommendation: {result['latency']}")
     extra = ""
-    if result["dead_letters"]:
-        lost = (f"dead letters: {result['dead_letters']} events got none "
-                f"({result['dead_letter_reasons']}); the worker's dead-letter topic has them")
+    if result["dead_letters"] or result["unanswered"]:
+        lost = (f"no recommendation for {result['dead_letters'] + result['unanswered']} events: "
+                f"{result['dead_letters']} dead-lettered ({result['dead_letter_reasons']}; "
+                f"the dead-letter topic has them), {result['unanswered']} unanswered")
         print(lost)
         extra += f"\n\n{lost}"
     if fine_tune:

@@ -54,11 +54,11 @@ def repeated(data: Dataset, times: int) -> Dataset:
     forward would lie in the future, and workers dead-letter such events (``future_ts``)."""
     if times <= 1 or not data.events:
         return data
-    first = data.events[0]["ts"]
-    span = data.events[-1]["ts"] - first + 86400.0
+    first = min(e["ts"] for e in data.events)
+    span = max(e["ts"] for e in data.events) - first + 86400.0
     step = min(span, max(first, 0.0) / (times - 1))
     events = [{**e, "event_id": f"{e['event_id']}~{k}", "user_id": f"{e['user_id']}~{k}",
-               "ts": e["ts"] - (times - 1 - k) * step}
+               "ts": max(0.0, e["ts"] - (times - 1 - k) * step)}  # rounding: never < 0
               for k in range(times) for e in data.events]
     events.sort(key=lambda e: e["ts"])  # stable: at equal times the earlier copy first
     return Dataset(f"{data.name}-x{times}", data.items, events)

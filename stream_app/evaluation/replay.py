@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import time
 import urllib.request
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tqdm import tqdm
 
@@ -17,8 +18,18 @@ from stream_app.config import Settings
 from stream_app.evaluation.feedback import FeedbackSimulator
 from stream_app.evaluation.offline import prequential_windows, round_row, training_summary
 from stream_app.evaluation.protocol import judge
-from stream_app.kafka_io import Producer, consume, ensure_topics
+from stream_app.kafka_io import Producer, consume, encoded, ensure_topics
 from stream_app.loading import load_catalog
+
+
+CLOCK_SLACK_S = 60.0  # a broker's clock this far behind ours still counts as this run's
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _percentiles(values: list[float], scale: float = 1000.0, unit: str = "_ms",
@@ -36,7 +47,8 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                  rate: float = 0.0, idle_timeout: float = 60.0, progress: bool = True,
                  fine_tune: bool = False, trainer_url: str | None = None) -> dict[str, Any]:
     """Catalog first (waits until embedded), then every event in order; collects the
-    recommendation each event triggered.
+    recommendation each event triggered, until every event has one or a dead letter
+    (the report counts both), or nothing came for ``idle_timeout`` seconds.
 
     ``fine_tune``: feedback simulated from the log goes to the feedback topic as soon as
     both the list and the user's next event are known; the trainer's announcements are
@@ -45,10 +57,9 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     ``idle_timeout``) for a round finished after its last record, so the report
     includes the training the tail of the data triggered.
     """
+    begun = time.time()
     bootstrap = s.kafka()
-    await ensure_topics(bootstrap, [s.topic_items, s.topic_activity, s.topic_recommendations,
-                                    s.topic_feedback, s.topic_model_updates],
-                        s.topic_partitions, s.topic_replication)
+    await ensure_topics(bootstrap, s.topics(), s.topic_partitions, s.topic_replication)
     embedded = await load_catalog(s, bootstrap, items, progress=progress)
     wanted = {e["event_id"] for e in events}
     recs: dict[str, list[str]] = {}
@@ -59,8 +70,11 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     lags: list[float] = []
     memory: list[dict[str, int]] = []
     dead: dict[str, str] = {}  # event id -> why a worker dead-lettered it
+    # an activity record's sha256 (what a dead letter names it by) -> its event id
+    by_hash = {hashlib.sha256(encoded(e)).digest(): e["event_id"] for e in events}
     simulator = FeedbackSimulator(s.max_feedback_items)
     done = asyncio.Event()  # every event answered: a recommendation or a dead letter
+    last_answer = time.monotonic()  # when a recommendation or a dead letter last came
     settled = asyncio.Event()  # a round finished after the replay's last record was sent
     last_sent = math.inf  # set once the replay has sent its last record
 
@@ -68,14 +82,20 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
         for fb in feedback:
             await producer.send(s.topic_feedback, fb, key=str(fb["user_id"]))
 
+    def answered() -> None:
+        nonlocal last_answer
+        last_answer = time.monotonic()
+        if len(recs) + len(dead) >= len(wanted):
+            done.set()
+
     async def collect(producer: Producer) -> None:
         with tqdm(total=len(wanted), desc="recommendations", unit="event",
                   disable=not progress) as bar:
-            async for _, rec in consume(bootstrap, s.topic_recommendations,
-                                        idle_timeout=idle_timeout):
+            async for _, rec in consume(bootstrap, s.topic_recommendations):
                 event_id = rec.get("event_id") if isinstance(rec, dict) else None
                 if event_id not in wanted or event_id in recs:
                     continue
+                dead.pop(event_id, None)  # a list came after all: it counts, not the letter
                 recs[event_id] = [i["item_id"] for i in rec["items"]]
                 model_versions.add(rec["model_version"])
                 emitted[event_id] = float(rec["emitted_at"])
@@ -83,19 +103,25 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                     await give_feedback(producer, simulator.on_recommendation(
                         event_id, recs[event_id]))
                 bar.update(1)
-                if len(recs) + len(dead) >= len(wanted):
-                    break
-        done.set()
+                answered()
+                if done.is_set():
+                    return
 
     async def dead_lettered() -> None:
         """The events a worker dead-lettered: they get no recommendation, and the replay
-        does not wait for one (an event that vanished would hold it till the timeout)."""
+        does not wait for one (an event that vanished would hold it till the timeout).
+        Found by the letter's hash of the whole record, which a cut payload keeps."""
         async for _, letter in consume(bootstrap, s.topic_dead_letters):
-            event_id = _dead_event_id(letter, s.topic_activity)
-            if event_id in wanted and event_id not in recs and event_id not in dead:
+            if (not isinstance(letter, dict) or letter.get("source_topic") != s.topic_activity
+                    or _number(letter.get("timestamp")) < begun - CLOCK_SLACK_S):
+                continue  # another topic's, or an earlier run's letter for the same record
+            try:
+                event_id = by_hash.get(bytes.fromhex(str(letter.get("payload_sha256"))))
+            except ValueError:
+                continue
+            if event_id is not None and event_id not in recs and event_id not in dead:
                 dead[event_id] = str(letter.get("reason"))
-                if len(recs) + len(dead) >= len(wanted):
-                    done.set()
+                answered()
 
     async def announcements() -> None:
         async for _, update in consume(bootstrap, s.topic_model_updates, from_beginning=False):
@@ -113,46 +139,47 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
             await asyncio.sleep(1.0)
 
     async with Producer(bootstrap) as producer:
-        side = [asyncio.create_task(announcements()), asyncio.create_task(sample_lag())] \
-            if fine_tune else []
-        reader = asyncio.create_task(collect(producer))
-        side.append(asyncio.create_task(dead_lettered()))
-        await asyncio.sleep(0.5)  # the readers are positioned before the first event goes out
-        started = time.perf_counter()
-        unflushed = 0
-        for n, event in enumerate(events):
-            await producer.send(s.topic_activity, event, key=str(event["user_id"]))
-            # latency counts from here: the event is handed to the producer when it is due
-            # and flushed at once (a confirmation seen by this busy loop can come later
-            # than the worker's answer)
-            sent[event["event_id"]] = time.time()
-            unflushed += 1
-            if fine_tune:
-                await give_feedback(producer, simulator.on_event(event))
-            ahead = started + (n + 1) / rate - time.perf_counter() if rate > 0 else 0.0
-            if ahead > 0 or unflushed >= 100:  # sent as scheduled, not in bursts
-                await producer.flush()
-                unflushed = 0
-                if ahead > 0:
-                    await asyncio.sleep(max(0.0, started + (n + 1) / rate - time.perf_counter()))
-        await producer.flush()
-        await done.wait()
-        reader.cancel()  # done: every event answered, or no recommendation for a while
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-        seconds = time.perf_counter() - started
-        settled_after = None
+        side = [asyncio.create_task(collect(producer)), asyncio.create_task(dead_lettered())]
         if fine_tune:
-            last_sent = time.time()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(settled.wait(), s.trainer_max_wait_s + idle_timeout)
-                settled_after = round(time.time() - last_sent, 1)
-        for task in side:
-            task.cancel()
+            side += [asyncio.create_task(announcements()), asyncio.create_task(sample_lag())]
+        try:
+            await asyncio.sleep(0.5)  # the readers are positioned before the first event
+            started = time.perf_counter()
+            unflushed = 0
+            for n, event in enumerate(events):
+                await producer.send(s.topic_activity, event, key=str(event["user_id"]))
+                # latency counts from here: the event is handed to the producer when it is
+                # due and flushed at once (a confirmation seen by this busy loop can come
+                # later than the worker's answer)
+                sent[event["event_id"]] = time.time()
+                unflushed += 1
+                if fine_tune:
+                    await give_feedback(producer, simulator.on_event(event))
+                ahead = started + (n + 1) / rate - time.perf_counter() if rate > 0 else 0.0
+                if ahead > 0 or unflushed >= 100:  # sent as scheduled, not in bursts
+                    await producer.flush()
+                    unflushed = 0
+                    if ahead > 0:
+                        await asyncio.sleep(max(0.0, started + (n + 1) / rate
+                                                - time.perf_counter()))
+            await producer.flush()
+            await _answered(done, side, lambda: last_answer, idle_timeout)
+            seconds = time.perf_counter() - started
+            settled_after = None
+            if fine_tune:
+                last_sent = time.time()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(settled.wait(), s.trainer_max_wait_s + idle_timeout)
+                    settled_after = round(time.time() - last_sent, 1)
+        finally:
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
     latency = [emitted[e] - t for e, t in sent.items() if e in emitted]
     result = {"catalog_items": embedded, "events": len(events), "rate_limit": rate,
               "recommendations": len(recs),
               "dead_letters": len(dead), "dead_letter_reasons": dict(Counter(dead.values())),
+              "unanswered": len(wanted) - len(recs) - len(dead),
               **judge(events, recs).as_dict(),
               "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
               "latency": _percentiles(latency), "model_versions": sorted(model_versions),
@@ -189,16 +216,24 @@ def latency_distribution(values: list[float], bins: int = 40) -> dict[str, Any]:
                           "counts": counts, "above": above}}
 
 
-def _dead_event_id(letter: Any, activity_topic: str) -> str | None:
-    """The event id of a dead-lettered activity record (None: another topic's, or a
-    payload that is not a whole JSON object)."""
-    if not isinstance(letter, dict) or letter.get("source_topic") != activity_topic:
-        return None
-    try:
-        value = json.loads(letter.get("payload") or "")
-    except (TypeError, ValueError):
-        return None
-    return str(value["event_id"]) if isinstance(value, dict) and "event_id" in value else None
+async def _answered(done: asyncio.Event, readers: Sequence[asyncio.Task],
+                    last_answer: Callable[[], float], idle_timeout: float) -> None:
+    """Until ``done`` (every event answered), or until no answer came for
+    ``idle_timeout`` seconds (``last_answer``: time.monotonic() of the latest). A reader
+    that failed ends the wait with its error."""
+    while not done.is_set():
+        for task in readers:
+            if task.done() and not task.cancelled():
+                task.result()  # raises its error; a reader that returned is just done
+        waiter = asyncio.ensure_future(done.wait())
+        try:
+            await asyncio.wait([waiter, *[t for t in readers if not t.done()]],
+                               timeout=max(0.1, last_answer() + idle_timeout - time.monotonic()),
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not done.is_set() and time.monotonic() - last_answer() >= idle_timeout:
+            return
 
 
 def _trainer_stats(url: str) -> dict[str, Any] | None:
