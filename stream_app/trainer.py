@@ -388,7 +388,7 @@ class Trainer:
         # meanwhile count popularity that held-out judging must not see
         train, held = split_holdout(examples, self.s.trainer_holdout_fraction, lambda e: e.ts)
         cutoff = max(e.ts for e in examples)
-        ids = list(self.catalog.index.ids)
+        ids = self._catalog_ids()  # the examples' tuple: one copy goes to the round
         table = ItemTable(ids, self.catalog.index.matrix.copy(),
                           self.catalog.popularity.prior(ids, cutoff),
                           *self._history(ids, held))

@@ -70,8 +70,8 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
     lags: list[float] = []
     memory: list[dict[str, int]] = []
     dead: dict[str, str] = {}  # event id -> why a worker dead-lettered it
-    # an activity record's sha256 (what a dead letter names it by) -> its event id
-    by_hash = {hashlib.sha256(encoded(e)).digest(): e["event_id"] for e in events}
+    # a sent activity record's sha256 (what a dead letter names it by) -> its event id
+    by_hash: dict[bytes, Any] = {}
     simulator = FeedbackSimulator(s.max_feedback_items)
     done = asyncio.Event()  # every event answered: a recommendation or a dead letter
     last_answer = time.monotonic()  # when a recommendation or a dead letter last came
@@ -147,7 +147,9 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
             started = time.perf_counter()
             unflushed = 0
             for n, event in enumerate(events):
-                await producer.send(s.topic_activity, event, key=str(event["user_id"]))
+                raw = encoded(event)
+                by_hash[hashlib.sha256(raw).digest()] = event["event_id"]
+                await producer.send(s.topic_activity, raw, key=str(event["user_id"]))
                 # latency counts from here: the event is handed to the producer when it is
                 # due and flushed at once (a confirmation seen by this busy loop can come
                 # later than the worker's answer)
