@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Awaitable, Callable, Protocol, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, Sequence
 
 import faust
 from faust.types import EventT
@@ -94,11 +94,13 @@ class BatchRuntime(Protocol):
 
 async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime, name: str,
                       process: Callable[[Sequence[Record]], Awaitable[Outputs]],
-                      emit: Callable[[Outputs], Awaitable[None]]) -> None:
+                      emit: Callable[[Outputs], Awaitable[None]],
+                      within: float | None = None) -> None:
     """Micro-batches whose input is acknowledged only after the broker confirmed their
     outputs. An infrastructure fault retries the batch (backoff, jitter) until it goes
     through; a batch left unfinished at shutdown is never acknowledged, so the next owner
-    of the partition processes it again (state updates are idempotent)."""
+    of the partition processes it again (state updates are idempotent). ``within``: the
+    longest wait to fill a batch (default ``batch_within_s``; see ``take_batches``)."""
     try:
         await runtime.ready()
     except asyncio.CancelledError:
@@ -106,7 +108,8 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
             return
         raise
     backoff = Backoff(s.retry_base_s, s.retry_max_s)
-    async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+    wait = s.batch_within_s if within is None else within
+    async for events in take_batches(stream, s.batch_size, wait):
         records = [to_record(e) for e in events]
         attempt = 0
         try:
@@ -142,6 +145,37 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
             if not is_infrastructure(exc):
                 raise
             log("publish_failed", level=logging.WARNING, topic=name, error=repr(exc))
+
+
+async def take_batches(stream: faust.StreamT, most: int,
+                       within: float) -> AsyncIterator[list[EventT]]:
+    """The stream in micro-batches of at most ``most`` events, each acknowledged once the
+    caller is done with it (its next step, or the generator's close).
+
+    ``within`` > 0: Faust's ``take_events``, which waits up to ``within`` seconds for a
+    batch to fill. 0: a batch goes as soon as no further record is ready in the stream's
+    queue, with no wait: one record alone on a quiet stream, and whatever arrived while the
+    batch before was processed on a busy one (batches grow with the load, up to ``most``)."""
+    queue = getattr(stream.channel, "queue", None)
+    if within > 0 or queue is None:
+        async for events in stream.take_events(most, within=within):
+            yield events
+        return
+    acks, stream.enable_acks = stream.enable_acks, False  # acknowledged below, per batch
+    batch: list[EventT] = []
+    try:
+        async for event in stream.events():
+            batch.append(event)
+            if len(batch) < most and not queue.empty():
+                continue
+            try:
+                yield batch
+            finally:
+                done, batch = batch, []
+                for event in done:
+                    await stream.ack(event)
+    finally:
+        stream.enable_acks = acks
 
 
 def withhold(events: Sequence[EventT]) -> None:

@@ -51,7 +51,7 @@ from stream_app.store import (_decode_history, _encode_history, _encode_state, S
 DIM = 384  # the default model's (all-MiniLM-L6-v2)
 SYNTHETIC_ITEMS = 10_000
 EVENTS_PER_S = 1000
-BATCHES_PER_S = 20  # 1,000 events/s cut every batch_within_s (0.05 s)
+BATCHES_PER_S = 20  # 1,000 events/s as 20 micro-batches of 50
 POPULARITY_ITEMS = (10_000, 100_000, 1_000_000)
 PRECISION_USERS = 100
 HALF_LIFE = 60 * 86400.0  # the default popularity half-life

@@ -11,7 +11,7 @@ through, each in a process of its own (a clean interpreter, as a worker runs):
   Faust's default settings (raw bytes, ``acks=all``, the configured fetch wait): what
   ``app.new_app`` was before it was tuned;
 - ``tuned``: a Faust pass-through that runs the worker's own batch loop
-  (``app.run_batches`` over ``take_events``, each batch's outputs confirmed by
+  (``app.run_batches`` over ``app.take_batches``, each batch's outputs confirmed by
   ``app.send_confirmed`` before the batch is acknowledged) on ``app.new_app``, i.e.
   the worker without the model and Redis.
 

@@ -247,8 +247,10 @@ class Settings:
     # --- streaming -------------------------------------------------------
     batch_size: int = _setting(256, "Most events per micro-batch.")
     batch_within_s: float = _setting(
-        0.01, "Longest wait to fill a micro-batch, seconds (a flood fills `batch_size` "
-        "sooner; a slow stream waits this long at most: it adds to every event's latency).")
+        0.0, "Longest wait to fill a micro-batch, seconds. 0: no wait; a batch is what is "
+        "ready when the one before is done (one event on a quiet stream, more as the load "
+        "grows, up to `batch_size`). Above 0: Faust's `take_events`, which waits this long "
+        "for `batch_size` events, adding to every event's latency (docs/scaling.md).")
     dedupe_window: int = _setting(256, "Recent event ids remembered per user to drop duplicates.")
     max_text_chars: int = _setting(2000, "Longer free text is rejected to dead-letters.")
     max_record_bytes: int = _setting(1_000_000, "Larger records are rejected to dead-letters.")
@@ -359,6 +361,10 @@ class Settings:
         2, "Held-out windows a fine-tuned current version must have been judged on, since "
         "its promotion, before the trainer may revert to the plain encoder (when the "
         "encoder ranks them better, pooled).")
+    trainer_batch_within_s: float = _setting(
+        0.05, "Longest wait to fill one of the trainer's micro-batches of the stream, seconds "
+        "(`STREAM_APP_BATCH_WITHIN_S` for the trainer, which no one waits on: fewer, larger "
+        "batches leave more CPU to the workers).")
     trainer_threads: int = _setting(
         1, "torch threads of the training process; 1 makes a round reproducible (threaded "
         "CPU sums are not) and leaves the other cores to the stream.")
@@ -399,7 +405,7 @@ class Settings:
                     "max_tag_chars", "max_json_depth", "max_future_skew_s", "max_feedback_items",
                     "encode_batch_size", "max_seq_length",
                     "topic_partitions", "topic_replication", "catalog_sync_interval_s",
-                    "batch_within_s", "text_cache_size", "kafka_session_timeout_s",
+                    "text_cache_size", "kafka_session_timeout_s",
                     "kafka_heartbeat_interval_s", "kafka_fetch_max_wait_ms",
                     "kafka_producer_batch_bytes",
                     "trainer_batch_size", "trainer_max_wait_s", "trainer_epochs", "trainer_lr",
@@ -416,7 +422,7 @@ class Settings:
                 raise ValueError(f"{env_name(_field(name))} must be > 0, got {getattr(self, name)}")
         for name in ("max_interests", "short_term_weight", "popularity_weight", "interest_weight",
                      "trainer_blend_margin", "sequence_weight",
-                     "kafka_producer_linger_ms",
+                     "kafka_producer_linger_ms", "batch_within_s", "trainer_batch_within_s",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
                      "covisit_text_weight", "covisit_text_max_items",

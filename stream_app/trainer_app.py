@@ -143,7 +143,8 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
 
     @app.agent(inputs, name="trainer")
     async def trainer_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s, runtime, "trainer", runtime.observe, emit)
+        await run_batches(stream, s, runtime, "trainer", runtime.observe, emit,
+                          within=s.trainer_batch_within_s)
 
     @app.timer(1.0)
     async def train() -> None:

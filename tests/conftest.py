@@ -76,8 +76,7 @@ def make_settings(kafka: str, redis_url: str, name: str) -> Settings:
         topic_activity=f"user-activity-{tag}", topic_recommendations=f"recommendations-{tag}",
         topic_feedback=f"feedback-{tag}", topic_dead_letters=f"dead-letters-{tag}",
         topic_model_updates=f"model-updates-{tag}",
-        topic_partitions=4, kafka_session_timeout_s=6.0, kafka_heartbeat_interval_s=1.0,
-        batch_within_s=0.02)
+        topic_partitions=4, kafka_session_timeout_s=6.0, kafka_heartbeat_interval_s=1.0)
 
 
 @pytest.fixture(scope="session")

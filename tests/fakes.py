@@ -83,3 +83,30 @@ class ReplyLosingProxy:
                 task.cancel()
             client_w.close()
             server_w.close()
+
+
+class FakeStream:
+    """The part of a Faust stream that ``app.take_batches`` reads: the channel's queue of
+    events, ``events()`` pulling from it, ``ack`` and ``enable_acks``. Unit tests of the
+    batching logic; the real stream is exercised by the Kafka-tier tests."""
+
+    class _Channel:
+        def __init__(self) -> None:
+            self.queue: asyncio.Queue = asyncio.Queue()
+
+    def __init__(self) -> None:
+        self.channel = self._Channel()
+        self.enable_acks = True
+        self.acked: list = []
+
+    def put(self, *events) -> None:
+        for event in events:
+            self.channel.queue.put_nowait(event)
+
+    async def events(self):
+        while True:
+            yield await self.channel.queue.get()
+
+    async def ack(self, event) -> bool:
+        self.acked.append(event)
+        return True

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap, redis_url, sample_catalog, tmp_path_factory):
-    # the workers read feedback too (as without a trainer): their dead letters for it
-    settings = make_settings(kafka_bootstrap, redis_url, "e2e").replace(worker_feedback=True)
+    # the workers read feedback too (as without a trainer): their dead letters for it; and
+    # they batch with Faust's `take_events` window (the other worker tests: the default, none)
+    settings = make_settings(kafka_bootstrap, redis_url, "e2e").replace(worker_feedback=True,
+                                                                         batch_within_s=0.02)
     with running(settings, tmp_path_factory.mktemp("e2e")) as h:
         worker = h.start_worker()
         worker.wait_healthy(180)
