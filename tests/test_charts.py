@@ -23,7 +23,7 @@ from stream_app.evaluation.charts import (Series, drift_charts, eval_charts, his
 from stream_app.evaluation.offline import (FINE_TUNED_NAME, RANKERS, evaluate,
                                            prequential_windows)
 from stream_app.evaluation.protocol import judge
-from stream_app.evaluation.replay import latency_distribution
+from stream_app.evaluation.replay import latency_distribution, latency_over_time
 from tests.test_evaluation import _tiny
 from tests.fakes import FakeEncoder
 
@@ -138,6 +138,18 @@ def test_latency_distribution_keeps_every_event():
     assert dist["quantiles_ms"] == sorted(dist["quantiles_ms"]) and len(dist["quantiles_ms"]) == 101
     assert dist["quantiles_ms"][-1] == 9000.0
     assert latency_distribution([]) == {}
+
+
+def test_latency_over_time_shows_where_a_run_lost_its_latency():
+    """Ten minutes sent at 10 events/s; answers take 20 ms, except in minutes 6-7 (2 s)."""
+    sent = {f"e{n}": 1000.0 + n / 10 for n in range(6000)}
+    emitted = {e: t + (2.0 if 360 <= t - 1000 < 480 else 0.02) for e, t in sent.items()
+               if e != "e5"}  # one never answered: not counted
+    windows = latency_over_time(sent, emitted, stretches=10)
+    assert [w["from_min"] for w in windows] == [float(n) for n in range(10)]
+    assert sum(w["events"] for w in windows) == len(emitted)
+    assert [w["p50_ms"] for w in windows] == [20.0] * 6 + [2000.0] * 2 + [20.0] * 2
+    assert latency_over_time(sent, {}) == []
 
 
 def test_empty_runs_give_no_charts_and_one_point_still_draws():
@@ -267,6 +279,8 @@ def test_replay_writes_latency_prequential_and_round_charts(tmp_path, monkeypatc
                 "dead_letter_reasons": {}, "unanswered": 0,
                 **judge(events, recs).as_dict(), "events_per_s": 100.0,
                 "latency": {"p50_ms": 20.0},
+                "latency_over_time": [{"from_min": 0.0, "events": len(events), "p50_ms": 20.0,
+                                       "p95_ms": 30.0, "p99_ms": 40.0}],
                 "latency_distribution": latency_distribution(
                     [0.005 + (n % 17) / 500 for n in range(len(events))]),
                 "prequential_windows": prequential_windows(events, recs),

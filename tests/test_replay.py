@@ -65,6 +65,7 @@ def test_replay_and_eval_agree(kafka_bootstrap, redis_url, sample_catalog, encod
             assert through_kafka[protocol][metric] == pytest.approx(
                 offline[protocol][metric], abs=tolerance), (protocol, metric)
     assert through_kafka["latency"]["p50_ms"] > 0
+    assert sum(w["events"] for w in through_kafka["latency_over_time"]) == len(events)
     print("replay", through_kafka, "\neval", offline)
 
 

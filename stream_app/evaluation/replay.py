@@ -184,7 +184,9 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
               "unanswered": len(wanted) - len(recs) - len(dead),
               **judge(events, recs).as_dict(),
               "events_per_s": round(len(recs) / seconds, 1), "seconds": round(seconds, 1),
-              "latency": _percentiles(latency), "model_versions": sorted(model_versions),
+              "latency": _percentiles(latency),
+              "latency_over_time": latency_over_time(sent, emitted),
+              "model_versions": sorted(model_versions),
               # for the report's charts
               "latency_distribution": latency_distribution(latency),
               "prequential_windows": prequential_windows(events, recs)}
@@ -194,6 +196,23 @@ async def replay(s: Settings, items: Sequence[dict], events: Sequence[dict],
                               "settled_after_last_s": settled_after}
         result["training_rounds"] = [round_row(r) for r in rounds]
     return result
+
+
+def latency_over_time(sent: dict[str, float], emitted: dict[str, float],
+                      stretches: int = 10) -> list[dict[str, Any]]:
+    """Latency by stretch of the run: the events sent in each of ``stretches`` equal spans
+    of time, with the minute they start at and their p50/p95/p99 (ms). Whether a long
+    run keeps its latency, or where it lost it."""
+    times = [(t, emitted[e] - t) for e, t in sent.items() if e in emitted]
+    if not times:
+        return []
+    first, last = min(t for t, _ in times), max(t for t, _ in times)
+    width = max(last - first, 1e-9) / stretches
+    groups: list[list[float]] = [[] for _ in range(stretches)]
+    for t, latency in times:
+        groups[min(stretches - 1, int((t - first) / width))].append(latency)
+    return [{"from_min": round(n * width / 60, 2), "events": len(group), **_percentiles(group)}
+            for n, group in enumerate(groups) if group]
 
 
 def latency_distribution(values: list[float], bins: int = 40) -> dict[str, Any]:
