@@ -147,6 +147,11 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
             log("publish_failed", level=logging.WARNING, topic=name, error=repr(exc))
 
 
+# how long a started batch waits for a record its stream's queue showed as ready (it comes
+# at once; the bound only matters when a rebalance clears the queue in between)
+READY_GRACE_S = 0.002
+
+
 async def take_batches(stream: faust.StreamT, most: int,
                        within: float) -> AsyncIterator[list[EventT]]:
     """The stream in micro-batches of at most ``most`` events, each acknowledged once the
@@ -155,27 +160,54 @@ async def take_batches(stream: faust.StreamT, most: int,
     ``within`` > 0: Faust's ``take_events``, which waits up to ``within`` seconds for a
     batch to fill. 0: a batch goes as soon as no further record is ready in the stream's
     queue, with no wait: one record alone on a quiet stream, and whatever arrived while the
-    batch before was processed on a busy one (batches grow with the load, up to ``most``)."""
-    queue = getattr(stream.channel, "queue", None)
-    if within > 0 or queue is None:
+    batch before was processed on a busy one (batches grow with the load, up to ``most``).
+
+    The next record is read by a task of its own, so a started batch never waits on an
+    empty queue: a rebalance or a shutdown clears the queues and then waits for every
+    event taken to be acknowledged, which a batch held back would never be."""
+    if within > 0:
         async for events in stream.take_events(most, within=within):
             yield events
         return
+    queue = getattr(stream.channel, "queue", None)
+    source = stream.events().__aiter__()
+
+    async def following() -> EventT | None:
+        try:
+            return await source.__anext__()
+        except StopAsyncIteration:
+            return None
+
     acks, stream.enable_acks = stream.enable_acks, False  # acknowledged below, per batch
     batch: list[EventT] = []
+    pending: asyncio.Future | None = None
     try:
-        async for event in stream.events():
-            batch.append(event)
-            if len(batch) < most and not queue.empty():
-                continue
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(following())
+            if not batch:
+                await asyncio.wait({pending})  # nothing held: as long as it takes
+            elif len(batch) < most and queue is not None and not queue.empty():
+                await asyncio.wait({pending}, timeout=READY_GRACE_S)
+            if pending.done() and len(batch) < most:
+                event, pending = pending.result(), None
+                if event is not None:
+                    batch.append(event)
+                    continue
+                if not batch:
+                    return  # the stream ended
             try:
                 yield batch
             finally:
                 done, batch = batch, []
-                for event in done:
-                    await stream.ack(event)
+                for taken in done:
+                    await stream.ack(taken)
+            if pending is None:  # the stream ended with that batch
+                return
     finally:
         stream.enable_acks = acks
+        if pending is not None:
+            pending.cancel()
 
 
 def withhold(events: Sequence[EventT]) -> None:

@@ -105,6 +105,7 @@ class FakeStream:
 
     async def events(self):
         while True:
+            await asyncio.sleep(0)  # as Faust's iterator does before each read: others run
             yield await self.channel.queue.get()
 
     async def ack(self, event) -> bool:

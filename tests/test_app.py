@@ -38,7 +38,34 @@ def test_a_closed_batch_is_acknowledged_once() -> None:
         batches = take_batches(stream, 10, 0.0)
         stream.put("a", "b")
         assert await batches.__anext__() == ["a", "b"]
-        await batches.aclose()  # e.g. the worker stopping: `run_batches` withheld it first
+        await batches.aclose()  # the worker stopping between steps
         assert stream.acked == ["a", "b"] and stream.enable_acks is True
+
+    asyncio.run(scenario())
+
+
+def test_a_batch_goes_when_its_ready_records_are_cleared_away() -> None:
+    """A rebalance clears the stream's queue and then waits for every event taken to be
+    acknowledged: a batch started before must still go, not wait for a record that no
+    longer comes."""
+    async def scenario() -> None:
+        stream = FakeStream()
+        batches = take_batches(stream, 10, 0.0)
+        queue = stream.channel.queue
+
+        async def rebalance() -> None:  # clears the queue once "a" is taken and "b" waits
+            while queue.qsize() != 1:
+                await asyncio.sleep(0)
+            while not queue.empty():
+                queue.get_nowait()
+
+        clearing = asyncio.ensure_future(rebalance())
+        stream.put("a", "b")
+        assert await asyncio.wait_for(batches.__anext__(), 1) == ["a"]
+        await clearing
+        stream.put("c")  # after the rebalance
+        assert await asyncio.wait_for(batches.__anext__(), 1) == ["c"]
+        await batches.aclose()
+        assert stream.acked == ["a", "c"]
 
     asyncio.run(scenario())

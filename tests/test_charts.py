@@ -149,7 +149,10 @@ def test_latency_over_time_shows_where_a_run_lost_its_latency():
     assert [w["from_min"] for w in windows] == [float(n) for n in range(10)]
     assert sum(w["events"] for w in windows) == len(emitted)
     assert [w["p50_ms"] for w in windows] == [20.0] * 6 + [2000.0] * 2 + [20.0] * 2
-    assert latency_over_time(sent, {}) == []
+    cut = {e: t for e, t in emitted.items() if sent[e] - 1000 < 480}  # no lists after 8 min
+    assert [w["events"] for w in latency_over_time(sent, cut, stretches=10)][-2:] == [0, 0]
+    assert [w.get("p50_ms") for w in latency_over_time(sent, {}, stretches=3)] == [None] * 3
+    assert latency_over_time({}, {}) == []
 
 
 def test_empty_runs_give_no_charts_and_one_point_still_draws():
