@@ -140,11 +140,11 @@ def run_replay(settings: Settings, args: argparse.Namespace) -> int:
     print(f"latency event -> recommendation: {result['latency']}")
     extra = ""
     if result["latency_over_time"]:
-        over_time = "; ".join(
+        over_time = "latency p50 / p99 ms by stretch of the run: " + "; ".join(
             f"{w['from_min']:g} min: {w.get('p50_ms', '-')} / {w.get('p99_ms', '-')}"
             for w in result["latency_over_time"])
-        print(f"latency p50 / p99 ms by stretch of the run: {over_time}")
-        extra = f"\n\nlatency p50 / p99 ms by stretch of the run: {over_time}"
+        print(over_time)
+        extra += f"\n\n{over_time}"
     if result["dead_letters"] or result["unanswered"]:
         lost = (f"no recommendation for {result['dead_letters'] + result['unanswered']} events: "
                 f"{result['dead_letters']} dead-lettered ({result['dead_letter_reasons']}; "
