@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import random
 import time
@@ -172,9 +171,8 @@ async def _promote_trained(s: Settings, rng: random.Random) -> str:
     """A sequence model trained briefly on random walks over the loaded catalog, saved and
     promoted: the bench then measures the per-event cost of a trained version (the
     sequence model's query and matrix product on top of the plain encoder's work)."""
+    from stream_app.bench_footprint import bench_adapter
     from stream_app.encoder import encoder_version
-    from stream_app.model.adapter import Adapter, Blend
-    from stream_app.model.sequence import Window, fit_sequence
     from stream_app.store import Store, connect
     from stream_app.versions import Registry
 
@@ -182,13 +180,8 @@ async def _promote_trained(s: Settings, rng: random.Random) -> str:
     client = connect(s.redis())
     try:
         ids, vectors = await Store(client, s.key_prefix).load_catalog(base)
-        windows = [Window(tuple(rng.randrange(len(ids)) for _ in range(s.recent_items + 1)))
-                   for _ in range(64)]
-        params = dataclasses.replace(s.sequence_params(), epochs=2.0)
-        weights, _ = fit_sequence(None, windows, ids, vectors, params)
         registry = Registry(client, s.key_prefix, base)
-        adapter = Adapter(await registry.next_version(), base, weights,
-                          Blend(1.0, 1.0, s.popularity_weight, s.covisit_weight))
+        adapter = bench_adapter(s, ids, vectors, base, await registry.next_version(), rng)
         await registry.save(adapter, {"created_at": time.time(), "reason": "bench"})
         await registry.promote(adapter.version, reason="bench --trained")
         return adapter.version

@@ -5,10 +5,13 @@ A Processor (the workers' own code: parse, fold with compare-and-set, rank, hist
 counts) on a Redis server of this run's own, the bundled catalog (or ``--catalog``)
 embedded by hashes of the item text (384 dimensions, the default model's; item events
 call no model, so none is loaded), ``--users`` users choosing catalog items at random.
-For each size (``--events`` events, at least 20 batches): wall time per batch and per event, and, from the server's counters, Redis
-commands per event (those the scripts run inside counted too) and Redis CPU per event. What is left of the wall time is the worker's own
-Python (model code and the Redis client). ``--profile FILE`` writes cProfile statistics
-of the timed batches (all sizes) for ``python -m pstats FILE``.
+For each size (``--events`` events, at least 20 batches): wall time per batch and per
+event, the worker's CPU per event (this process, every thread: numpy's BLAS threads
+included, ``blas_threads``), and, from the server's counters, Redis commands per event
+(those the scripts run inside counted too) and Redis CPU per event. What is left of the
+wall time is the worker's own Python (model code and the Redis client). ``--trained``
+ranks with a briefly trained sequence model (its per-event cost). ``--profile FILE``
+writes cProfile statistics of the timed batches (all sizes) for ``python -m pstats FILE``.
 
 Where per-batch costs dominate (small batches: the latency of a quiet stream) and where
 per-event costs do (a flood) shows in the two columns; docs/scaling.md has the figures.
@@ -25,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from stream_app.bench_footprint import PARTITIONS, processor_with_catalog, server_counters
+from stream_app.bench_footprint import (PARTITIONS, bench_adapter, processor_with_catalog,
+                                        server_counters)
 from stream_app.catalog_files import read_catalog
 from stream_app.config import Settings
 from stream_app.demo import bundled
@@ -46,7 +50,8 @@ def run_batch_bench(settings: Settings, args: argparse.Namespace) -> int:
     items = read_catalog(args.catalog) if args.catalog else read_catalog(
         bundled("sample_catalog.jsonl"))
     figures = asyncio.run(measure(settings, sizes, items, args.users, args.events,
-                                  getattr(args, "profile", None)))
+                                  getattr(args, "profile", None),
+                                  getattr(args, "trained", False)))
     print(report(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
@@ -54,7 +59,8 @@ def run_batch_bench(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def measure(settings: Settings, sizes: Sequence[int], items: Sequence[dict[str, Any]],
-                  users: int, events: int, profile: str | None = None) -> dict[str, Any]:
+                  users: int, events: int, profile: str | None = None,
+                  trained: bool = False) -> dict[str, Any]:
     """Per-batch and per-event cost of each batch size, on a Redis server of its own."""
     server = RedisServer().start()
     try:
@@ -62,7 +68,8 @@ async def measure(settings: Settings, sizes: Sequence[int], items: Sequence[dict
                              redis_password="", topic_partitions=PARTITIONS)
         client = connect(server.url)
         try:
-            return await _measure(s, client, sizes, items, users, events, profile)
+            return await _measure(s, client, sizes, items, users, events, profile,
+                                  trained)
         finally:
             await client.aclose()
     finally:
@@ -71,10 +78,16 @@ async def measure(settings: Settings, sizes: Sequence[int], items: Sequence[dict
 
 async def _measure(s: Settings, client: Any, sizes: Sequence[int],
                    items: Sequence[dict[str, Any]], users: int, min_events: int,
-                   profile: str | None) -> dict[str, Any]:
+                   profile: str | None, trained: bool = False) -> dict[str, Any]:
     processor = await processor_with_catalog(s, client, items)
     ids = [str(i["item_id"]) for i in items]
     rng = random.Random(1)
+    catalog = processor.catalog
+    if trained:
+        index = catalog.index
+        await catalog.use(bench_adapter(s, list(index.ids), index.rows_f32(range(len(index))),
+                                        catalog.base_version, "bench-trained",
+                                        random.Random(2)))
     offsets: dict[int, int] = {}
     clock = [1.7e9]
 
@@ -98,10 +111,10 @@ async def _measure(s: Settings, client: Any, sizes: Sequence[int],
         before = await server_counters(client)
         if profiler:
             profiler.enable()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for records in work:
             await processor.process_activity(records)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         if profiler:
             profiler.disable()
         after = await server_counters(client)
@@ -113,24 +126,28 @@ async def _measure(s: Settings, client: Any, sizes: Sequence[int],
             "ms_per_batch": round(seconds / batches * 1000, 2),
             "ms_per_event": round(seconds / events * 1000, 3),
             "events_per_s": round(events / seconds, 1),
+            "cpu_ms_per_event": round(cpu / events * 1000, 3),
             "redis_commands_per_event": round(commands / events, 2),
             "redis_cpu_us_per_event": round((after["usec"] - before["usec"]) / events, 1),
         }
     if profiler and profile:
         profiler.dump_stats(profile)
     return {"items": len(items), "users": users, "dim": processor.encoder.dim,
+            "model": catalog.adapter.version, "blas_threads": s.blas_threads,
             "shared_key_shards": s.shared_key_shards, "user_history": s.user_history,
             "sizes": rows}
 
 
 def report(f: dict[str, Any]) -> str:
     lines = [f"stream-app bench --batch-sizes (in process, Redis of its own): {f['items']} "
-             f"items, {f['users']} users, {f['dim']}-dim vectors",
+             f"items, {f['users']} users, {f['dim']}-dim vectors, model {f['model']}, "
+             f"BLAS threads {f['blas_threads'] or 'library default'}",
              "(Redis commands: those the Lua scripts run inside counted too)", "",
              f"{'batch':>6} {'ms/batch':>9} {'ms/event':>9} {'events/s':>9} "
-             f"{'Redis commands/event':>21} {'Redis CPU us/event':>19}"]
+             f"{'CPU ms/event':>13} {'Redis commands/event':>21} {'Redis CPU us/event':>19}"]
     for size, row in f["sizes"].items():
         lines.append(f"{size:>6} {row['ms_per_batch']:>9} {row['ms_per_event']:>9} "
-                     f"{row['events_per_s']:>9} {row['redis_commands_per_event']:>21} "
+                     f"{row['events_per_s']:>9} {row['cpu_ms_per_event']:>13} "
+                     f"{row['redis_commands_per_event']:>21} "
                      f"{row['redis_cpu_us_per_event']:>19}")
     return "\n".join(lines)

@@ -169,6 +169,24 @@ async def processor_with_catalog(s: Settings, client: Any, items: Sequence[dict]
     return processor
 
 
+def bench_adapter(s: Settings, ids: Sequence[str], vectors: np.ndarray, base: str,
+                  version: str, rng: random.Random) -> Any:
+    """A sequence model trained briefly (two epochs) on 64 random walks over the catalog:
+    not a good model, but one that costs what a trained version costs per event (its
+    query and matrix product on top of the plain encoder's work)."""
+    import dataclasses
+
+    from stream_app.model.adapter import Adapter, Blend
+    from stream_app.model.sequence import Window, fit_sequence
+
+    windows = [Window(tuple(rng.randrange(len(ids)) for _ in range(s.recent_items + 1)))
+               for _ in range(64)]
+    params = dataclasses.replace(s.sequence_params(), epochs=2.0)
+    weights, _ = fit_sequence(None, windows, list(ids), vectors, params)
+    return Adapter(version, base, weights,
+                   Blend(1.0, 1.0, s.popularity_weight, s.covisit_weight))
+
+
 async def replay(s: Settings, client: Any, items: Sequence[dict], events: Sequence[dict],
                  progress: bool = True, per_event: dict[str, Any] | None = None) -> Processor:
     """The catalog, then the events in micro-batches of ``batch_size``, as a worker;

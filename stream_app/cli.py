@@ -20,10 +20,16 @@ class CliError(Exception):
 
 
 def _settings() -> Settings:
+    """The settings every command starts from; numpy's BLAS threads are set here, once per
+    process, before any command computes (``blas_threads``)."""
+    from stream_app.threads import limit_blas
+
     try:
-        return Settings.from_env()
+        s = Settings.from_env()
     except ValueError as exc:
         raise CliError(f"bad setting: {exc} (see `stream-app settings`)") from None
+    limit_blas(s.blas_threads)
+    return s
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -384,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", help="also write the figures here")
     bench.add_argument("--trained", action="store_true",
                        help="rank with a trained version (sequence model) instead of the "
-                       "plain encoder: its per-event cost")
+                       "plain encoder: its per-event cost (also with --batch-sizes)")
     bench.add_argument("--items", help="synthetic catalogs of vectors of these sizes, "
                        "comma separated (e.g. 10000,100000,1000000), each on a fresh worker: "
                        "events/s, latency, RSS, Redis bytes per user, recall@10 against "

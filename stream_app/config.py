@@ -109,6 +109,11 @@ class Settings:
     torch_threads: int = _setting(
         0, "torch intra-op threads (ONNX Runtime's with an `onnx` encoder backend); 0 keeps "
         "the library's default.")
+    blas_threads: int = _setting(
+        1, "Threads of numpy's BLAS in every process (worker, trainer, eval, bench); 0 "
+        "keeps the library's default (one per core, idle ones spinning): a worker's "
+        "products are small, so a second thread mostly burns the core the broker and "
+        "Redis want.")
     encoder_backend: str = _setting(
         "torch", "Text encoder: `torch`; `onnx`, the same model exported to ONNX Runtime on "
         "first use (cached under `~/.cache/stream-app/onnx`): the same vectors and version, "
@@ -428,7 +433,7 @@ class Settings:
                      "covisit_text_weight", "covisit_text_max_items",
                      "trainer_promotion_tolerance", "user_history", "popularity_reload_s",
                      "ann_popular_pool",
-                     "ann_threads"):
+                     "ann_threads", "blas_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{env_name(_field(name))} must be >= 0")
         self.kafka()  # the security settings fit together (ValueError naming them)

@@ -43,6 +43,20 @@ def test_the_batch_cost_bench_times_every_size_and_profiles(tmp_path, capsys):
     for row in (one, eight):
         assert row["ms_per_batch"] > 0 and row["events_per_s"] > 0
         assert row["redis_commands_per_event"] > 0 and row["redis_cpu_us_per_event"] > 0
+        assert row["cpu_ms_per_event"] > 0
     assert eight["redis_commands_per_event"] < one["redis_commands_per_event"]
+    assert "+" not in figures["model"] and figures["model"] != "bench-trained"
     assert any(name == "process_activity" for _, _, name in pstats.Stats(str(prof)).stats)
     assert "ms/batch" in capsys.readouterr().out
+
+
+def test_the_batch_cost_bench_ranks_with_a_trained_version(tmp_path, capsys):
+    """``--trained``: the timed batches are ranked by a sequence model, named in the report."""
+    out = tmp_path / "batch.json"
+    args = build_parser().parse_args(["bench", "--batch-sizes", "4", "--events", "20",
+                                      "--users", "10", "--trained", "--json", str(out)])
+    assert args.fn(args) == 0
+    figures = json.loads(out.read_text())
+    assert figures["model"] == "bench-trained" and figures["blas_threads"] >= 0
+    assert figures["sizes"]["4"]["cpu_ms_per_event"] > 0
+    assert "model bench-trained" in capsys.readouterr().out

@@ -235,7 +235,10 @@ def training_process(threads: int, nice: int = 0) -> None:
     the workers beside it keep their latency."""
     import torch
 
+    from stream_app.threads import limit_blas
+
     torch.set_num_threads(threads)
+    limit_blas(threads)  # numpy's too: its idle threads would spin on the workers' cores
     lower_priority(nice)
     if nice > 0:
         idle_priority()
