@@ -53,12 +53,14 @@ def _process_setup() -> tuple[Settings, Any]:
     """Settings with a broker default, logging, and the encoder (loaded before the loop)."""
     from stream_app import logs
     from stream_app.encoder import make_encoder
+    from stream_app.threads import limit_blas
 
     s = _settings()
     if not s.kafka_bootstrap_servers:
         s = s.replace(kafka_bootstrap_servers="127.0.0.1:9092")
     logs.setup(s.log_level)
     encoder = make_encoder(s)  # encoder_backend: torch, onnx or onnx-int8
+    limit_blas(s.blas_threads)  # again: transformers loads scipy, whose BLAS is its own
     logs.log("model_loaded", model_version=encoder.version, dim=encoder.dim,
              backend=s.encoder_backend)
     return s, encoder

@@ -110,10 +110,10 @@ class Settings:
         0, "torch intra-op threads (ONNX Runtime's with an `onnx` encoder backend); 0 keeps "
         "the library's default.")
     blas_threads: int = _setting(
-        1, "Threads of numpy's BLAS in every process (worker, trainer, eval, bench); 0 "
-        "keeps the library's default (one per core, idle ones spinning): a worker's "
-        "products are small, so a second thread mostly burns the core the broker and "
-        "Redis want.")
+        1, "Threads of numpy's BLAS in every command's process (worker, trainer, eval, "
+        "bench; the training process takes `STREAM_APP_TRAINER_THREADS`); 0 keeps the "
+        "library's default (one per core, idle ones spinning): a worker's products are "
+        "small, so a second thread mostly burns the core the broker and Redis want.")
     encoder_backend: str = _setting(
         "torch", "Text encoder: `torch`; `onnx`, the same model exported to ONNX Runtime on "
         "first use (cached under `~/.cache/stream-app/onnx`): the same vectors and version, "

@@ -253,3 +253,8 @@ def test_removed_settings_are_gone():
                  "trainer_sequence_decay"):
         assert name not in FIELDS
     assert not hasattr(Settings(), "fit_params")
+
+
+def test_negative_blas_threads_rejected():
+    with pytest.raises(ValueError, match="STREAM_APP_BLAS_THREADS"):
+        Settings.from_env({"STREAM_APP_BLAS_THREADS": "-1"})
