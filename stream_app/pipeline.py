@@ -198,6 +198,32 @@ def place(record: Record) -> tuple[str, int, int]:
 MAX_OWED_BATCHES = 256  # failed batches whose counts a worker keeps for their retry
 
 
+class OwedBatches:
+    """What failed attempts of batches still owe, by the batch's records (``place``), for
+    the batch's retry; past ``most`` batches the oldest is dropped (a batch whose retry
+    never comes: its partition went to another worker)."""
+
+    def __init__(self, most: int = MAX_OWED_BATCHES) -> None:
+        self.most = most
+        self._by_batch: dict[tuple[tuple[str, int, int], ...], Owed] = {}
+
+    @staticmethod
+    def key(records: Sequence[Record]) -> tuple[tuple[str, int, int], ...]:
+        return tuple(place(r) for r in records)
+
+    def take(self, key: tuple[tuple[str, int, int], ...]) -> Owed:
+        """What an earlier attempt of this batch left owed (nothing on a first attempt)."""
+        return self._by_batch.pop(key, None) or Owed()
+
+    def keep(self, key: tuple[tuple[str, int, int], ...], owed: Owed) -> None:
+        """After a failed attempt: its retry takes ``owed`` (when it owes anything)."""
+        if not owed:
+            return
+        self._by_batch[key] = owed
+        while len(self._by_batch) > self.most:
+            del self._by_batch[next(iter(self._by_batch))]
+
+
 class Processor:
     """Holds the worker's encoder, catalog and store; one method per input topic."""
 
@@ -213,7 +239,7 @@ class Processor:
         self.metrics = metrics
         self.weights = settings.event_weights()
         self.params = settings.interest_params()
-        self._owed: dict[tuple[tuple[str, int, int], ...], Owed] = {}
+        self._owed = OwedBatches()
 
     @property
     def model_version(self) -> str:
@@ -303,8 +329,8 @@ class Processor:
         retried batch finds its events applied (duplicates) and counts what the failed
         attempt owed instead (kept here by the batch's offsets)."""
         out = Outputs()
-        key = tuple(place(r) for r in records)
-        owed = self._owed.pop(key, None) or Owed()
+        key = OwedBatches.key(records)
+        owed = self._owed.take(key)
         try:
             # events a failed attempt applied are ranked (and kept) as they were applied
             snapshots = owed.as_applied(await self.apply_activity(records, out, owed))
@@ -316,10 +342,7 @@ class Processor:
             # counted after ranking: no event is ranked with popularity or co-visits it caused
             await self.count(owed)
         except Exception:
-            if owed:
-                self._owed[key] = owed
-                while len(self._owed) > MAX_OWED_BATCHES:
-                    del self._owed[next(iter(self._owed))]
+            self._owed.keep(key, owed)
             raise
         earlier = owed.applied - out.counts["applied"]  # applied by a failed attempt
         out.counts["applied"] += earlier

@@ -32,8 +32,7 @@ from stream_app.model.interest import CHOICES, UserState
 from stream_app.model.objective import (NO_SCORES, Example, ItemTable, SparseScores,
                                        sequences, train_and_judge, training_process)
 from stream_app.model.rounds import RoundPolicy, Standing, promotion, split_holdout
-from stream_app.pipeline import (MAX_OWED_BATCHES, Outputs, Owed, Processor, Snapshot,
-                                 choices, place)
+from stream_app.pipeline import Outputs, Owed, OwedBatches, Processor, Snapshot, choices
 from stream_app.store import Store, UserRecord
 from stream_app.versions import Registry
 
@@ -68,7 +67,7 @@ class Trainer:
         self._negatives: OrderedDict[str, list[tuple[str, float]]] = OrderedDict()
         self._claims: OrderedDict[str, dict[str, str]] = OrderedDict()
         # what a failed batch applied, counted and took, kept for its retry (Owed)
-        self._owed: dict[tuple[tuple[str, int, int], ...], Owed] = {}
+        self._owed = OwedBatches()
         # the last batch observed, and what it gave: retried only when sending its dead
         # letters failed, it is not observed twice (its feedback would be taken again)
         self._observed: tuple[tuple[tuple[str, int, int], ...], Outputs] | None = None
@@ -123,19 +122,16 @@ class Trainer:
         written (Redis refusing a write, say) finds those events applied: what the failed
         attempt applied, counted and took is kept (``Owed``, by the batch's records), so
         each choice still makes one example and is counted once."""
-        key = tuple(place(r) for r in records)
+        key = OwedBatches.key(records)
         if self._observed is not None and self._observed[0] == key:
             return self._observed[1]  # done; its dead letters failed to send: again
-        owed = self._owed.pop(key, None) or Owed()
+        owed = self._owed.take(key)
         try:
             out = await self._observe(records, owed)
             self._observed = (key, out)
             return out
         except Exception:
-            if owed:
-                self._owed[key] = owed
-                while len(self._owed) > MAX_OWED_BATCHES:
-                    del self._owed[next(iter(self._owed))]
+            self._owed.keep(key, owed)
             raise
 
     async def _observe(self, records: Sequence[Record], owed: Owed) -> Outputs:
