@@ -18,7 +18,7 @@ from stream_app.contract import Record, dumps
 from stream_app.kafka_transport import App, Monitor, QuietMonitor
 from stream_app.logs import log
 from stream_app.metrics import Metrics
-from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure
+from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure, passed_over
 from stream_app.health import Health
 from stream_app.pipeline import Outputs, Rejected, isolate
 from stream_app.runtime import Runtime
@@ -139,12 +139,8 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
             withhold(events)
             raise
         runtime.on_progress(name, records)
-        try:
+        with passed_over("publish_failed", topic=name):  # the batch is done; counters only
             await runtime.publish(name, out, len(records), time.perf_counter() - started)
-        except Exception as exc:  # noqa: BLE001 - the batch is done; only counters are lost
-            if not is_infrastructure(exc):
-                raise
-            log("publish_failed", level=logging.WARNING, topic=name, error=repr(exc))
 
 
 # how long a started batch waits for a record its stream's queue showed as ready (it comes
@@ -245,15 +241,9 @@ def dead_letter_messages(topic: faust.TopicT, rejected: Sequence[Rejected],
 
 async def sync_catalog_changes(catalog: Catalog, metrics: Metrics) -> None:
     """One step of tailing the catalog change log; Redis down only skips this step."""
-    try:
-        changed = await catalog.sync()
-    except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
-        if not is_infrastructure(exc):
-            raise
-        log("catalog_sync_failed", level=logging.WARNING, error=repr(exc))
-        return
-    if changed:
-        metrics.catalog_items.set(len(catalog.index))
+    with passed_over("catalog_sync_failed"):
+        if await catalog.sync():
+            metrics.catalog_items.set(len(catalog.index))
 
 
 def create_app(settings: Settings, runtime: Runtime) -> faust.App:
@@ -298,13 +288,9 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     async def refresh_popularity() -> None:
         """The popularity values and the co-visits other workers counted (their logs)."""
         await runtime.ready()
-        try:
+        with passed_over("popularity_refresh_failed"):
             await runtime.catalog.refresh_popularity(s.popularity_reload_s)
             await runtime.catalog.refresh_covisits()
-        except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
-            if not is_infrastructure(exc):
-                raise
-            log("popularity_refresh_failed", level=logging.WARNING, error=repr(exc))
 
     @app.timer(s.model_poll_interval_s)
     async def watch_model() -> None:

@@ -10,14 +10,19 @@ goes to dead letters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 import time
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from redis import exceptions as redis_errors
+
+from stream_app.logs import log
 
 
 class EncoderError(RuntimeError):
@@ -79,6 +84,19 @@ def infrastructure_cause(exc: BaseException) -> str | None:
 
 def is_infrastructure(exc: BaseException) -> bool:
     return infrastructure_cause(exc) is not None
+
+
+@contextlib.contextmanager
+def passed_over(event: str, **fields: object) -> Iterator[None]:
+    """A step that may be skipped when the infrastructure fails (a timer's refresh, an
+    announcement, counters): such a fault is logged as ``event`` (a warning) and the
+    block is left; any other exception, a bug, still raises."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
+        if not is_infrastructure(exc):
+            raise
+        log(event, level=logging.WARNING, **fields, error=repr(exc))
 
 
 @dataclass(frozen=True)

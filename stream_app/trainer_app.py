@@ -22,7 +22,7 @@ from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
 from stream_app.encoder import Encoder
-from stream_app.faults import is_infrastructure
+from stream_app.faults import is_infrastructure, passed_over
 from stream_app.logs import log
 from stream_app.pipeline import Outputs, Rejected
 from stream_app.runtime import ProcessRuntime
@@ -152,13 +152,10 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
         runtime.memory()
         announcement = await runtime.train_if_due()
         if announcement is not None:
-            try:  # the registry holds the version; the announcement is for people
+            # the registry holds the version; the announcement is for people
+            with passed_over("announcement_failed"):
                 await updates.send(key=announcement["version"].encode(),
                                    value=dumps(announcement))
-            except Exception as exc:  # noqa: BLE001 - classified: a bug still raises
-                if not is_infrastructure(exc):
-                    raise
-                log("announcement_failed", level=logging.WARNING, error=repr(exc))
 
     @app.timer(s.catalog_sync_interval_s)
     async def sync_catalog() -> None:
