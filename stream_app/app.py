@@ -92,15 +92,57 @@ class BatchRuntime(Protocol):
                       seconds: float) -> None: ...
 
 
+Messages = list[tuple[faust.TopicT, bytes | None, bytes]]  # (topic, key, value) to send
+Early = Callable[[Outputs], Awaitable[None]]  # hands a batch's recommendations over early
+
+
+class Handover:
+    """One attempt's outputs on their way to the broker. ``early``: the recommendations
+    known so far go to the producer at once (a worker calls it as soon as a batch is
+    ranked, and counts popularity and co-visits while they travel); ``finish``: the rest
+    (dead letters, recommendations not handed over yet), then every record's
+    acknowledgement is awaited: the batch's input is acknowledged only after that."""
+
+    def __init__(self, messages: Callable[[Outputs], Messages]) -> None:
+        self.messages = messages
+        self.pending: list[asyncio.Future] = []
+        self.handed = 0  # the recommendations already handed over, from the first
+
+    async def early(self, out: Outputs) -> None:
+        ahead = Outputs(recommendations=out.recommendations[self.handed:])
+        self.pending += await hand_over(self.messages(ahead))
+        self.handed = len(out.recommendations)
+
+    async def finish(self, out: Outputs) -> None:
+        rest = Outputs(recommendations=out.recommendations[self.handed:], rejected=out.rejected)
+        self.pending += await hand_over(self.messages(rest))
+        pending, self.pending = self.pending, []
+        await asyncio.gather(*pending)
+
+    def abandon(self) -> None:
+        """The attempt failed: what it handed over may still arrive (the retry sends it
+        again: recommendations are at least once); outcomes are not waited for."""
+        for future in self.pending:
+            future.add_done_callback(_retrieved)
+        self.pending = []
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # taken, so asyncio does not report it as never retrieved
+
+
 async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime, name: str,
-                      process: Callable[[Sequence[Record]], Awaitable[Outputs]],
-                      emit: Callable[[Outputs], Awaitable[None]],
+                      process: Callable[[Sequence[Record], Early | None], Awaitable[Outputs]],
+                      messages: Callable[[Outputs], Messages],
                       within: float | None = None) -> None:
     """Micro-batches whose input is acknowledged only after the broker confirmed their
-    outputs. An infrastructure fault retries the batch (backoff, jitter) until it goes
-    through; a batch left unfinished at shutdown is never acknowledged, so the next owner
-    of the partition processes it again (state updates are idempotent). ``within``: the
-    longest wait to fill a batch (default ``batch_within_s``; see ``take_batches``)."""
+    outputs (``messages``: the records an ``Outputs`` sends; ``process`` may hand its
+    recommendations over early, see ``Handover``). An infrastructure fault retries the
+    batch (backoff, jitter) until it goes through; a batch left unfinished at shutdown is
+    never acknowledged, so the next owner of the partition processes it again (state
+    updates are idempotent). ``within``: the longest wait to fill a batch (default
+    ``batch_within_s``; see ``take_batches``)."""
     try:
         await runtime.ready()
     except asyncio.CancelledError:
@@ -115,18 +157,22 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
         try:
             while True:
                 started = time.perf_counter()
+                handover = Handover(messages)
                 try:
                     try:
-                        out = await process(records)
+                        out = await process(records, handover.early)
                     except Exception as exc:  # noqa: BLE001 - never stop the worker
                         if is_infrastructure(exc):
                             raise
                         log("batch_failed", level=logging.ERROR, topic=name,
                             records=len(records), error=repr(exc))
-                        out = await isolate(process, records)
-                    await emit(out)
+                        handover.abandon()
+                        handover = Handover(messages)  # one record at a time, sent at the end
+                        out = await isolate(lambda one: process(one, None), records)
+                    await handover.finish(out)
                     break
                 except Exception as exc:  # noqa: BLE001 - classified below
+                    handover.abandon()
                     cause = infrastructure_cause(exc)
                     if cause is None:
                         raise
@@ -214,9 +260,10 @@ def withhold(events: Sequence[EventT]) -> None:
         event.message.acked = True
 
 
-async def send_confirmed(messages: Sequence[tuple[faust.TopicT, bytes | None, bytes]]) -> None:
-    """Hand every record to the producer, then wait until the broker acknowledged each
-    (``acks=all``); any failure raises, and the batch is retried.
+async def hand_over(messages: Messages) -> list[asyncio.Future]:
+    """Every record handed to the producer; the futures of the broker's acknowledgements
+    (``acks=all``; awaited by ``Handover.finish``: any failure raises, and the batch is
+    retried).
 
     Straight to the app's producer (``ProducerT.send``, partitioned by key as
     ``Topic.send`` does): ``Topic.send`` passes each record through Faust's
@@ -224,16 +271,15 @@ async def send_confirmed(messages: Sequence[tuple[faust.TopicT, bytes | None, by
     call, so aiokafka's sender went off with one record per produce request while the
     batch was still being handed over (2-3x slower; docs/scaling.md, "Faust throughput")."""
     if not messages:
-        return
+        return []
     producer = await messages[0][0].app.maybe_start_producer()
-    pending = [await producer.send(topic.get_topic_name(), key, value, None, None, None)
-               for topic, key, value in messages]
-    await asyncio.gather(*pending)
+    return [await producer.send(topic.get_topic_name(), key, value, None, None, None)
+            for topic, key, value in messages]
 
 
 def dead_letter_messages(topic: faust.TopicT, rejected: Sequence[Rejected],
-                         payload_bytes: int) -> list[tuple[faust.TopicT, bytes | None, bytes]]:
-    """``send_confirmed``'s messages for rejected records: key, and the dead letter with at
+                         payload_bytes: int) -> Messages:
+    """The messages of rejected records: key, and the dead letter with at
     most ``payload_bytes`` of the record's value."""
     return [(topic, key, dumps(value))
             for key, value in (r.letter(payload_bytes) for r in rejected)]
@@ -256,28 +302,29 @@ def create_app(settings: Settings, runtime: Runtime) -> faust.App:
     items, activity = topic(s.topic_items), topic(s.topic_activity)
     recommendations, dead_letters = topic(s.topic_recommendations), topic(s.topic_dead_letters)
 
-    async def emit(out: Outputs) -> None:
-        """Dead letters and recommendations, confirmed by the broker before returning."""
-        await send_confirmed(dead_letter_messages(dead_letters, out.rejected,
-                                                  s.dead_letter_payload_bytes)
-                             + [(recommendations, user_id.encode(), dumps(value))
-                                for user_id, value in out.recommendations])
+    def messages(out: Outputs) -> Messages:
+        """Dead letters and recommendations."""
+        return (dead_letter_messages(dead_letters, out.rejected, s.dead_letter_payload_bytes)
+                + [(recommendations, user_id.encode(), dumps(value))
+                   for user_id, value in out.recommendations])
 
     @app.agent(items, name="items")
     async def item_agent(stream: faust.StreamT) -> None:
         await run_batches(stream, s, runtime, s.topic_items,
-                          lambda r: runtime.processor.process_items(r), emit)
+                          lambda r, _: runtime.processor.process_items(r), messages)
 
     @app.agent(activity, name="activity")
     async def activity_agent(stream: faust.StreamT) -> None:
+        # the recommendations leave as soon as the batch is ranked, before its counts
         await run_batches(stream, s, runtime, s.topic_activity,
-                          lambda r: runtime.processor.process_activity(r), emit)
+                          lambda r, early: runtime.processor.process_activity(r, early),
+                          messages)
 
     if s.worker_feedback:  # else the trainer dead-letters bad feedback
         @app.agent(topic(s.topic_feedback), name="feedback")
         async def feedback_agent(stream: faust.StreamT) -> None:
             await run_batches(stream, s, runtime, s.topic_feedback,
-                              lambda r: runtime.processor.process_feedback(r), emit)
+                              lambda r, _: runtime.processor.process_feedback(r), messages)
 
     @app.timer(s.catalog_sync_interval_s)
     async def sync_catalog() -> None:

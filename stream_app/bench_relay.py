@@ -12,7 +12,7 @@ through, each in a process of its own (a clean interpreter, as a worker runs):
   ``app.new_app`` was before it was tuned;
 - ``tuned``: a Faust pass-through that runs the worker's own batch loop
   (``app.run_batches`` over ``app.take_batches``, each batch's outputs confirmed by
-  ``app.send_confirmed`` before the batch is acknowledged) on ``app.new_app``, i.e.
+  the broker (``app.Handover``) before the batch is acknowledged) on ``app.new_app``, i.e.
   the worker without the model and Redis.
 
 Throughput comes from the broker timestamps of the relayed records (the relay's send
@@ -373,7 +373,7 @@ def faust_relay_app(s: Settings, kind: str, topic_in: str, topic_out: str, group
     """The Faust app of the ``faust`` or ``tuned`` relay (not started)."""
     import faust
 
-    from stream_app.app import new_app, raw_topic, run_batches, send_confirmed
+    from stream_app.app import new_app, raw_topic, run_batches
     from stream_app.pipeline import Outputs
 
     app = baseline_app(s, group) if kind == "faust" else new_app(s, group)
@@ -387,15 +387,15 @@ def faust_relay_app(s: Settings, kind: str, topic_in: str, topic_out: str, group
                 await dst.send(key=event.key, value=event.value)
         return app
 
-    async def process(records: Any) -> Outputs:
+    async def process(records: Any, early: Any) -> Outputs:
         return Outputs(recommendations=[(r.key, r.value) for r in records])
 
-    async def emit(out: Outputs) -> None:
-        await send_confirmed([(dst, key, value) for key, value in out.recommendations])
+    def messages(out: Outputs) -> list:
+        return [(dst, key, value) for key, value in out.recommendations]
 
     @app.agent(src, name="relay")
     async def relay(stream: faust.StreamT) -> None:
-        await run_batches(stream, s, _PassThrough(), topic_in, process, emit)
+        await run_batches(stream, s, _PassThrough(), topic_in, process, messages)
     return app
 
 

@@ -324,10 +324,16 @@ class Processor:
         return [fb for _, events in parsed for fb in events if fb.item_id in known]
 
     # --- activity -------------------------------------------------------------
-    async def process_activity(self, records: Sequence[Record]) -> Outputs:
+    async def process_activity(self, records: Sequence[Record],
+                               early: Callable[[Outputs], Awaitable[None]] | None = None
+                               ) -> Outputs:
         """Apply, rank, then count. When counting fails after the state was written, the
         retried batch finds its events applied (duplicates) and counts what the failed
-        attempt owed instead (kept here by the batch's offsets)."""
+        attempt owed instead (kept here by the batch's offsets).
+
+        ``early``, when given, gets the outputs as soon as the batch is ranked, before the
+        counts: a worker sends the recommendations on while it counts. A retry after a
+        failed count hands them over again (recommendations are at least once)."""
         out = Outputs()
         key = OwedBatches.key(records)
         owed = self._owed.take(key)
@@ -339,6 +345,8 @@ class Processor:
                 fresh = [s for s in snapshots if place(s.pending.record) not in owed.historied]
                 owed.history.add(self._history(fresh, ranked))
                 owed.historied.update(place(s.pending.record) for s in fresh if s.applied)
+            if early is not None:
+                await early(out)
             # counted after ranking: no event is ranked with popularity or co-visits it caused
             await self.count(owed)
         except Exception:

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import faust
 from faust.web import Request, Response, View
 
-from stream_app.app import (dead_letter_messages, new_app, raw_topic, run_batches,
-                            send_confirmed, sync_catalog_changes)
+from stream_app.app import (Messages, dead_letter_messages, new_app, raw_topic, run_batches,
+                            sync_catalog_changes)
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.contract import Record, dumps
@@ -134,17 +134,17 @@ def create_trainer_app(settings: Settings, runtime: TrainerRuntime) -> faust.App
 
     dead_letters = raw_topic(app, s, s.topic_dead_letters)
 
-    async def emit(out: Outputs) -> None:
+    def messages(out: Outputs) -> Messages:
         """Bad feedback to dead letters, confirmed by the broker before the batch's input
         is acknowledged (with ``worker_feedback`` the workers send them instead); bad
         activity is the workers' to dead-letter, the trainer only skips it."""
-        await send_confirmed(dead_letter_messages(dead_letters, feedback_rejected(s, out),
-                                                  s.dead_letter_payload_bytes))
+        return dead_letter_messages(dead_letters, feedback_rejected(s, out),
+                                    s.dead_letter_payload_bytes)
 
     @app.agent(inputs, name="trainer")
     async def trainer_agent(stream: faust.StreamT) -> None:
-        await run_batches(stream, s, runtime, "trainer", runtime.observe, emit,
-                          within=s.trainer_batch_within_s)
+        await run_batches(stream, s, runtime, "trainer", lambda r, _: runtime.observe(r),
+                          messages, within=s.trainer_batch_within_s)
 
     @app.timer(1.0)
     async def train() -> None:

@@ -1,11 +1,16 @@
-"""``app.take_batches`` without a broker: what a batch holds and when it is acknowledged
-(the Kafka-tier tests run the same code under a real Faust worker)."""
+"""``app.take_batches`` and ``app.Handover`` without a broker: what a batch holds, when it
+is acknowledged, what it sends when (the Kafka-tier tests run the same code under a real
+Faust worker)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from stream_app.app import take_batches
+import pytest
+
+from stream_app.app import Handover, take_batches
+from stream_app.contract import Record
+from stream_app.pipeline import Outputs, Rejected
 from tests.fakes import FakeStream
 
 
@@ -67,5 +72,74 @@ def test_a_batch_goes_when_its_ready_records_are_cleared_away() -> None:
         assert await asyncio.wait_for(batches.__anext__(), 1) == ["c"]
         await batches.aclose()
         assert stream.acked == ["a", "c"]
+
+    asyncio.run(scenario())
+
+
+class _Producer:
+    """What ``app.hand_over`` uses of Faust's producer: ``send`` answers a future the test
+    settles (``fail``: the broker refuses the records whose value says so)."""
+
+    def __init__(self, fail: bytes = b"") -> None:
+        self.sent: list[bytes] = []
+        self.fail = fail
+
+    async def send(self, topic, key, value, *_):
+        self.sent.append(value)
+        future = asyncio.get_running_loop().create_future()
+        if self.fail and self.fail in value:
+            future.set_exception(RuntimeError("refused"))
+        else:
+            future.set_result(None)
+        return future
+
+
+class _Topic:
+    """A topic and its app, as far as ``app.hand_over`` goes."""
+
+    def __init__(self, producer: _Producer) -> None:
+        self.app, self.producer = self, producer
+
+    async def maybe_start_producer(self) -> _Producer:
+        return self.producer
+
+    def get_topic_name(self) -> str:
+        return "out"
+
+
+def _handover(producer: _Producer) -> Handover:
+    topic = _Topic(producer)
+    return Handover(lambda out: [(topic, None, f"dead {r.error}".encode()) for r in out.rejected]
+                    + [(topic, None, value) for _, value in out.recommendations])
+
+
+def test_recommendations_handed_over_early_go_once_and_dead_letters_at_the_end() -> None:
+    async def scenario() -> None:
+        producer = _Producer()
+        handover = _handover(producer)
+        out = Outputs(recommendations=[("u", b"r1"), ("v", b"r2")])
+        await handover.early(out)
+        assert producer.sent == [b"r1", b"r2"]  # sent before the batch is finished
+        out.recommendations.append(("w", b"r3"))
+        out.rejected.append(Rejected(Record("t", 0, 0, 0.0, None, b"x"), "bad", "bad"))
+        await handover.finish(out)
+        assert producer.sent == [b"r1", b"r2", b"dead bad", b"r3"]  # each record once
+        assert handover.pending == []
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_record_fails_the_batch_and_an_abandoned_attempt_is_not_waited_for() -> None:
+    async def scenario() -> None:
+        producer = _Producer(fail=b"r2")
+        handover = _handover(producer)
+        out = Outputs(recommendations=[("u", b"r1"), ("v", b"r2")])
+        await handover.early(out)
+        with pytest.raises(RuntimeError, match="refused"):
+            await handover.finish(out)  # the batch is retried, not acknowledged
+        again = _handover(producer)
+        await again.early(out)
+        again.abandon()  # a count failed: the retry sends them again
+        assert again.pending == [] and producer.sent == [b"r1", b"r2"] * 2
 
     asyncio.run(scenario())

@@ -44,6 +44,8 @@ def test_the_batch_cost_bench_times_every_size_and_profiles(tmp_path, capsys):
         assert row["ms_per_batch"] > 0 and row["events_per_s"] > 0
         assert row["redis_commands_per_event"] > 0 and row["redis_cpu_us_per_event"] > 0
         assert row["cpu_ms_per_event"] > 0
+        # the lists leave before the batch's counts are written
+        assert 0 < row["ms_to_recommendations"] < row["ms_per_batch"]
     assert eight["redis_commands_per_event"] < one["redis_commands_per_event"]
     assert "+" not in figures["model"] and figures["model"] != "bench-trained"
     assert any(name == "process_activity" for _, _, name in pstats.Stats(str(prof)).stats)

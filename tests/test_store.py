@@ -370,6 +370,44 @@ def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redi
     run(go())
 
 
+def test_a_batch_hands_its_recommendations_over_before_it_counts(redis_url, prefix):
+    """``early`` gets the ranked lists before any popularity or co-visit is written (the
+    worker sends them while it counts); a retry after a failed count hands them over again
+    (ranked with what the failed attempt counted) and counts once."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        proc = await _processor_with_items(settings, 4)
+        store = proc.store
+        handed: list[tuple[list, dict]] = []
+
+        async def early(out):
+            handed.append(([rec["event_id"] for _, rec in out.recommendations],
+                           await store.popularity()))
+
+        real, failures = store.add_covisits, iter([OutOfMemoryError("OOM (test)")])
+
+        async def flaky(*args, **kwargs):
+            for exc in failures:
+                raise exc
+            return await real(*args, **kwargs)
+
+        store.add_covisits = flaky
+        batch = _records("act", "u", ["i0", "i1", "i2"], start=0)
+        with pytest.raises(OutOfMemoryError):
+            await proc.process_activity(batch, early)
+        out = await proc.process_activity(batch, early)
+        await store.r.aclose()
+        return handed, out
+
+    handed, out = run(go())
+    assert len(handed) == 2  # the failed attempt's, then the retry's
+    first, second = handed
+    assert len(first[0]) == 3 and first[1] == {}  # ranked, nothing counted yet
+    assert second[0] == first[0] == [rec["event_id"] for _, rec in out.recommendations]
+    assert out.counts["applied"] == 3 and len(second[1]) == 3  # popularity: the first try's
+
+
 def test_sharded_counts_a_batch_once_when_one_shard_fails(redis_url, prefix):
     """With the shared counts over several keys, one shard's popularity call can fail
     while the others go through: the retry counts only the failed shard's items, and
