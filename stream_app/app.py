@@ -101,30 +101,60 @@ class Handover:
     known so far go to the producer at once (a worker calls it as soon as a batch is
     ranked, and counts popularity and co-visits while they travel); ``finish``: the rest
     (dead letters, recommendations not handed over yet), then every record's
-    acknowledgement is awaited: the batch's input is acknowledged only after that."""
+    acknowledgement is awaited: the batch's input is acknowledged only after that.
+
+    A failure of ``early`` itself that is not the infrastructure's (a bug in making the
+    messages) is raised by ``finish``, as when everything was sent at the end: the batch
+    is not taken for one with a bad record (``isolate``) after its states were written."""
 
     def __init__(self, messages: Callable[[Outputs], Messages]) -> None:
         self.messages = messages
         self.pending: list[asyncio.Future] = []
         self.handed = 0  # the recommendations already handed over, from the first
+        self.failed: Exception | None = None
 
     async def early(self, out: Outputs) -> None:
-        ahead = Outputs(recommendations=out.recommendations[self.handed:])
-        self.pending += await hand_over(self.messages(ahead))
+        try:
+            await self._send(self.messages(
+                Outputs(recommendations=out.recommendations[self.handed:])))
+        except Exception as exc:  # noqa: BLE001 - classified: the infrastructure's raises
+            if is_infrastructure(exc):
+                raise
+            self.failed = exc
+            return
         self.handed = len(out.recommendations)
 
     async def finish(self, out: Outputs) -> None:
-        rest = Outputs(recommendations=out.recommendations[self.handed:], rejected=out.rejected)
-        self.pending += await hand_over(self.messages(rest))
+        if self.failed is not None:
+            raise self.failed
+        await self._send(self.messages(Outputs(
+            recommendations=out.recommendations[self.handed:], rejected=out.rejected)))
         pending, self.pending = self.pending, []
         await asyncio.gather(*pending)
 
     def abandon(self) -> None:
-        """The attempt failed: what it handed over may still arrive (the retry sends it
-        again: recommendations are at least once); outcomes are not waited for."""
+        """The attempt failed or was cancelled: what it handed over may still arrive (the
+        retry sends it again: recommendations are at least once); not waited for."""
         for future in self.pending:
             future.add_done_callback(_retrieved)
         self.pending = []
+
+    async def _send(self, messages: Messages) -> None:
+        """Every record handed to the producer, each acknowledgement's future kept as soon
+        as it exists (``abandon`` takes them all, also after a send that raised).
+
+        Straight to the app's producer (``ProducerT.send``, partitioned by key as
+        ``Topic.send`` does): ``Topic.send`` passes each record through Faust's
+        ``maybe_start_producer``, whose stampede guard yields to the event loop on every
+        call, so aiokafka's sender went off with one record per produce request while the
+        batch was still being handed over (2-3x slower; docs/scaling.md, "Faust
+        throughput")."""
+        if not messages:
+            return
+        producer = await messages[0][0].app.maybe_start_producer()
+        for topic, key, value in messages:
+            self.pending.append(await producer.send(topic.get_topic_name(), key, value,
+                                                    None, None, None))
 
 
 def _retrieved(future: asyncio.Future) -> None:
@@ -154,6 +184,7 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
     async for events in take_batches(stream, s.batch_size, wait):
         records = [to_record(e) for e in events]
         attempt = 0
+        handover: Handover | None = None
         try:
             while True:
                 started = time.perf_counter()
@@ -182,6 +213,8 @@ async def run_batches(stream: faust.StreamT, s: Settings, runtime: BatchRuntime,
                         attempt=attempt, cause=cause, error=repr(exc))
                     await asyncio.sleep(backoff.delay(attempt))
         except BaseException:
+            if handover is not None:  # cancelled (shutdown): what it sent is not waited for
+                handover.abandon()
             withhold(events)
             raise
         runtime.on_progress(name, records)
@@ -258,23 +291,6 @@ def withhold(events: Sequence[EventT]) -> None:
     acknowledged message is never added to the offsets it commits."""
     for event in events:
         event.message.acked = True
-
-
-async def hand_over(messages: Messages) -> list[asyncio.Future]:
-    """Every record handed to the producer; the futures of the broker's acknowledgements
-    (``acks=all``; awaited by ``Handover.finish``: any failure raises, and the batch is
-    retried).
-
-    Straight to the app's producer (``ProducerT.send``, partitioned by key as
-    ``Topic.send`` does): ``Topic.send`` passes each record through Faust's
-    ``maybe_start_producer``, whose stampede guard yields to the event loop on every
-    call, so aiokafka's sender went off with one record per produce request while the
-    batch was still being handed over (2-3x slower; docs/scaling.md, "Faust throughput")."""
-    if not messages:
-        return []
-    producer = await messages[0][0].app.maybe_start_producer()
-    return [await producer.send(topic.get_topic_name(), key, value, None, None, None)
-            for topic, key, value in messages]
 
 
 def dead_letter_messages(topic: faust.TopicT, rejected: Sequence[Rejected],

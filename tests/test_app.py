@@ -77,7 +77,7 @@ def test_a_batch_goes_when_its_ready_records_are_cleared_away() -> None:
 
 
 class _Producer:
-    """What ``app.hand_over`` uses of Faust's producer: ``send`` answers a future the test
+    """What ``app.Handover`` uses of Faust's producer: ``send`` answers a future the test
     settles (``fail``: the broker refuses the records whose value says so)."""
 
     def __init__(self, fail: bytes = b"") -> None:
@@ -95,7 +95,7 @@ class _Producer:
 
 
 class _Topic:
-    """A topic and its app, as far as ``app.hand_over`` goes."""
+    """A topic and its app, as far as ``app.Handover`` goes."""
 
     def __init__(self, producer: _Producer) -> None:
         self.app, self.producer = self, producer
@@ -141,5 +141,28 @@ def test_a_refused_record_fails_the_batch_and_an_abandoned_attempt_is_not_waited
         await again.early(out)
         again.abandon()  # a count failed: the retry sends them again
         assert again.pending == [] and producer.sent == [b"r1", b"r2"] * 2
+
+    asyncio.run(scenario())
+
+
+def test_a_bug_in_making_the_early_messages_is_raised_at_the_end_not_isolated() -> None:
+    """Raised by ``finish`` (the worker stops on a bug, as when everything was sent at the
+    end), not by ``early`` inside the batch's processing, where it would pass for a bad
+    record after the batch's states were written."""
+    async def scenario() -> None:
+        producer = _Producer()
+        topic = _Topic(producer)
+
+        def messages(out):
+            if out.recommendations:
+                raise ValueError("cannot serialise")
+            return [(topic, None, b"dead")]
+
+        handover = Handover(messages)
+        out = Outputs(recommendations=[("u", b"r1")])
+        await handover.early(out)  # the batch goes on to its counts
+        with pytest.raises(ValueError, match="serialise"):
+            await handover.finish(out)
+        assert producer.sent == []
 
     asyncio.run(scenario())
