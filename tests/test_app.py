@@ -1,14 +1,16 @@
-"""``app.take_batches`` and ``app.Handover`` without a broker: what a batch holds, when it
-is acknowledged, what it sends when (the Kafka-tier tests run the same code under a real
-Faust worker)."""
+"""``app.take_batches``, ``app.Handover`` and ``app.run_batches`` without a broker: what a
+batch holds, when it is acknowledged or withheld, what it sends when, retries and
+isolation (the Kafka-tier tests run the same code under a real Faust worker)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from stream_app.app import Handover, take_batches
+from stream_app.app import Handover, run_batches, take_batches
+from stream_app.config import Settings
 from stream_app.contract import Record
 from stream_app.pipeline import Outputs, Rejected
 from tests.fakes import FakeStream
@@ -164,5 +166,121 @@ def test_a_bug_in_making_the_early_messages_is_raised_at_the_end_not_isolated() 
         with pytest.raises(ValueError, match="serialise"):
             await handover.finish(out)
         assert producer.sent == []
+
+    asyncio.run(scenario())
+
+
+class _Message:
+    def __init__(self, offset: int) -> None:
+        self.topic, self.partition, self.offset = "activity", 0, offset
+        self.timestamp, self.key, self.value = 1.0, b"u", b"record %d" % offset
+        self.acked = False
+
+
+class _Event:
+    def __init__(self, offset: int) -> None:
+        self.message = _Message(offset)
+
+
+class _Runtime:
+    """What ``run_batches`` asks of a worker's runtime, recorded."""
+
+    health = None
+    stopping = False
+
+    def __init__(self) -> None:
+        self.retries: list[str] = []
+        self.published: list[int] = []
+
+    async def ready(self) -> None:
+        return None
+
+    def on_retry(self, topic: str, cause: str, error: str) -> None:
+        self.retries.append(cause)
+
+    def on_progress(self, topic, records) -> None:
+        return None
+
+    async def publish(self, topic, out, batch_records, seconds) -> None:
+        self.published.append(batch_records)
+
+
+def _loop(process, producer: _Producer):
+    """``run_batches`` over a fake stream, sending to ``producer``; (stream, runtime,
+    task)."""
+    topic = _Topic(producer)
+    stream, runtime = FakeStream(), _Runtime()
+    settings = Settings.from_env({}).replace(retry_base_s=0.001, retry_max_s=0.002,
+                                             batch_size=10, batch_within_s=0.0)
+    task = asyncio.ensure_future(run_batches(
+        stream, settings, runtime, "activity", process,
+        lambda out: [(topic, None, b"dead " + r.record.value) for r in out.rejected]
+        + [(topic, None, value) for _, value in out.recommendations]))
+    return stream, runtime, task
+
+
+async def _until(check, seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.005)):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("not reached in time")
+
+
+def test_a_batch_retried_after_an_infrastructure_fault_sends_its_lists_and_is_acknowledged():
+    async def scenario() -> None:
+        producer, calls = _Producer(), []
+
+        async def process(records, early):
+            calls.append(len(records))
+            out = Outputs(recommendations=[("u", b"list " + r.value) for r in records])
+            await early(out)  # the lists leave before the counts
+            if len(calls) == 1:
+                raise RedisConnectionError("counting failed")  # after the lists left
+            return out
+
+        stream, runtime, task = _loop(process, producer)
+        stream.put(_Event(0), _Event(1))
+        await _until(lambda: runtime.published)
+        assert calls == [2, 2] and runtime.retries == ["redis_connection"]
+        # the failed attempt's lists went too: at least once
+        assert producer.sent == [b"list record 0", b"list record 1"] * 2
+        # acknowledged once done (when the loop asks for the next batch)
+        await _until(lambda: [e.message.offset for e in stream.acked] == [0, 1])
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_bug_isolates_the_bad_record_and_a_cancelled_batch_is_withheld():
+    async def scenario() -> None:
+        producer, stop, reached = _Producer(), asyncio.Event(), asyncio.Event()
+
+        async def process(records, early):
+            if any(r.offset == 1 for r in records):
+                raise ValueError("a bad record")  # alone too: to dead letters
+            if any(r.offset == 2 for r in records):
+                reached.set()
+                await stop.wait()  # still processing when the worker stops
+            out = Outputs(recommendations=[("u", b"list " + r.value) for r in records])
+            if early is not None:
+                await early(out)
+            return out
+
+        stream, runtime, task = _loop(process, producer)
+        stream.put(_Event(0), _Event(1))
+        await _until(lambda: runtime.published)
+        assert sorted(producer.sent) == [b"dead record 1", b"list record 0"]
+        await _until(lambda: [e.message.offset for e in stream.acked] == [0, 1])
+        last = _Event(2)
+        stream.put(last)
+        await asyncio.wait_for(reached.wait(), 2)
+        task.cancel()  # shutdown while offset 2 is in process
+        await asyncio.gather(task, return_exceptions=True)
+        # marked as acknowledged before Faust's own acknowledgement could commit it: the
+        # next owner of the partition processes it again
+        assert last.message.acked and len(runtime.published) == 1
+        assert len(producer.sent) == 2  # nothing of it was sent
 
     asyncio.run(scenario())
