@@ -20,7 +20,7 @@ from stream_app.logs import log
 from stream_app.metrics import Metrics
 from stream_app.faults import Backoff, infrastructure_cause, is_infrastructure, passed_over
 from stream_app.health import Health
-from stream_app.pipeline import Outputs, Rejected, isolate
+from stream_app.pipeline import Early, Outputs, Rejected, isolate
 from stream_app.runtime import Runtime
 from stream_app.web import register_views
 
@@ -93,7 +93,6 @@ class BatchRuntime(Protocol):
 
 
 Messages = list[tuple[faust.TopicT, bytes | None, bytes]]  # (topic, key, value) to send
-Early = Callable[[Outputs], Awaitable[None]]  # hands a batch's recommendations over early
 
 
 class Handover:

@@ -373,8 +373,8 @@ def faust_relay_app(s: Settings, kind: str, topic_in: str, topic_out: str, group
     """The Faust app of the ``faust`` or ``tuned`` relay (not started)."""
     import faust
 
-    from stream_app.app import new_app, raw_topic, run_batches
-    from stream_app.pipeline import Outputs
+    from stream_app.app import Messages, new_app, raw_topic, run_batches
+    from stream_app.pipeline import Early, Outputs
 
     app = baseline_app(s, group) if kind == "faust" else new_app(s, group)
     app.conf.web_enabled = False
@@ -387,10 +387,10 @@ def faust_relay_app(s: Settings, kind: str, topic_in: str, topic_out: str, group
                 await dst.send(key=event.key, value=event.value)
         return app
 
-    async def process(records: Any, early: Any) -> Outputs:
+    async def process(records: Any, early: Early | None) -> Outputs:
         return Outputs(recommendations=[(r.key, r.value) for r in records])
 
-    def messages(out: Outputs) -> list:
+    def messages(out: Outputs) -> Messages:
         return [(dst, key, value) for key, value in out.recommendations]
 
     @app.agent(src, name="relay")

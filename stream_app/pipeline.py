@@ -195,6 +195,9 @@ def place(record: Record) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
 
 
+# takes a batch's outputs as soon as it is ranked (``Processor.process_activity``)
+Early = Callable[[Outputs], Awaitable[None]]
+
 MAX_OWED_BATCHES = 256  # failed batches whose counts a worker keeps for their retry
 
 
@@ -325,8 +328,7 @@ class Processor:
 
     # --- activity -------------------------------------------------------------
     async def process_activity(self, records: Sequence[Record],
-                               early: Callable[[Outputs], Awaitable[None]] | None = None
-                               ) -> Outputs:
+                               early: Early | None = None) -> Outputs:
         """Apply, rank, then count. When counting fails after the state was written, the
         retried batch finds its events applied (duplicates) and counts what the failed
         attempt owed instead (kept here by the batch's offsets).
