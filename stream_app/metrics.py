@@ -20,6 +20,10 @@ class Metrics:
         self.cas_conflicts = Counter("stream_app_cas_conflicts_total",
                                      "User writes that lost a compare-and-set race",
                                      registry=self.registry)
+        self.user_cache_stale = Counter(
+            "stream_app_user_cache_stale_total",
+            "Users whose state this process kept from its last write had been written by "
+            "another (or expired) and were read again", registry=self.registry)
         self.encoded = Counter("stream_app_texts_encoded_total", "Texts run through the model",
                                registry=self.registry)
         self.batch_seconds = Histogram("stream_app_batch_seconds", "Time to process a batch",

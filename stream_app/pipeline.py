@@ -444,7 +444,9 @@ class Processor:
         todo = list(by_user)
         attempt = 0
         while todo:
-            current = await self.store.read_users(todo)
+            # users a write of ours left as we know them come from our copy, checked by the
+            # compare-and-set; a user whose last write is in doubt was dropped from it
+            current = await self.store.read_users(todo, known=True)
             token = new_token()
             folded = {}
             for uid in todo:
@@ -473,10 +475,15 @@ class Processor:
                     book(uid, f, f.snapshots)
             if written.failed:
                 raise next(iter(written.failed.values()))
-            if written.lost:
+            # a copy gone stale (another writer, expiry) is read again at once; a race
+            # with a live writer backs off
+            stale = [uid for uid in written.lost if current[uid].known]
+            raced = len(written.lost) - len(stale)
+            self.metrics.user_cache_stale.inc(len(stale))
+            if raced:
                 attempt += 1
-                self.metrics.cas_conflicts.inc(len(written.lost))
-                log("cas_conflict", users=len(written.lost), attempt=attempt)
+                self.metrics.cas_conflicts.inc(raced)
+                log("cas_conflict", users=raced, attempt=attempt)
                 await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
             todo = [uid for uid in todo if uid in written.lost]
         return [snapshots[id(p)] for p in pending]
@@ -515,7 +522,7 @@ class Processor:
         if f.applied:
             f.write = UserWrite(uid, record.version, state, new_seen, popular, reset,
                                 self.s.forget_tombstone_s if reset and not state.n_events
-                                else self.s.user_ttl_s, token)
+                                else self.s.user_ttl_s, token, record.writer)
         return f
 
     def _rank(self, snapshots: list[Snapshot], out: Outputs

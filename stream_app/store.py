@@ -61,6 +61,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from stream_app.connections import RedisConfig, redis_config
+from stream_app.known_users import Known, KnownUsers
 from stream_app.model.covisit import Choice, as_choice
 from stream_app.model.interest import Interest, UserState
 
@@ -76,16 +77,19 @@ _LOG_CHUNK = 2000  # items per log entry (Lua's unpack takes at most ~8000 value
 
 # KEYS: state, seen, history. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen
 # set and the history start over), ttl (s, 0: none), the writer's token (``by``: a retry
-# that finds its own token knows an attempt whose reply was lost wrote it), then
+# that finds its own token knows an attempt whose reply was lost wrote it), the expected
+# writer's token (``*``: any; else the version and the writer must both match, which is
+# what lets a process fold into its own copy of the state: ``known_users``), then
 # score/member pairs.
 _CAS_SCRIPT = """
-local cur = redis.call('HGET', KEYS[1], 'ver')
-if (cur or '0') ~= ARGV[1] then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'ver', 'by')
+if (cur[1] or '0') ~= ARGV[1] then return 0 end
+if ARGV[8] ~= '*' and (cur[2] or '') ~= ARGV[8] then return 0 end
 redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1),
            'by', ARGV[7])
 if ARGV[5] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
-if #ARGV > 7 then
-  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 8))
+if #ARGV > 8 then
+  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 9))
   local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
   if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
 end
@@ -205,6 +209,7 @@ class UserRecord:
     version: int
     seen: frozenset[str]
     writer: str = ""  # the token of the write that made this version
+    known: bool = False  # this process's copy (``read_users(known=True)``), not read
 
 
 @dataclass(frozen=True)
@@ -226,6 +231,7 @@ class UserWrite:
     reset: bool = False  # forgotten in this batch: the seen set starts over
     ttl_s: float = 0.0  # both keys expire this long after the write (0: never)
     token: str = ""  # this write's own (``new_token``): read back as ``UserRecord.writer``
+    expected_writer: str | None = None  # the ``UserRecord.writer`` folded into (None: any)
 
 
 def connect(redis: str | RedisConfig, cluster: bool = False) -> Any:
@@ -268,6 +274,14 @@ def _encode_state_v1(state: UserState) -> tuple[bytes, bytes]:
                  "srcw": i.source_weight} for i in state.interests],
     }, separators=(",", ":"), ensure_ascii=False).encode()
     return vec, meta
+
+
+def _frozen(state: UserState) -> UserState:
+    """``state`` with its vectors read-only: a copy kept between batches
+    (``known_users``) that code changed in place would fail loudly, not drift."""
+    for interest in state.interests:
+        interest.vector.flags.writeable = False
+    return state
 
 
 def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
@@ -404,7 +418,8 @@ class Store:
 
     def __init__(self, client: Any, prefix: str, scope: str = "",
                  state_format: int = STATE_FORMAT,
-                 popularity_log_max: int = POPULARITY_LOG_MAX, shards: int = 1) -> None:
+                 popularity_log_max: int = POPULARITY_LOG_MAX, shards: int = 1,
+                 known_users: int = 0) -> None:
         if state_format not in STATE_FORMATS:
             raise ValueError(f"state format {state_format}: one of {STATE_FORMATS}")
         if shards < 1:
@@ -421,12 +436,13 @@ class Store:
         self._history = client.register_script(_HISTORY_SCRIPT)
         self._covisit = client.register_script(_COVISIT_SCRIPT)
         self.writer = new_token()  # whose last call ``_once_key`` remembers
+        self.known = KnownUsers(known_users)  # ``read_users(known=True)``
 
     @classmethod
     def for_settings(cls, client: Any, s: Any, scope: str = "") -> "Store":
         """A store as ``s`` (``Settings``) configures it."""
         return cls(client, s.key_prefix, scope, s.state_format, s.popularity_log_max,
-                   s.shared_key_shards)
+                   s.shared_key_shards, s.user_cache)
 
     def popularity_shard(self, item_id: str) -> int:
         return shard_of(item_id, self.shards)
@@ -469,18 +485,33 @@ class Store:
         return f"{self.prefix}:items:log"
 
     # --- users ------------------------------------------------------------
-    async def read_users(self, user_ids: Sequence[str]) -> dict[str, UserRecord]:
+    async def read_users(self, user_ids: Sequence[str], known: bool = False
+                         ) -> dict[str, UserRecord]:
+        """Each user's state, seen set, version and writer. ``known``: the users this
+        store last read or wrote come from its copy (``known_users``; only a write that
+        names their version and writer can tell whether it is still current), the
+        others are read and remembered."""
+        out = {}
+        for uid, k in (self.known.take(user_ids) if known else {}).items():
+            if k.state is None:
+                k.state = _frozen(_decode_state(k.vec, k.meta))
+            out[uid] = UserRecord(k.state, k.version, k.seen, k.writer, known=True)
+        missing = [uid for uid in user_ids if uid not in out]
+        if not missing:
+            return out
         pipe = self.r.pipeline(transaction=False)
-        for uid in user_ids:
+        for uid in missing:
             pipe.hmget(self._state_key(uid), "vec", "meta", "ver", "by")
             pipe.zrange(self._seen_key(uid), 0, -1)
         res = await pipe.execute()
-        out = {}
-        for i, uid in enumerate(user_ids):
+        for i, uid in enumerate(missing):
             vec, meta, ver, by = res[2 * i]
             seen = frozenset(s.decode() for s in res[2 * i + 1])
             out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen,
                                   by.decode() if by else "")
+            if known:
+                self.known.put(uid, Known(out[uid].version, out[uid].writer, vec, meta, seen,
+                                          _frozen(out[uid].state)))
         return out
 
     async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> "Written":
@@ -489,18 +520,32 @@ class Store:
         back apart from the rest, which went through: a pipeline is not atomic."""
         pipe = self.r.pipeline(transaction=False)
         whole = self.state_format >= 2  # seen scores in whole seconds
+        encoded = []
         for w in writes:
             vec, meta = _encode_state(w.state, self.state_format)
+            encoded.append((vec, meta))
             args: list[Any] = [w.expected_version, vec, meta, seen_max, int(w.reset),
-                               max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0, w.token]
+                               max(int(w.ttl_s), 1) if w.ttl_s > 0 else 0, w.token,
+                               "*" if w.expected_writer is None else w.expected_writer]
             for item_id, ts in w.seen:
                 args += [math.floor(ts) if whole else ts, item_id]
             await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
                                   self._history_key(w.user_id)], args=args, client=pipe)
-        # a cluster's pipeline refreshes its slots and retries a failed node only when it
-        # raises: there a partial failure raises, and the batch is retried whole
-        res = await pipe.execute(raise_on_error=hasattr(self.r, "nodes_manager"))
+        try:
+            # a cluster's pipeline refreshes its slots and retries a failed node only when
+            # it raises: there a partial failure raises, and the batch is retried whole
+            res = await pipe.execute(raise_on_error=hasattr(self.r, "nodes_manager"))
+        except BaseException:
+            self.known.drop(w.user_id for w in writes)  # written or not: read them again
+            raise
         failed = {w.user_id: r for w, r in zip(writes, res) if isinstance(r, Exception)}
+        for w, ok, (vec, meta) in zip(writes, res, encoded):
+            if ok and w.user_id not in failed and w.expected_writer is not None:
+                self.known.wrote(w.user_id, (w.expected_version, w.expected_writer), w.token,
+                                 vec, meta, [item_id for item_id, _ in w.seen], w.reset,
+                                 seen_max)
+            else:
+                self.known.drop([w.user_id])
         return Written([w.user_id for w, ok in zip(writes, res)
                         if not ok and w.user_id not in failed], failed)
 

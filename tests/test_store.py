@@ -570,3 +570,101 @@ def test_deleted_items_lose_their_popularity_and_old_encoders_can_be_pruned(redi
         assert set(await store.item_vectors(proc.encoder.version, ["i0", "i2"])) == {"i0", "i2"}
         await store.r.aclose()
     run(go())
+
+
+def test_a_write_that_names_a_writer_must_find_it(redis_url, prefix):
+    """The compare-and-set checks the writer's token too, when the write names one: a copy
+    made before the keys expired and were written up to the same version again loses."""
+    async def go():
+        store = Store(connect(redis_url), prefix)
+        try:
+            assert (await store.write_users(
+                [UserWrite("u", 0, _state(1), [("a", 1.0)], token="t1", expected_writer="")],
+                10)).lost == []
+            wrong = UserWrite("u", 1, _state(9), [("z", 9.0)], token="t9",
+                              expected_writer="t0")
+            assert (await store.write_users([wrong], 10)).lost == ["u"]
+            assert (await store.write_users(
+                [UserWrite("u", 1, _state(2), [("b", 2.0)], token="t2", expected_writer="t1")],
+                10)).lost == []
+            rec = (await store.read_users(["u"]))["u"]
+            assert (rec.version, rec.writer, rec.seen) == (2, "t2", {"a", "b"})
+            # naming none: the version alone, as before
+            assert (await store.write_users([UserWrite("u", 2, _state(3), [])], 10)).lost == []
+        finally:
+            await store.r.aclose()
+    run(go())
+
+
+def _two_users_batches(rounds: int) -> list[list[Record]]:
+    return [_records("act", "a", [f"i{r % 7}", f"i{(r + 3) % 7}"], start=4 * r)
+            + _records("act", "b", [f"i{(r + 1) % 7}"], start=4 * r + 2)
+            for r in range(rounds)]
+
+
+def test_users_kept_between_batches_rank_exactly_as_users_read_back(redis_url, prefix):
+    """A worker that keeps its users' state (``STREAM_APP_USER_CACHE``) folds each batch
+    into what Redis holds, to the bit: the lists and their scores are those of a worker
+    that reads every user back. And it does skip the reads."""
+    async def lists(cache: int, sub: str) -> tuple[list, int]:
+        settings = Settings.from_env({}).replace(key_prefix=prefix + sub, redis_url=redis_url,
+                                                 user_cache=cache)
+        proc = await _processor_with_items(settings, 7)
+        store = proc.store
+        read = store.read_users
+        kept = 0
+
+        async def counting(user_ids, known=False):
+            nonlocal kept
+            out = await read(user_ids, known)
+            kept += sum(r.known for r in out.values())
+            return out
+        store.read_users = counting
+        got = []
+        for batch in _two_users_batches(6):
+            out = await proc.process_activity(batch)
+            got += [(u, [(i["item_id"], i["score"]) for i in rec["items"]])
+                    for u, rec in out.recommendations]
+        state = (await read(["a", "b"]))
+        await store.delete_prefix()
+        await store.r.aclose()
+        return got + [(u, r.state.n_events, sorted(r.seen)) for u, r in state.items()], kept
+
+    async def go():
+        return await lists(0, "-read"), await lists(1000, "-kept")
+
+    (read_back, none_kept), (kept_lists, kept) = run(go())
+    assert none_kept == 0 and kept == 2 * 5  # both users, every batch after the first
+    assert kept_lists == read_back
+
+
+def test_a_kept_user_another_writer_moved_on_is_read_again(redis_url, prefix):
+    """Worker 1 keeps user u; worker 2 writes u (the partition moved), then the keys
+    expire and worker 2 writes u up to the same version again. Each time worker 1's next
+    batch loses the compare-and-set, reads u and folds into what is there: no event lost,
+    none counted twice, and no backoff or conflict counted for a stale copy."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        one = await _processor_with_items(settings, 6)
+        two = Processor(settings, Store.for_settings(connect(redis_url), settings),
+                        one.encoder, one.catalog, Metrics())
+        await one.process_activity(_records("act", "u", ["i0"], start=0))
+        await two.process_activity(_records("act", "u", ["i1"], start=1))
+        await one.process_activity(_records("act", "u", ["i2"], start=2))
+        rec = (await one.store.read_users(["u"]))["u"]
+        assert (rec.version, rec.state.n_events, rec.seen) == (3, 3, {"i0", "i1", "i2"})
+        assert one.metrics.user_cache_stale._value.get() == 1
+        # expired, then written by the other up to the version worker 1 holds
+        await one.store.r.delete(one.store._state_key("u"), one.store._seen_key("u"))
+        for n, item in enumerate(["i3", "i4", "i5"]):
+            await two.process_activity(_records("act", "u", [item], start=3 + n))
+        await one.process_activity(_records("act", "u", ["i0"], start=6))
+        rec = (await one.store.read_users(["u"]))["u"]
+        assert (rec.version, rec.state.n_events) == (4, 4)
+        assert rec.seen == {"i3", "i4", "i5", "i0"}
+        assert one.metrics.user_cache_stale._value.get() == 2
+        assert one.metrics.cas_conflicts._value.get() == 0
+        for proc in (one, two):
+            await proc.store.r.aclose()
+    run(go())
