@@ -45,6 +45,7 @@ from stream_app.metrics import Metrics
 from stream_app.model.interest import UserState, apply_event, event_weight
 from stream_app.model.popularity import Popularity
 from stream_app.pipeline import Processor
+from stream_app.redis_keys import Keys
 from stream_app.store import (_decode_history, _encode_history, _encode_state, Store,
                               UserRecord, connect)
 
@@ -225,14 +226,14 @@ async def per_user(client: Any, store: Store, events: Sequence[dict], s: Setting
     seen_ts = _seen_times(events, s.seen_max)
     rows: dict[str, list[dict[str, int]]] = {"now": [], "format 1": []}
     for user in sorted(seen_ts):
-        keys = (store._state_key(user), store._seen_key(user), store._history_key(user))
+        keys = (store.keys.state(user), store.keys.seen(user), store.keys.history(user))
         vec, meta, ver = await client.hmget(keys[0], "vec", "meta", "ver")
         history = await client.lrange(keys[2], 0, -1)
         rows["now"].append(await _sizes(client, keys, vec, meta, history))
         state = (await store.read_users([user]))[user].state
         vec1, meta1 = _encode_state(state, 1)
         history1 = [_encode_history(_decode_history(e), 1) for e in history]
-        keys1 = (old._state_key(user), old._seen_key(user), old._history_key(user))
+        keys1 = (old.keys.state(user), old.keys.seen(user), old.keys.history(user))
         pipe = client.pipeline(transaction=False)
         pipe.hset(keys1[0], mapping={"vec": vec1, "meta": meta1, "ver": ver})
         pipe.zadd(keys1[1], {item: ts for item, ts in seen_ts[user].items()})
@@ -242,8 +243,8 @@ async def per_user(client: Any, store: Store, events: Sequence[dict], s: Setting
         rows["format 1"].append(await _sizes(client, keys1, vec1, meta1, history1))
     out: dict[str, Any] = {name: _summary(r) for name, r in rows.items()}
     if listpack:
-        out["seen_listpack"] = await _seen_listpack(client, [store._seen_key(u) for u in seen_ts],
-                                                    [old._seen_key(u) for u in seen_ts],
+        out["seen_listpack"] = await _seen_listpack(client, [store.keys.seen(u) for u in seen_ts],
+                                                    [old.keys.seen(u) for u in seen_ts],
                                                     s.seen_max + s.batch_size)
     return out
 
@@ -364,7 +365,7 @@ async def popularity_costs(client: Any, items: int, seconds: int = 5,
     read (HGETALL, counts not logged) against following the log. Per second of traffic;
     the commands include those scripts ran."""
     prefix = f"fp-pop-{items}"
-    key = f"{prefix}:popularity"
+    key = Keys(prefix).popularity()
     pipe = client.pipeline(transaction=False)
     for n in range(items):  # the hash as a long-running deployment has it
         pipe.hset(key, f"i{n}", f"{1.0 + n % 7:.17g},{1.7e9:.17g}")

@@ -29,6 +29,7 @@ import numpy as np
 from stream_app.config import Settings
 from stream_app.kafka_io import consume
 from stream_app.loading import load_catalog
+from stream_app.redis_keys import Keys
 
 
 def synthetic_catalog(n: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -191,10 +192,11 @@ async def _bytes_per_user(s: Settings, users: int, rng: random.Random, sample: i
     try:
         picked = rng.sample(range(users), min(sample, users))
         total = 0
+        keys = Keys(s.key_prefix)
         for u in picked:
-            for part in ("state", "seen", "history"):
-                total += await client.memory_usage(
-                    f"{s.key_prefix}:{{u:user-{u}}}:{part}") or 0
+            for key in (keys.state(f"user-{u}"), keys.seen(f"user-{u}"),
+                        keys.history(f"user-{u}")):
+                total += await client.memory_usage(key) or 0
         return round(total / max(1, len(picked)), 1)
     finally:
         await client.aclose()

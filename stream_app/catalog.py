@@ -379,7 +379,7 @@ class Catalog:
         JSON, expiring after a minute without a sync)."""
         import json
 
-        await self.store.r.set(f"{self.store.prefix}:ann:{self.source}",
+        await self.store.r.set(self.store.keys.ann(self.source),
                                json.dumps(self.describe_ann()), ex=60)
 
     async def refresh(self, item_ids: Iterable[str]) -> None:

@@ -1,34 +1,6 @@
 """Redis: user interest state (compare-and-set), seen items, the item catalog.
 
-Key layout (prefix P, one hash tag per user so a user's keys share a cluster slot;
-S is the state scope: empty for workers, ":trainer" for the trainer's own replica):
-  PS:{u:<user>}:state  hash meta (the state, format 2 below), vec (empty), ver (CAS token),
-                       by (the token of the write that made ver)
-  PS:{u:<user>}:seen   zset item_id -> last interaction ts, whole seconds (trimmed to seen_max)
-  P:{u:<user>}:history list of snapshots, oldest first, one per applied event (workers
-                       only, trimmed to user_history): event ts/id/type/item, each interest's
-                       strength and what shaped it, the top-k ids and scores it got
-  P:items:meta         hash item_id -> JSON {title, tags, ts}
-  P:items:vec:<model>  hash item_id -> float32 bytes, one hash per model version
-  P:items:log          stream of catalog changes {id, op}; workers tail it
-  P:textvec:<model>    hash sha1(text) -> float32 bytes (item text cache)
-  PS:popularity        hash item_id -> "count,ts": decayed interaction count
-  PS:popularity:log{PS:popularity}
-                       stream of the values the hash took {"": previous entry id,
-                       item_id: "count,ts" or "" (removed)}; workers follow it (trimmed to
-                       popularity_log_max; the hash tag keeps it in the hash's cluster slot)
-  PS:covisit:log       stream of co-visit increments {by: worker, c: JSON [[chosen,
-                       earlier...]], t: JSON [[ts, [seconds each earlier one was chosen
-                       before ts...]]] (row by row; older releases wrote no t)}
-  With shared_key_shards = N > 1 both are spread over N keys, each in a cluster slot of its
-  own: shard 0 keeps the names above, shard k > 0 appends ":k" (PS:popularity:3 and
-  PS:popularity:3:log{PS:popularity:3}, PS:covisit:log:3). An item's count lives in shard
-  crc32(item_id) % N; a worker logs its co-visits to shard crc32(its source id) % N.
-  <key>:once:<writer>{<key>}  (``<key>:once:<writer>`` when the key has a hash tag) the
-                       token of a writer's (a ``Store``'s) last call on a popularity shard
-                       or co-visit log shard, expiring after ONCE_TTL_S: that call sent
-                       again (a retry after a lost reply) is not made twice
-  P:stats              hash of deployment-wide counters
+Key names: ``redis_keys`` (the layout, one place); Lua scripts: ``redis_scripts``.
 
 User state formats (``state_format``; every format is read, one is written):
   1  vec = the interests' vectors, float32; meta = JSON {ts, n, off, ids, rec, int}
@@ -60,10 +32,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from stream_app import redis_scripts as scripts
 from stream_app.connections import RedisConfig, redis_config
 from stream_app.known_users import Known, KnownUsers
 from stream_app.model.covisit import Choice, as_choice
 from stream_app.model.interest import Interest, UserState
+from stream_app.redis_keys import Keys, log_of, shard_of
 
 ITEM_LOG_MAXLEN = 1_000_000
 TRAINER_SCOPE = ":trainer"  # the trainer's own replica of user state and popularity
@@ -73,133 +47,6 @@ STATE_FORMAT = 2  # the user state encoding written by default (see the module d
 STATE_FORMATS = (1, 2)
 POPULARITY_LOG_MAX = 10_000  # entries of a worker scope's popularity log (popularity_log_max)
 _V2 = b"\x02"  # first byte of a format-2 state or history entry (format 1 starts with "{")
-_LOG_CHUNK = 2000  # items per log entry (Lua's unpack takes at most ~8000 values)
-
-# KEYS: state, seen, history. ARGV: expected ver, vec, meta, seen_max, reset (1: the seen
-# set and the history start over), ttl (s, 0: none), the writer's token (``by``: a retry
-# that finds its own token knows an attempt whose reply was lost wrote it), the expected
-# writer's token (``*``: any; else the version and the writer must both match, which is
-# what lets a process fold into its own copy of the state: ``known_users``), then
-# score/member pairs.
-_CAS_SCRIPT = """
-local cur = redis.call('HMGET', KEYS[1], 'ver', 'by')
-if (cur[1] or '0') ~= ARGV[1] then return 0 end
-if ARGV[8] ~= '*' and (cur[2] or '') ~= ARGV[8] then return 0 end
-redis.call('HSET', KEYS[1], 'vec', ARGV[2], 'meta', ARGV[3], 'ver', tostring(tonumber(ARGV[1]) + 1),
-           'by', ARGV[7])
-if ARGV[5] == '1' then redis.call('DEL', KEYS[2], KEYS[3]) end
-if #ARGV > 8 then
-  redis.call('ZADD', KEYS[2], 'GT', unpack(ARGV, 9))
-  local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1) end
-end
-local ttl = tonumber(ARGV[6])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-else
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
-  redis.call('PERSIST', KEYS[3])
-end
-return 1
-"""
-
-
-# KEYS: history. ARGV: keep, ttl (s, 0: none), then the entries, oldest first. The same
-# call again (a retry after a lost reply) appends nothing: the list then already ends
-# with its last entry (an event's entry holds its id and time, and one user's batches
-# append one after another).
-_HISTORY_SCRIPT = """
-if redis.call('LINDEX', KEYS[1], -1) == ARGV[#ARGV] then return 2 end
-redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end
-return 1
-"""
-
-
-# A call made once per token: KEYS[1] holds the token of the writer's last call on the
-# key, ARGV[1] is this call's. The same call again (redis-py or the batch retrying a call
-# whose reply was lost: a writer retries a call before it makes the next) returns 2 and
-# changes nothing. One small key per writer and key, gone ONCE_TTL_S after its last call.
-ONCE_TTL_S = 3600
-_ONCE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 2 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', %d)
-""" % ONCE_TTL_S
-
-# KEYS: the writer's last token, co-visit log. ARGV: token, maxlen, then field/value pairs.
-_COVISIT_SCRIPT = _ONCE_LUA + """
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-return 1
-"""
-
-
-# Appends one entry per chunk of (item, value) pairs to the popularity log KEYS[2], each
-# with the id of the entry before it under the field "" (item ids are never empty): a
-# reader whose position is not that id missed entries trimmed away and reads the hash.
-_LOG_LUA = """
-if redis.replicate_commands then redis.replicate_commands() end
-local function log(key, maxlen, order, values)
-  if tonumber(maxlen) <= 0 or #order == 0 then return end
-  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-  local prev = last[1] and last[1][1] or '0-0'
-  for first = 1, #order, %d do
-    local entry = {'', prev}
-    for n = first, math.min(first + %d - 1, #order) do
-      entry[#entry + 1] = order[n]
-      entry[#entry + 1] = values[order[n]]
-    end
-    prev = redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(entry))
-  end
-end
-""" % (_LOG_CHUNK, _LOG_CHUNK)
-
-# KEYS: the writer's last token, popularity hash, its log. ARGV: token, half-life (s, or
-# 'inf'), log maxlen (0: no log), then item/weight/ts triples. Each value is "count,ts": the decayed
-# count as of ts (see model/popularity.py); the log gets each item's value after the call.
-_POPULARITY_SCRIPT = _LOG_LUA + _ONCE_LUA + """
-local hl = tonumber(ARGV[2])
-local order, values = {}, {}
-for i = 4, #ARGV, 3 do
-  local item, w, t = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local cur = redis.call('HGET', KEYS[2], item)
-  local v, ts = 0, t
-  if cur then
-    local sep = string.find(cur, ',', 1, true)
-    v, ts = tonumber(string.sub(cur, 1, sep - 1)), tonumber(string.sub(cur, sep + 1))
-  end
-  if t >= ts then
-    if hl ~= math.huge then v = v * 2 ^ (-(t - ts) / hl) end
-    v, ts = v + w, t
-  else
-    if hl ~= math.huge then w = w * 2 ^ (-(ts - t) / hl) end
-    v = v + w
-  end
-  local value = string.format('%.17g,%.17g', v, ts)
-  redis.call('HSET', KEYS[2], item, value)
-  if not values[item] then order[#order + 1] = item end
-  values[item] = value
-end
-log(KEYS[3], ARGV[3], order, values)
-return 1
-"""
-
-# KEYS: popularity hash, its log. ARGV: log maxlen (0: no log), then the items removed.
-_POPULARITY_REMOVE_SCRIPT = _LOG_LUA + """
-local order, values = {}, {}
-for i = 2, #ARGV do
-  redis.call('HDEL', KEYS[1], ARGV[i])
-  if not values[ARGV[i]] then order[#order + 1] = ARGV[i] end
-  values[ARGV[i]] = ''
-end
-log(KEYS[2], ARGV[1], order, values)
-return 1
-"""
-
 
 @dataclass(frozen=True)
 class UserRecord:
@@ -349,21 +196,6 @@ def _decode_history(raw: bytes) -> dict[str, Any]:
     return entry
 
 
-def _log_key(key: str) -> str:
-    """``key``:log in ``key``'s cluster slot (one script writes both)."""
-    return _beside(key, "log")
-
-
-def _beside(key: str, suffix: str) -> str:
-    """``key``:``suffix`` in ``key``'s cluster slot (not possible for a key with braces
-    that make no hash tag: a key prefix with a lone brace)."""
-    start = key.find("{")
-    end = key.find("}", start + 1) if start >= 0 else -1
-    if start >= 0 and end > start + 1:  # key has a hash tag of its own: it is kept
-        return f"{key}:{suffix}"
-    return f"{key}:{suffix}{{{key}}}"
-
-
 def new_token() -> str:
     """A write's token: unique across processes and restarts (64 random bits)."""
     return os.urandom(8).hex()
@@ -403,16 +235,6 @@ def _unpack_choices(fields: dict[bytes, bytes]) -> list[Choice]:
     return out
 
 
-def shard_of(key: str, shards: int) -> int:
-    """The shard (0 .. shards - 1) of an item id or a writer's source id: crc32, the same
-    in every process and release."""
-    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
-
-
-def _sharded(key: str, shard: int) -> str:
-    return key if shard == 0 else f"{key}:{shard}"
-
-
 class Store:
     """All Redis access of the app, pipelined per batch."""
 
@@ -427,15 +249,15 @@ class Store:
         self.shards = shards  # of the popularity hash and the co-visit log
         self.r = client
         self.prefix = prefix
-        self.scoped = prefix + scope  # user state and popularity: one replica per scope
+        self.keys = Keys(prefix, scope)  # user state and popularity: one replica per scope
         self.state_format = state_format  # what user writes use; every format is read
         self.popularity_log_max = popularity_log_max
-        self._cas = client.register_script(_CAS_SCRIPT)
-        self._popularity = client.register_script(_POPULARITY_SCRIPT)
-        self._popularity_remove = client.register_script(_POPULARITY_REMOVE_SCRIPT)
-        self._history = client.register_script(_HISTORY_SCRIPT)
-        self._covisit = client.register_script(_COVISIT_SCRIPT)
-        self.writer = new_token()  # whose last call ``_once_key`` remembers
+        self._cas = client.register_script(scripts.CAS)
+        self._popularity = client.register_script(scripts.POPULARITY)
+        self._popularity_remove = client.register_script(scripts.POPULARITY_REMOVE)
+        self._history = client.register_script(scripts.HISTORY)
+        self._covisit = client.register_script(scripts.COVISIT)
+        self.writer = new_token()  # whose last call ``Keys.once`` remembers
         self.known = KnownUsers(known_users)  # ``read_users(known=True)``
 
     @classmethod
@@ -451,38 +273,9 @@ class Store:
                          ) -> tuple[str, str, int]:
         """A shard of the popularity hash of a scope (default: ours), its log and the log's
         length (none for the trainer's replica: one writer, which counts its own)."""
-        key = _sharded(f"{self.prefix}{scope}:popularity" if scope is not None
-                       else f"{self.scoped}:popularity", shard)
-        tail = scope if scope is not None else self.scoped[len(self.prefix):]
-        return key, _log_key(key), 0 if tail == TRAINER_SCOPE else self.popularity_log_max
-
-    def _covisit_key(self, shard: int) -> str:
-        return _sharded(f"{self.scoped}:covisit:log", shard)
-
-    # --- keys -------------------------------------------------------------
-    def _once_key(self, key: str) -> str:
-        """The token of this store's last call on ``key`` (``_ONCE_LUA``), in its slot."""
-        return _beside(key, f"once:{self.writer}")
-
-    def _state_key(self, user_id: str) -> str:
-        return f"{self.scoped}:{{u:{user_id}}}:state"
-
-    def _seen_key(self, user_id: str) -> str:
-        return f"{self.scoped}:{{u:{user_id}}}:seen"
-
-    def _history_key(self, user_id: str) -> str:
-        return f"{self.scoped}:{{u:{user_id}}}:history"
-
-    def _vec_key(self, model_version: str) -> str:
-        return f"{self.prefix}:items:vec:{model_version}"
-
-    @property
-    def _meta_key(self) -> str:
-        return f"{self.prefix}:items:meta"
-
-    @property
-    def _log_key(self) -> str:
-        return f"{self.prefix}:items:log"
+        key = self.keys.popularity(shard, scope)
+        tail = scope if scope is not None else self.keys.scope
+        return key, log_of(key), 0 if tail == TRAINER_SCOPE else self.popularity_log_max
 
     # --- users ------------------------------------------------------------
     async def read_users(self, user_ids: Sequence[str], known: bool = False
@@ -501,8 +294,8 @@ class Store:
             return out
         pipe = self.r.pipeline(transaction=False)
         for uid in missing:
-            pipe.hmget(self._state_key(uid), "vec", "meta", "ver", "by")
-            pipe.zrange(self._seen_key(uid), 0, -1)
+            pipe.hmget(self.keys.state(uid), "vec", "meta", "ver", "by")
+            pipe.zrange(self.keys.seen(uid), 0, -1)
         res = await pipe.execute()
         for i, uid in enumerate(missing):
             vec, meta, ver, by = res[2 * i]
@@ -529,8 +322,8 @@ class Store:
                                "*" if w.expected_writer is None else w.expected_writer]
             for item_id, ts in w.seen:
                 args += [math.floor(ts) if whole else ts, item_id]
-            await self._cas(keys=[self._state_key(w.user_id), self._seen_key(w.user_id),
-                                  self._history_key(w.user_id)], args=args, client=pipe)
+            await self._cas(keys=[self.keys.state(w.user_id), self.keys.seen(w.user_id),
+                                  self.keys.history(w.user_id)], args=args, client=pipe)
         try:
             # a cluster's pipeline refreshes its slots and retries a failed node only when
             # it raises: there a partial failure raises, and the batch is retried whole
@@ -563,31 +356,32 @@ class Store:
         ttl = max(int(ttl_s), 1) if ttl_s > 0 else 0
         pipe = self.r.pipeline(transaction=False)
         for user_id, values in by_user.items():
-            await self._history(keys=[self._history_key(user_id)],
+            await self._history(keys=[self.keys.history(user_id)],
                                 args=[keep, ttl, *values[-keep:]], client=pipe)
         await pipe.execute()
 
     async def read_history(self, user_id: str, last: int = 0) -> list[dict[str, Any]]:
         """The user's snapshots, oldest first (the newest ``last`` of them; 0: all)."""
-        raw = await self.r.lrange(self._history_key(user_id), -last if last > 0 else 0, -1)
+        raw = await self.r.lrange(self.keys.history(user_id), -last if last > 0 else 0, -1)
         return [_decode_history(v) for v in raw]
 
     # --- catalog ----------------------------------------------------------
     async def catalog_head(self) -> str:
         """Id of the newest catalog change ('0-0' when none)."""
-        last = await self.r.xrevrange(self._log_key, count=1)
+        last = await self.r.xrevrange(self.keys.item_log, count=1)
         return last[0][0].decode() if last else "0-0"
 
     async def load_catalog(self, model_version: str) -> tuple[list[str], np.ndarray]:
         ids, vecs = [], []
-        async for item_id, raw in self.r.hscan_iter(self._vec_key(model_version), count=2000):
+        key = self.keys.item_vectors(model_version)
+        async for item_id, raw in self.r.hscan_iter(key, count=2000):
             ids.append(item_id.decode())
             vecs.append(np.frombuffer(raw, dtype=np.float32))
         return ids, (np.stack(vecs) if vecs else np.zeros((0, 0), np.float32))
 
     async def catalog_changes(self, since: str, count: int = 10000) -> tuple[str, list[str]]:
         """Item ids changed after ``since``, and the new position."""
-        res = await self.r.xread({self._log_key: since}, count=count)
+        res = await self.r.xread({self.keys.item_log: since}, count=count)
         if not res:
             return since, []
         entries = res[0][1]
@@ -597,14 +391,14 @@ class Store:
                            item_ids: Sequence[str]) -> dict[str, np.ndarray]:
         if not item_ids:
             return {}
-        raws = await self.r.hmget(self._vec_key(model_version), list(item_ids))
+        raws = await self.r.hmget(self.keys.item_vectors(model_version), list(item_ids))
         return {i: np.frombuffer(raw, dtype=np.float32) for i, raw in zip(item_ids, raws)
                 if raw is not None}
 
     async def item_meta(self, item_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not item_ids:
             return {}
-        raws = await self.r.hmget(self._meta_key, list(item_ids))
+        raws = await self.r.hmget(self.keys.item_meta, list(item_ids))
         return {i: json.loads(raw) for i, raw in zip(item_ids, raws) if raw is not None}
 
     async def put_items(self, model_version: str,
@@ -612,14 +406,15 @@ class Store:
                         deletes: Sequence[str]) -> None:
         pipe = self.r.pipeline(transaction=False)
         for item_id, vec, meta in upserts:
-            pipe.hset(self._vec_key(model_version), item_id, vec.astype(np.float32).tobytes())
-            pipe.hset(self._meta_key, item_id, json.dumps(meta, ensure_ascii=False))
-            pipe.xadd(self._log_key, {"id": item_id, "op": "upsert"},
+            pipe.hset(self.keys.item_vectors(model_version), item_id,
+                      vec.astype(np.float32).tobytes())
+            pipe.hset(self.keys.item_meta, item_id, json.dumps(meta, ensure_ascii=False))
+            pipe.xadd(self.keys.item_log, {"id": item_id, "op": "upsert"},
                       maxlen=ITEM_LOG_MAXLEN, approximate=True)
         for item_id in deletes:
-            pipe.hdel(self._vec_key(model_version), item_id)
-            pipe.hdel(self._meta_key, item_id)
-            pipe.xadd(self._log_key, {"id": item_id, "op": "delete"},
+            pipe.hdel(self.keys.item_vectors(model_version), item_id)
+            pipe.hdel(self.keys.item_meta, item_id)
+            pipe.xadd(self.keys.item_log, {"id": item_id, "op": "delete"},
                       maxlen=ITEM_LOG_MAXLEN, approximate=True)
         if deletes:
             for shard in range(self.shards):  # every shard: a count left behind by a change
@@ -632,20 +427,20 @@ class Store:
     async def text_vectors(self, model_version: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
         if not keys:
             return {}
-        raws = await self.r.hmget(f"{self.prefix}:textvec:{model_version}", list(keys))
+        raws = await self.r.hmget(self.keys.text_vectors(model_version), list(keys))
         return {k: np.frombuffer(raw, dtype=np.float32) for k, raw in zip(keys, raws)
                 if raw is not None}
 
     async def put_text_vectors(self, model_version: str, vecs: dict[str, np.ndarray]) -> None:
         if vecs:
-            await self.r.hset(f"{self.prefix}:textvec:{model_version}",
+            await self.r.hset(self.keys.text_vectors(model_version),
                               mapping={k: v.astype(np.float32).tobytes() for k, v in vecs.items()})
 
     async def prune_encoders(self, keep: str) -> list[str]:
         """Delete the item and text vectors of every encoder version but ``keep`` (run
         once no worker of an older release is left); returns the versions removed."""
         gone = set()
-        for pattern in (f"{self.prefix}:items:vec:*", f"{self.prefix}:textvec:*"):
+        for pattern in self.keys.encoder_patterns():
             async for key in self.r.scan_iter(match=pattern, count=1000):
                 version = key.decode().rsplit(":", 1)[1]
                 if version != keep:
@@ -662,15 +457,15 @@ class Store:
         if not choices:
             return
         fields = _pack_choices([as_choice(c) for c in choices])
-        key = self._covisit_key(shard_of(source, self.shards))
-        await self._covisit(keys=[self._once_key(key), key],
+        key = self.keys.covisit_log(shard_of(source, self.shards))
+        await self._covisit(keys=[self.keys.once(key, self.writer), key],
                             args=[token or new_token(), maxlen, "by", source,
                                   *(x for pair in fields.items() for x in pair)])
 
     async def covisits_since(self, since: str, shard: int = 0, count: int = 1000
                              ) -> tuple[str, list[tuple[str, list[Choice]]]]:
         """Entries of one log shard after ``since``: (new position, [(source, choices)])."""
-        res = await self.r.xread({self._covisit_key(shard): since}, count=count)
+        res = await self.r.xread({self.keys.covisit_log(shard): since}, count=count)
         if not res:
             return since, []
         entries = res[0][1]
@@ -702,7 +497,7 @@ class Store:
 
         async def count(shard: int) -> None:
             key, log, maxlen = self._popularity_keys(shard=shard)
-            await self._popularity(keys=[self._once_key(key), key, log],
+            await self._popularity(keys=[self.keys.once(key, self.writer), key, log],
                                    args=[token, hl, maxlen, *by_shard[shard]])
 
         shards = list(by_shard)
@@ -787,16 +582,16 @@ class Store:
         if counts:
             pipe = self.r.pipeline(transaction=False)
             for name, n in counts.items():
-                pipe.hincrby(f"{self.prefix}:stats", name, n)
+                pipe.hincrby(self.keys.stats, name, n)
             await pipe.execute()
 
     async def stats(self) -> dict[str, int]:
-        raw = await self.r.hgetall(f"{self.prefix}:stats")
+        raw = await self.r.hgetall(self.keys.stats)
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def delete_prefix(self) -> int:
         """Remove every key of this prefix (test runs, embedded demo runs)."""
         n = 0
-        async for key in self.r.scan_iter(match=f"{self.prefix}:*", count=1000):
+        async for key in self.r.scan_iter(match=self.keys.everything, count=1000):
             n += await self.r.delete(key)
         return n

@@ -17,8 +17,10 @@ import json
 import time
 from typing import Any
 
+from stream_app import redis_scripts as scripts
 from stream_app.catalog import Catalog
 from stream_app.model.adapter import Adapter
+from stream_app.redis_keys import Keys
 from stream_app.store import MODEL_HISTORY_MAX
 
 
@@ -26,31 +28,17 @@ class UnknownVersion(LookupError):
     """Asked for a version the registry does not hold."""
 
 
-# KEYS: current, meta, history. ARGV: version, meta JSON ('' leaves meta alone), history
-# length kept, the version that must be current ('' for any), the base version (what an
-# absent current means). 1 when ``version`` was made current, 0 when another was current.
-_PROMOTE_SCRIPT = """
-local current = redis.call('GET', KEYS[1]) or ARGV[5]
-if ARGV[4] ~= '' and current ~= ARGV[4] then return 0 end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('LTRIM', KEYS[3], -tonumber(ARGV[3]), -1)
-return 1
-"""
-
-
 class Registry:
     def __init__(self, client: Any, prefix: str, base_version: str) -> None:
         self.r = client
         self.base_version = base_version
-        keys = f"{prefix}:{{models}}:"
+        keys = Keys(prefix).models
         self._blob = keys + "blob:"
         self._meta = keys + "meta"
         self._current = keys + "current"
         self._history = keys + "history"
         self._seq = keys + "seq"
-        self._promote = client.register_script(_PROMOTE_SCRIPT)
+        self._promote = client.register_script(scripts.PROMOTE)
 
     async def next_version(self) -> str:
         n = await self.r.incr(self._seq)

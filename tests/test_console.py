@@ -87,11 +87,11 @@ def test_a_snapshot_per_applied_event_capped_expiring_in_one_pipeline_per_batch(
             assert calls == [3, 3]  # one pipeline per batch, none for nothing applied
             history = await _history_raw(w, "u")
             assert [e["id"] for e in history] == ["u-1", "u-2", "u-3", "u-t"]  # capped at 4
-            raw = await w.client.lrange(w.store._history_key("u"), 0, -1)
+            raw = await w.client.lrange(w.store.keys.history("u"), 0, -1)
             # no user text without show_user_text (entries are compressed: read decoded)
             assert "secret" not in json.dumps([_decode_history(e) for e in raw])
             assert history[-1]["text"] == "" and history[-1]["type"] == "text"
-            ttl = await w.client.ttl(w.store._history_key("u"))
+            ttl = await w.client.ttl(w.store.keys.history("u"))
             assert 0 < ttl <= 3600
             assert len(await _history_raw(w, "v")) == 1
 
@@ -105,7 +105,7 @@ def test_forget_removes_the_history_and_what_came_before_it_in_the_batch(redis_u
         async with World(s) as w:
             await w.processor.process_activity(w.records(s.topic_activity,
                                                          _clicks("u", ["i1", "i2"])))
-            key = w.store._history_key("u")
+            key = w.store.keys.history("u")
             assert await w.client.llen(key) == 2 and await w.client.ttl(key) == -1  # no TTL
             forget = [{"event_id": "bye", "user_id": "u", "type": "forget", "ts": T0 + 100}]
             await w.processor.process_activity(w.records(s.topic_activity, forget))
@@ -125,7 +125,7 @@ def test_history_off_keeps_nothing(redis_url):
     async def go() -> None:
         async with World(s) as w:
             await w.processor.process_activity(w.records(s.topic_activity, _clicks("u", ["i1"])))
-            assert not await w.client.exists(w.store._history_key("u"))
+            assert not await w.client.exists(w.store.keys.history("u"))
             assert (await w.store.read_users(["u"]))["u"].state.n_events == 1
 
     run(go())

@@ -16,8 +16,9 @@ from stream_app import bench_footprint
 from stream_app.catalog import Catalog
 from stream_app.config import Settings
 from stream_app.model.interest import Interest, UserState
+from stream_app.redis_keys import log_of
 from stream_app.store import (TRAINER_SCOPE, Store, UserWrite, _decode_history,
-                              _decode_state, _encode_history, _encode_state, _log_key, connect)
+                              _decode_state, _encode_history, _encode_state, connect)
 
 
 def run(coro):
@@ -58,10 +59,10 @@ def test_a_state_of_the_previous_release_reads_and_is_rewritten_compact(redis_ur
     async def go():
         store = Store(connect(redis_url), prefix)
         try:
-            key = store._state_key("u")
+            key = store.keys.state("u")
             await store.r.hset(key, mapping={"vec": OLD_VEC, "meta": OLD_META, "ver": 3})
-            await store.r.zadd(store._seen_key("u"), {"i1": 1700000000.5})
-            await store.r.rpush(store._history_key("u"), OLD_HISTORY)
+            await store.r.zadd(store.keys.seen("u"), {"i1": 1700000000.5})
+            await store.r.rpush(store.keys.history("u"), OLD_HISTORY)
             rec = (await store.read_users(["u"]))["u"]
             assert rec.version == 3 and rec.seen == {"i1"}
             _check_old_state(rec.state)
@@ -75,7 +76,7 @@ def test_a_state_of_the_previous_release_reads_and_is_rewritten_compact(redis_ur
             assert again.version == 4 and again.seen == {"i1", "i9"}
             _check_old_state(again.state, exact=False)
             # whole seconds: a listpack zset keeps them as integers
-            assert await store.r.zscore(store._seen_key("u"), "i9") == 1700000050.0
+            assert await store.r.zscore(store.keys.seen("u"), "i9") == 1700000050.0
             history = await store.read_history("u")
             assert [h["id"] for h in history] == ["e-7", "e-8"]
             assert history[0] == {**history[1], "id": "e-7"}
@@ -167,7 +168,7 @@ def test_history_entries_round_trip_compact():
 def test_the_log_key_shares_the_hash_cluster_slot():
     for key in ("stream-app:popularity", "p-1:trainer:popularity", "{tenant}:x:popularity",
                 "a{b}c:popularity"):
-        log = _log_key(key)
+        log = log_of(key)
         assert log.startswith(key + ":log") and key_slot(log.encode()) == key_slot(key.encode())
 
 
@@ -248,11 +249,11 @@ def test_the_log_is_bounded_and_the_trainer_replica_logs_nothing(redis_url, pref
             store = Store(client, prefix, popularity_log_max=10)
             for n in range(400):
                 await store.add_popularity([(f"i{n % 7}", 1.0, float(n))], 3600.0)
-            assert await client.xlen(_log_key(f"{prefix}:popularity")) < 250  # ~: whole nodes
+            assert await client.xlen(log_of(f"{prefix}:popularity")) < 250  # ~: whole nodes
             trainer = Store(client, prefix, scope=TRAINER_SCOPE)
             await trainer.add_popularity([("i1", 1.0, 5.0)], 3600.0)
             await store.put_items("enc", [], ["i1"])
-            assert not await client.exists(_log_key(f"{prefix}{TRAINER_SCOPE}:popularity"))
+            assert not await client.exists(log_of(f"{prefix}{TRAINER_SCOPE}:popularity"))
             assert "i1" not in await trainer.popularity()
         finally:
             await client.aclose()

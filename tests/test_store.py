@@ -457,10 +457,10 @@ def test_sharded_counts_a_batch_once_when_one_shard_fails(redis_url, prefix):
         # shard 0 keeps the names of one key, which releases before shards wrote
         assert store._popularity_keys()[:2] == (f"{prefix}:popularity",
                                                 f"{prefix}:popularity:log{{{prefix}:popularity}}")
-        assert store._covisit_key(0) == f"{prefix}:covisit:log"
+        assert store.keys.covisit_log(0) == f"{prefix}:covisit:log"
         assert store._popularity_keys(shard=2)[0] == f"{prefix}:popularity:2"
         logged = shard_of(proc.catalog.source, 3)
-        assert [await store.r.xlen(store._covisit_key(shard)) > 0 for shard in range(3)] == \
+        assert [await store.r.xlen(store.keys.covisit_log(shard)) > 0 for shard in range(3)] == \
             [shard == logged for shard in range(3)]
         assert await proc.catalog.refresh_covisits() == 0  # its own: counted when made
         await store.r.aclose()
@@ -480,7 +480,7 @@ def test_a_batch_whose_state_writes_went_through_for_some_users_counts_them_on_r
         # in one pipeline, "b"'s compare-and-set fails in Redis and "a"'s goes through
         cas, refuse = store._cas, store.r.register_script(
             "return redis.error_reply('OOM command not allowed (test)')")
-        blocked = {store._state_key("b")}
+        blocked = {store.keys.state("b")}
 
         def cas_or_refuse(keys, args, client):
             return (refuse if keys[0] in blocked else cas)(keys=keys, args=args, client=client)
@@ -656,7 +656,7 @@ def test_a_kept_user_another_writer_moved_on_is_read_again(redis_url, prefix):
         assert (rec.version, rec.state.n_events, rec.seen) == (3, 3, {"i0", "i1", "i2"})
         assert one.metrics.user_cache_stale._value.get() == 1
         # expired, then written by the other up to the version worker 1 holds
-        await one.store.r.delete(one.store._state_key("u"), one.store._seen_key("u"))
+        await one.store.r.delete(one.store.keys.state("u"), one.store.keys.seen("u"))
         for n, item in enumerate(["i3", "i4", "i5"]):
             await two.process_activity(_records("act", "u", [item], start=3 + n))
         await one.process_activity(_records("act", "u", ["i0"], start=6))

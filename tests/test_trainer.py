@@ -215,7 +215,7 @@ def test_a_batch_retried_after_a_partial_write_or_a_failed_count_takes_each_exam
             store = trainer.store
             cas, refuse = store._cas, store.r.register_script(
                 "return redis.error_reply('OOM command not allowed (test)')")
-            blocked = {store._state_key("b")}
+            blocked = {store.keys.state("b")}
 
             def cas_or_refuse(keys, args, client):
                 return (refuse if keys[0] in blocked else cas)(keys=keys, args=args,
