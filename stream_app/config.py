@@ -299,11 +299,12 @@ class Settings:
     user_ttl_s: float = _setting(
         180 * 86400.0, "A user's state and seen items (and the trainer's copy) expire this "
         "many seconds after the user's last event was applied (wall clock); 0 keeps them.")
-    user_cache: int = _setting(
-        10000, "Users whose state a worker (and the trainer) keeps in memory from its last "
-        "write, so their next batch skips reading it back from Redis; every write checks "
-        "the copy is current (version and writer) and reads the user again when not. "
-        "About 10 KB a user (more with long seen lists); 0: read every batch's users.")
+    user_cache_mb: float = _setting(
+        64.0, "Memory (MB, estimated) for the users' state a worker, and the trainer, keep "
+        "from their last read or write, so a user's next batch skips reading it back from "
+        "Redis; the least recently used go first. The write that follows checks the copy "
+        "is current (version and writer) and reads the user again when not. A user takes "
+        "about 5 KB plus 110 bytes per seen item; 0: read every batch's users.")
     user_history: int = _setting(
         50, "Snapshots kept per user for the console's timeline (`P:{u:<user>}:history`: "
         "after each applied event, its interests' strengths and the list it got); expire "
@@ -436,7 +437,7 @@ class Settings:
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
                      "covisit_text_weight", "covisit_text_max_items",
-                     "trainer_promotion_tolerance", "user_history", "user_cache",
+                     "trainer_promotion_tolerance", "user_history", "user_cache_mb",
                      "popularity_reload_s",
                      "ann_popular_pool",
                      "ann_threads", "blas_threads"):

@@ -449,8 +449,12 @@ class Processor:
             current = await self.store.read_users(todo, known=True)
             token = new_token()
             folded = {}
+            unchecked = []  # from the copy with nothing to write: no write checks it
             for uid in todo:
                 f = self._fold(uid, by_user[uid], current[uid], token)
+                if f.write is None and current[uid].known:
+                    unchecked.append(uid)
+                    continue
                 sent = owed.tentative.pop(uid, None)
                 if sent is not None and current[uid].writer == sent[0]:
                     # a write whose answer was lost went through: what it applied is owed
@@ -458,6 +462,8 @@ class Processor:
                     book(uid, sent[1], f.snapshots)
                 else:
                     folded[uid] = f
+            # a redelivery the copy says is applied: read the user (Redis may have lost it)
+            self.store.known.drop(unchecked)
             writes = [f.write for f in folded.values() if f.write is not None]
             try:
                 written = await self.store.write_users(writes, self.s.seen_max) if writes \
@@ -485,7 +491,7 @@ class Processor:
                 self.metrics.cas_conflicts.inc(raced)
                 log("cas_conflict", users=raced, attempt=attempt)
                 await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
-            todo = [uid for uid in todo if uid in written.lost]
+            todo = [uid for uid in todo if uid in written.lost or uid in unchecked]
         return [snapshots[id(p)] for p in pending]
 
     def _fold(self, uid: str, items: list[_Pending], record: UserRecord, token: str = ""

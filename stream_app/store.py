@@ -123,12 +123,6 @@ def _encode_state_v1(state: UserState) -> tuple[bytes, bytes]:
     return vec, meta
 
 
-def _frozen(state: UserState) -> UserState:
-    """``state`` with its vectors read-only: a copy kept between batches
-    (``known_users``) that code changed in place would fail loudly, not drift."""
-    for interest in state.interests:
-        interest.vector.flags.writeable = False
-    return state
 
 
 def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
@@ -241,7 +235,7 @@ class Store:
     def __init__(self, client: Any, prefix: str, scope: str = "",
                  state_format: int = STATE_FORMAT,
                  popularity_log_max: int = POPULARITY_LOG_MAX, shards: int = 1,
-                 known_users: int = 0) -> None:
+                 known_users_mb: float = 0.0) -> None:
         if state_format not in STATE_FORMATS:
             raise ValueError(f"state format {state_format}: one of {STATE_FORMATS}")
         if shards < 1:
@@ -258,13 +252,13 @@ class Store:
         self._history = client.register_script(scripts.HISTORY)
         self._covisit = client.register_script(scripts.COVISIT)
         self.writer = new_token()  # whose last call ``Keys.once`` remembers
-        self.known = KnownUsers(known_users)  # ``read_users(known=True)``
+        self.known = KnownUsers(int(known_users_mb * 2 ** 20))  # ``read_users(known=True)``
 
     @classmethod
     def for_settings(cls, client: Any, s: Any, scope: str = "") -> "Store":
         """A store as ``s`` (``Settings``) configures it."""
         return cls(client, s.key_prefix, scope, s.state_format, s.popularity_log_max,
-                   s.shared_key_shards, s.user_cache)
+                   s.shared_key_shards, s.user_cache_mb)
 
     def popularity_shard(self, item_id: str) -> int:
         return shard_of(item_id, self.shards)
@@ -284,11 +278,9 @@ class Store:
         store last read or wrote come from its copy (``known_users``; only a write that
         names their version and writer can tell whether it is still current), the
         others are read and remembered."""
-        out = {}
-        for uid, k in (self.known.take(user_ids) if known else {}).items():
-            if k.state is None:
-                k.state = _frozen(_decode_state(k.vec, k.meta))
-            out[uid] = UserRecord(k.state, k.version, k.seen, k.writer, known=True)
+        out = {uid: UserRecord(_decode_state(k.vec, k.meta), k.version, k.seen, k.writer,
+                               known=True)
+               for uid, k in (self.known.take(user_ids) if known else {}).items()}
         missing = [uid for uid in user_ids if uid not in out]
         if not missing:
             return out
@@ -303,8 +295,7 @@ class Store:
             out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen,
                                   by.decode() if by else "")
             if known:
-                self.known.put(uid, Known(out[uid].version, out[uid].writer, vec, meta, seen,
-                                          _frozen(out[uid].state)))
+                self.known.put(uid, Known(out[uid].version, out[uid].writer, vec, meta, seen))
         return out
 
     async def write_users(self, writes: Sequence[UserWrite], seen_max: int) -> "Written":

@@ -608,7 +608,7 @@ def test_users_kept_between_batches_rank_exactly_as_users_read_back(redis_url, p
     that reads every user back. And it does skip the reads."""
     async def lists(cache: int, sub: str) -> tuple[list, int]:
         settings = Settings.from_env({}).replace(key_prefix=prefix + sub, redis_url=redis_url,
-                                                 user_cache=cache)
+                                                 user_cache_mb=cache)
         proc = await _processor_with_items(settings, 7)
         store = proc.store
         read = store.read_users
@@ -663,8 +663,40 @@ def test_a_kept_user_another_writer_moved_on_is_read_again(redis_url, prefix):
         rec = (await one.store.read_users(["u"]))["u"]
         assert (rec.version, rec.state.n_events) == (4, 4)
         assert rec.seen == {"i3", "i4", "i5", "i0"}
+        # folded into what worker 2 wrote, not into worker 1's copy (i0..i2, gone)
+        assert [i for i, _ in rec.state.recent_items] == ["i3", "i4", "i5", "i0"]
         assert one.metrics.user_cache_stale._value.get() == 2
         assert one.metrics.cas_conflicts._value.get() == 0
+        for proc in (one, two):
+            await proc.store.r.aclose()
+    run(go())
+
+
+def test_a_redelivery_the_copy_calls_applied_reads_the_user(redis_url, prefix):
+    """A batch that would write nothing (each event already in the kept copy) has no
+    compare-and-set to check the copy, so the user is read: after another worker wrote
+    the user, the redelivered batch is ranked on what is there (that worker's item
+    excluded as seen); after Redis lost the user, the redelivered events are applied
+    again and written back, as a worker that keeps nothing would."""
+    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+
+    async def go():
+        one = await _processor_with_items(settings, 6)
+        two = Processor(settings, Store.for_settings(connect(redis_url), settings),
+                        one.encoder, one.catalog, Metrics())
+        first = _records("act", "u", ["i0"], start=0)
+        await one.process_activity(first)
+        await two.process_activity(_records("act", "u", ["i1"], start=1))
+        again = await one.process_activity(first)  # redelivered to worker 1
+        assert (again.counts["applied"], again.counts["duplicates"]) == (0, 1)
+        (_, rec), = again.recommendations
+        assert not {i["item_id"] for i in rec["items"]} & {"i0", "i1"}
+        # Redis loses the user (a failover, a restore), then the events come again
+        await one.store.r.delete(one.store.keys.state("u"), one.store.keys.seen("u"))
+        replayed = await one.process_activity(first)
+        assert replayed.counts["applied"] == 1
+        stored = (await one.store.read_users(["u"]))["u"]
+        assert (stored.version, stored.state.n_events, stored.seen) == (1, 1, {"i0"})
         for proc in (one, two):
             await proc.store.r.aclose()
     run(go())
