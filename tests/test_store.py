@@ -603,7 +603,7 @@ def _two_users_batches(rounds: int) -> list[list[Record]]:
 
 
 def test_users_kept_between_batches_rank_exactly_as_users_read_back(redis_url, prefix):
-    """A worker that keeps its users' state (``STREAM_APP_USER_CACHE``) folds each batch
+    """A worker that keeps its users' state (``STREAM_APP_USER_CACHE_MB``) folds each batch
     into what Redis holds, to the bit: the lists and their scores are those of a worker
     that reads every user back. And it does skip the reads."""
     async def lists(cache: int, sub: str) -> tuple[list, int]:
