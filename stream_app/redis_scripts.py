@@ -1,9 +1,9 @@
 """The Lua scripts the store runs (``Store`` registers them; key names: ``redis_keys``).
 
-Each is one atomic step on keys of one cluster slot: a user's compare-and-set, a history
-append, a popularity count and its log, a co-visit log entry, a model version's
-promotion. The counting ones are made
-once per call token (``_ONCE_LUA``), so a call sent again after a lost reply counts once.
+Each is one atomic step on keys of one cluster slot: a user's read and compare-and-set,
+a history append, a popularity count and its log, a co-visit log entry, a model
+version's promotion. The counting ones are made once per call token (``_ONCE_LUA``), so a
+call sent again after a lost reply counts once.
 """
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ else
   redis.call('PERSIST', KEYS[3])
 end
 return 1
+"""
+
+
+# KEYS: state, seen. One user's state fields (vec, meta, ver, by) and seen set, read at one
+# moment: two reads in a pipeline could straddle another writer's compare-and-set, and a
+# copy kept from them (``known_users``) would pair one version with another's seen set.
+READ_USER = """
+return {redis.call('HMGET', KEYS[1], 'vec', 'meta', 'ver', 'by'),
+        redis.call('ZRANGE', KEYS[2], 0, -1)}
 """
 
 

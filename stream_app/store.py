@@ -247,6 +247,7 @@ class Store:
         self.state_format = state_format  # what user writes use; every format is read
         self.popularity_log_max = popularity_log_max
         self._cas = client.register_script(scripts.CAS)
+        self._read_user = client.register_script(scripts.READ_USER)
         self._popularity = client.register_script(scripts.POPULARITY)
         self._popularity_remove = client.register_script(scripts.POPULARITY_REMOVE)
         self._history = client.register_script(scripts.HISTORY)
@@ -285,13 +286,11 @@ class Store:
         if not missing:
             return out
         pipe = self.r.pipeline(transaction=False)
-        for uid in missing:
-            pipe.hmget(self.keys.state(uid), "vec", "meta", "ver", "by")
-            pipe.zrange(self.keys.seen(uid), 0, -1)
+        for uid in missing:  # each user's two keys read at one moment (one slot)
+            await self._read_user(keys=[self.keys.state(uid), self.keys.seen(uid)], client=pipe)
         res = await pipe.execute()
-        for i, uid in enumerate(missing):
-            vec, meta, ver, by = res[2 * i]
-            seen = frozenset(s.decode() for s in res[2 * i + 1])
+        for uid, ((vec, meta, ver, by), members) in zip(missing, res):
+            seen = frozenset(s.decode() for s in members)
             out[uid] = UserRecord(_decode_state(vec, meta), int(ver or 0), seen,
                                   by.decode() if by else "")
             if known:
