@@ -48,6 +48,7 @@ STATE_FORMATS = (1, 2)
 POPULARITY_LOG_MAX = 10_000  # entries of a worker scope's popularity log (popularity_log_max)
 _V2 = b"\x02"  # first byte of a format-2 state or history entry (format 1 starts with "{")
 
+
 @dataclass(frozen=True)
 class UserRecord:
     """A user's state as read, with the CAS token to write it back."""
@@ -121,8 +122,6 @@ def _encode_state_v1(state: UserState) -> tuple[bytes, bytes]:
                  "srcw": i.source_weight} for i in state.interests],
     }, separators=(",", ":"), ensure_ascii=False).encode()
     return vec, meta
-
-
 
 
 def _decode_state(vec: bytes | None, meta: bytes | None) -> UserState:
@@ -321,16 +320,20 @@ class Store:
         except BaseException:
             self.known.drop(w.user_id for w in writes)  # written or not: read them again
             raise
-        failed = {w.user_id: r for w, r in zip(writes, res) if isinstance(r, Exception)}
+        lost: list[str] = []
+        failed: dict[str, Exception] = {}
         for w, ok, (vec, meta) in zip(writes, res, encoded):
-            if ok and w.user_id not in failed and w.expected_writer is not None:
+            if isinstance(ok, Exception):
+                failed[w.user_id] = ok
+            elif not ok:
+                lost.append(w.user_id)
+            elif w.expected_writer is not None:
                 self.known.wrote(w.user_id, (w.expected_version, w.expected_writer), w.token,
                                  vec, meta, [item_id for item_id, _ in w.seen], w.reset,
                                  seen_max)
-            else:
-                self.known.drop([w.user_id])
-        return Written([w.user_id for w, ok in zip(writes, res)
-                        if not ok and w.user_id not in failed], failed)
+                continue
+            self.known.drop([w.user_id])
+        return Written(lost, failed)
 
     async def append_history(self, entries: Sequence[tuple[str, dict[str, Any]]], keep: int,
                              ttl_s: float) -> None:
