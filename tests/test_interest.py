@@ -196,3 +196,16 @@ def test_latest_chosen_items_are_kept_in_event_time_order():
     assert [t for _, t in s.recent_items] == [T0 + 2, T0 + 4, T0 + 5]
     off = apply_event(UserState(), ev(0, T0), A, 1.0, "m", replace(DEFAULTS, recent_items=0))
     assert off.recent_items == ()
+
+
+def test_an_interests_direction_is_its_unit_vector_computed_once_and_read_only():
+    i = Interest(np.array([3.0, 4.0], np.float32), 1.0, 1.0, 0.0, "a", 1.0)
+    d = i.direction()
+    np.testing.assert_allclose(d, [0.6, 0.8], rtol=1e-6)
+    assert i.direction() is d  # cached: a state's interests never change
+    with pytest.raises(ValueError):
+        d[0] = 1.0  # shared by every caller: nobody may write to it
+    zero = Interest(np.zeros(2, np.float32), 0.0, 0.0, 0.0, "a", 0.0)
+    assert not zero.direction().any() and zero.direction() is not zero.vector
+    moved = replace(i, vector=np.array([0.0, 2.0], np.float32))
+    np.testing.assert_allclose(moved.direction(), [0.0, 1.0])

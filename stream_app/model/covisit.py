@@ -241,6 +241,9 @@ class CoVisits:
         target_norms = np.zeros(n, np.float64)  # of the items scored
         np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=counts > 0)
         known = at >= 0
+        every = bool(known.all())
+        at_known = at if every else at[known]
+        target_at = target_norms[at_known]  # of the items scored, in their order
         for r, history in enumerate(histories):
             tail = list(history)[-self.history:]
             recency = self.recency ** np.arange(len(tail) - 1, -1, -1, dtype=np.float64)
@@ -254,12 +257,15 @@ class CoVisits:
             if not len(rows):
                 continue
             weights = norms[rows] * weights
-            sims = self._c.weighted_sum(rows, weights, n) * target_norms
-            row = np.zeros(len(at), np.float32)
-            row[known] = sims[at[known]]
+            sims = self._c.weighted_sum(rows, weights, n)[at_known] * target_at
+            row = out[r]
+            if every:
+                row[:] = sims
+            else:
+                row[known] = sims
             if self.keep < len(row):
                 top = best_indices(row, self.keep)
-                out[r, top] = row[top]
-            else:
-                out[r] = row
+                best = row[top]
+                row[:] = 0.0
+                row[top] = best
         return out

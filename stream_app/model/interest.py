@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -70,8 +71,15 @@ class Interest:
     source_weight: float  # that contribution, as of ts
 
     def direction(self) -> np.ndarray:
+        """The unit vector (read-only: computed once, an interest never changes)."""
+        return self._direction
+
+    @cached_property
+    def _direction(self) -> np.ndarray:
         norm = float(np.linalg.norm(self.vector))
-        return self.vector / norm if norm > 1e-12 else self.vector
+        unit = self.vector / norm if norm > 1e-12 else self.vector.copy()
+        unit.flags.writeable = False
+        return unit
 
     def strength(self, at: float, p: InterestParams) -> float:
         """Blended strength at event time ``at`` (never negative)."""
@@ -94,6 +102,10 @@ class UserState:
     recent_items: tuple[tuple[str, float], ...] = ()  # (item id, ts) chosen lately, by ts
 
     def recent_item_ids(self) -> tuple[str, ...]:
+        return self._recent_item_ids
+
+    @cached_property
+    def _recent_item_ids(self) -> tuple[str, ...]:  # once per state: a state never changes
         return tuple(item for item, _ in self.recent_items)
 
     def is_applied(self, event: ActivityEvent) -> bool:

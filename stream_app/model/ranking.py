@@ -76,26 +76,45 @@ def blend(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
     included); ``fallback`` scores items when there is no interest (or slots are
     left). Returns (item index, score, interest index or -1), best first.
     """
+    barred = _in_range(exclude, len(fallback))
+    masked = np.array(scores, np.result_type(scores, np.float32))  # a copy: masked in place
+    masked[:, barred] = -np.inf
+    fallback = np.array(fallback, copy=True)
+    fallback[barred] = -np.inf
+    return _fill(masked, shares, fallback, k)
+
+
+def _in_range(exclude: Sequence[int], n_items: int) -> np.ndarray:
+    at = np.asarray(exclude, np.int64).reshape(-1)
+    return at[(at >= 0) & (at < n_items)]
+
+
+def _fill(masked: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int
+          ) -> list[tuple[int, float, int]]:
+    """``blend`` over rows whose excluded items are already -inf (one pass per user,
+    not one per interest): an interest takes its best items not taken by one before it,
+    from its ``slots + len(taken)`` best (at most ``len(taken)`` of those are taken)."""
     n_items = len(fallback)
-    barred = np.zeros(n_items, dtype=bool)
-    barred[[i for i in exclude if 0 <= i < n_items]] = True
     taken: list[tuple[int, float, int]] = []
+    held: set[int] = set()
     slots = quotas(shares, k) if len(shares) else np.zeros(0, dtype=int)
 
     def take(row: np.ndarray, n: int, interest: int) -> None:
         if n <= 0:
             return
-        masked = np.where(barred, -np.inf, row)
-        idx = best_indices(masked, min(n_items, n))
-        for i in idx[np.argsort(-masked[idx], kind="stable")]:
-            if n <= 0 or not np.isfinite(masked[i]):
+        idx = best_indices(row, min(n_items, n + len(held)))
+        for i in idx[np.argsort(-row[idx], kind="stable")]:
+            if n <= 0 or not np.isfinite(row[i]):
                 break
-            taken.append((int(i), float(row[i]), interest))
-            barred[i] = True
+            i = int(i)
+            if i in held:
+                continue
+            taken.append((i, float(row[i]), interest))
+            held.add(i)
             n -= 1
 
     for interest in np.argsort(-np.asarray(shares), kind="stable"):
-        take(scores[interest], int(slots[interest]), int(interest))
+        take(masked[interest], int(slots[interest]), int(interest))
     take(fallback, k - len(taken), -1)
     return sorted(taken, key=lambda t: -t[1])
 
@@ -106,6 +125,12 @@ def rank_interests(sims: np.ndarray, strengths: np.ndarray, prior_scores: np.nda
 
     ``sims`` is (interests, items); with no strength left the prior alone ranks.
     """
-    scores = sims + prior_scores[None, :]
-    fallback = scores.max(axis=0) if strengths.sum() > 0 else prior_scores
-    return blend(scores, strengths, fallback, k, exclude)
+    barred = _in_range(exclude, len(prior_scores))
+    scores = sims + prior_scores[None, :]  # a new array: masked in place
+    scores[:, barred] = -np.inf
+    if strengths.sum() > 0:
+        fallback = scores.max(axis=0)
+    else:
+        fallback = np.array(prior_scores, copy=True)
+        fallback[barred] = -np.inf
+    return _fill(scores, strengths, fallback, k)
