@@ -321,8 +321,8 @@ class Catalog:
         cov_rows = self.covisit_rows.rows()  # catalog row -> co-visit row
         share_of = lending.shares(covisits.current_counts(cov_rows))  # by catalog row
         scores = covisits.scores(histories, ids,
-                                 lambda tail, w: borrowed(tail, w, self.index, table,
-                                                          cov_rows, share_of),
+                                 lambda tails, w, of: borrowed(tails, w, of, self.index,
+                                                               table, cov_rows, share_of),
                                  item_rows=cov_rows)
         return smooth(scores, table, share_of)
 

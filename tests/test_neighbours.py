@@ -225,3 +225,32 @@ def test_a_catalog_grown_past_the_limit_drops_its_table_and_recomputes_below_it(
     assert len(catalog.neighbours.nb) == 0
     catalog.remove(["c"])
     assert catalog.covisit_scores([["h"]])[0, catalog.index.row("a2")] > 0  # borrows again
+
+
+def test_a_batch_of_histories_scores_as_each_history_alone():
+    """Co-visit scores read every history's rows (its own and those its items' text
+    neighbours lend it) for the batch at once: each row of the batch is that history
+    scored alone, to the bit, with empty histories, unknown items, repeated items and
+    histories longer than the co-visit history among them."""
+    rng = np.random.default_rng(9)
+    s = Settings.from_env({}, covisit_text_neighbours=4, covisit_history=6)
+    catalog = Catalog.for_settings(None, "enc", 8, s)  # type: ignore[arg-type]
+    ids = [f"i{n}" for n in range(60)]
+    catalog.upsert(list(zip(ids, unit(rng, 60, 8))))
+    choices, at = [], 0.0
+    for _ in range(40):
+        seq = list(rng.choice(ids[:45], int(rng.integers(2, 12))))  # i45.. never chosen
+        for n in range(1, len(seq)):
+            at += 1.0
+            choices.append(Choice(tuple(seq[:n]), seq[n], at))
+    catalog.covisits.add(choices + [Choice((), "i0", at)] * 60)
+    histories = [list(rng.choice(ids + ["unknown"], int(rng.integers(0, 14))))
+                 for _ in range(25)] + [[], ["unknown"], ["i50", "i50"]]
+    # a history whose latest items are unknown: its own heaviest item is what a lent
+    # row must weigh against, not the batch's (i0, chosen often, lends little)
+    histories += [[item, *["unknown"] * 5] for item in ids[:20]]
+    batch = catalog.covisit_scores(histories)
+    assert batch[:, catalog.index.row("i50")].any()  # lent to a never-chosen item
+    for r, history in enumerate(histories):
+        assert np.array_equal(batch[r], catalog.covisit_scores([history])[0])
+    assert not batch[25].any() and not batch[26].any()  # empty; unknown only

@@ -50,8 +50,11 @@ def as_choice(choice: "Choice | tuple") -> Choice:
     return choice if isinstance(choice, Choice) else Choice(*choice)
 
 
-# (a history's latest items, oldest first; their weights) -> (more rows, their weights)
-Borrow = Callable[[Sequence[str], np.ndarray], tuple[np.ndarray, np.ndarray]]
+# (every history's latest items, oldest first, one after another; their weights; the
+# history each belongs to) -> (more rows to read, their weights, their histories), each
+# history's in order
+Borrow = Callable[[Sequence[str], np.ndarray, np.ndarray],
+                  tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class _Dense:
@@ -76,8 +79,8 @@ class _Dense:
         self.c[i, j] += w
         self.c[j, i] += w * back
 
-    def weighted_sum(self, rows: Sequence[int], weights: np.ndarray, n: int) -> np.ndarray:
-        return np.asarray(weights, np.float32) @ self.c[list(rows), :n]
+    def weighted_sum(self, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+        return np.asarray(weights, np.float32) @ self.c[rows, :n]
 
     def scale(self, factor: float) -> None:
         self.c *= np.float32(factor)
@@ -96,7 +99,7 @@ class _Sparse:
         if back:
             self.c[j][i] = self.c[j].get(i, 0.0) + w * back
 
-    def weighted_sum(self, rows: Sequence[int], weights: np.ndarray, n: int) -> np.ndarray:
+    def weighted_sum(self, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
         out = np.zeros(n, dtype=np.float32)
         for i, w in zip(rows, weights):
             row = self.c[i]
@@ -222,7 +225,7 @@ class CoVisits:
                borrow: Borrow | None = None, item_rows: np.ndarray | None = None
                ) -> np.ndarray:
         """(len(histories), len(item_ids)): each history's co-visit score of every item,
-        zero outside its ``keep`` best. ``borrow``, given a history's latest items and
+        zero outside its ``keep`` best. ``borrow``, given the histories' latest items and
         their weights, returns more rows here to read and their weights (a history item's
         text neighbours, ``model.neighbours``). ``item_rows``: ``rows_of(item_ids)``, when
         the caller keeps it (then ``item_ids`` may be None)."""
@@ -244,20 +247,13 @@ class CoVisits:
         every = bool(known.all())
         at_known = at if every else at[known]
         target_at = target_norms[at_known]  # of the items scored, in their order
-        for r, history in enumerate(histories):
-            tail = list(history)[-self.history:]
-            recency = self.recency ** np.arange(len(tail) - 1, -1, -1, dtype=np.float64)
-            rows = self.rows_of(tail)
-            read = rows >= 0
-            rows, weights = rows[read], recency[read]
-            if borrow is not None and len(tail):
-                more, more_weights = borrow(tail, recency)
-                rows = np.concatenate([rows, more])
-                weights = np.concatenate([weights, more_weights])
-            if not len(rows):
+        rows, weights, bounds = self._read(histories, borrow, norms)
+        for r in range(len(histories)):
+            start, end = bounds[r], bounds[r + 1]
+            if start == end:
                 continue
-            weights = norms[rows] * weights
-            sims = self._c.weighted_sum(rows, weights, n)[at_known] * target_at
+            sims = self._c.weighted_sum(rows[start:end], weights[start:end], n)[at_known] \
+                * target_at
             row = out[r]
             if every:
                 row[:] = sims
@@ -269,3 +265,29 @@ class CoVisits:
                 row[:] = 0.0
                 row[top] = best
         return out
+
+    def _read(self, histories: Sequence[Sequence[str]], borrow: Borrow | None,
+              norms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rows each history's score sums and their weights, for the whole batch at
+        once: history r's are ``[bounds[r]:bounds[r + 1]]``, its own latest items first
+        (oldest first, the one chosen k choices back weighted ``recency ** k``), then
+        what ``borrow`` lends it."""
+        tails = [list(h)[-self.history:] for h in histories]
+        lengths = np.fromiter(map(len, tails), np.int64, len(tails))
+        flat = [item for tail in tails for item in tail]
+        history_of = np.repeat(np.arange(len(tails)), lengths)
+        ends = np.cumsum(lengths)
+        back = (ends[history_of] - 1 - np.arange(len(flat))).astype(np.float64)
+        recency = self.recency ** back
+        rows = self.rows_of(flat)
+        read = rows >= 0
+        rows, weights, of = rows[read], recency[read], history_of[read]
+        if borrow is not None and flat:
+            more, more_weights, more_of = borrow(flat, recency, history_of)
+            rows = np.concatenate([rows, more])
+            weights = np.concatenate([weights, more_weights])
+            of = np.concatenate([of, more_of])
+            order = np.argsort(of, kind="stable")  # each history's own rows, then lent
+            rows, weights, of = rows[order], weights[order], of[order]
+        bounds = np.searchsorted(of, np.arange(len(tails) + 1))
+        return rows, norms[rows] * weights, bounds

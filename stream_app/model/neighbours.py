@@ -185,23 +185,28 @@ def smooth(scores: np.ndarray, neighbours: TextNeighbours, share_of: np.ndarray
     return out
 
 
-def borrowed(tail: Sequence[str], weights: np.ndarray, index: "RowsOf",
-             neighbours: TextNeighbours, cov_rows: np.ndarray, share_of: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """A user's latest items (``tail``, with their co-visit ``weights``) lend the user
+def borrowed(tails: Sequence[str], weights: np.ndarray, history_of: np.ndarray,
+             index: "RowsOf", neighbours: TextNeighbours, cov_rows: np.ndarray,
+             share_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Users' latest items (``tails``, every user's one after another, with their
+    co-visit ``weights`` and the user each belongs to, ``history_of``) lend each user
     their text neighbours' pairs: each neighbour's co-visit row (``cov_rows``, by catalog
     row; -1: never counted) with its share of the item's weight times the item's
-    ``share_of`` (``TextLending.shares`` of its choice count, by catalog row).
-    ``CoVisits.scores``'s ``borrow``."""
-    at = np.array([index.row(i) if i in index else -1 for i in tail], np.int64)
+    ``share_of`` (``TextLending.shares`` of its choice count, by catalog row), and the
+    user it is lent to, in the order of ``tails``. ``CoVisits.scores``'s ``borrow``."""
+    at = np.array([index.row(i) if i in index else -1 for i in tails], np.int64)
     known = at >= 0
     if not known.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int64)
     at, weights = at[known], np.asarray(weights, np.float64)[known]
+    history_of = np.asarray(history_of, np.int64)[known]
     rows = cov_rows[neighbours.nb[at]]
     lent = (share_of[at] * weights)[:, None] * neighbours.shares()[at]
     # each row read costs a pass over the catalog: a neighbour is read only where it
-    # adds at least BORROW_MIN of the user's own item's weight (a much-chosen item lends
+    # adds at least BORROW_MIN of its user's own item's weight (a much-chosen item lends
     # a negligible share, and most of a dense log's are)
-    keep = (rows >= 0) & (lent >= BORROW_MIN * weights.max())
-    return rows[keep], lent[keep]
+    heaviest = np.full(int(history_of.max()) + 1, -np.inf)
+    np.maximum.at(heaviest, history_of, weights)
+    keep = (rows >= 0) & (lent >= BORROW_MIN * heaviest[history_of][:, None])
+    lent_to = np.broadcast_to(history_of[:, None], rows.shape)
+    return rows[keep], lent[keep], lent_to[keep]
