@@ -209,3 +209,28 @@ def test_an_interests_direction_is_its_unit_vector_computed_once_and_read_only()
     assert not zero.direction().any() and zero.direction() is not zero.vector
     moved = replace(i, vector=np.array([0.0, 2.0], np.float32))
     np.testing.assert_allclose(moved.direction(), [0.0, 1.0])
+
+
+def test_latest_chosen_items_match_a_plain_reference_on_random_streams():
+    """In order, late, repeated and tied event times: the kept items are always the
+    stream's latest ``keep`` distinct choices, each at its last choice's place, in
+    event-time order (ties: in arrival order)."""
+    import random
+
+    rnd = random.Random(3)
+    for keep in (1, 4, 9):
+        p = replace(DEFAULTS, recent_items=keep)
+        s, kept = UserState(), []
+        for n in range(300):
+            item = f"i{rnd.randrange(12)}"
+            ts = T0 + n - (rnd.choice([0, 0, 0, 2.5, 7]) if n > 8 else 0) + rnd.choice([0, 0.5])
+            e = ActivityEvent(event_id=f"e{n}", user_id="u", type="view", ts=ts,
+                              partition=0, offset=n, item_id=item)
+            s = apply_event(s, e, A, 1.0, item, p)
+            kept = [(i, t) for i, t in kept if i != item]
+            at = len(kept)
+            while at and kept[at - 1][1] > ts:
+                at -= 1
+            kept.insert(at, (item, ts))
+            kept = kept[-keep:]
+            assert s.recent_items == tuple(kept)
