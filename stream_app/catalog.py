@@ -68,6 +68,7 @@ class Catalog:
         if self.neighbours is not None:
             self.index.watch(self.neighbours.changed)
         self.covisit_rows = CovisitRows(self.index, lambda: self.covisits)
+        self.prior_rows = PriorRows(self.index, self.popularity)
 
     @classmethod
     def for_settings(cls, store: Store, base_version: str, dim: int, s: Any) -> "Catalog":
@@ -428,6 +429,41 @@ def _inner(params: AnnParams) -> AnnParams:
     """A model version's graph: its vectors are compared by inner product, not angle (sign
     bits do not order them): f16 where the text graph keeps bits."""
     return dataclasses.replace(params, dtype="f16") if params.dtype == "b1" else params
+
+
+class PriorRows:
+    """The popularity prior of every catalog row, its counts kept as arrays in step with
+    the catalog's changes (the rows each writes or empties) and with the counts that
+    changed (``Popularity.take_changed``): a batch reads only those, not every item's
+    count (at 10^4 items the per-id reads cost a batch ~3 ms)."""
+
+    def __init__(self, index: CatalogIndex, popularity: Popularity) -> None:
+        self.index = index
+        self.popularity = popularity
+        self._values = self._stamps = np.zeros(0, np.float64)
+        self._written: set[int] | None = None  # catalog rows changed since; None: all
+        index.watch(self._rows_changed)
+
+    def _rows_changed(self, rows: Sequence[int]) -> None:
+        if self._written is not None:
+            self._written.update(rows)
+
+    def prior(self, at: float) -> np.ndarray:
+        """(catalog size,) ``Popularity.prior`` of every row as of event time ``at``."""
+        pop, index = self.popularity, self.index
+        ids, size = index.ids, len(index)
+        changed = pop.take_changed()
+        if changed is None or self._written is None or len(self._values) != size:
+            self._values, self._stamps = pop.entries_of(ids[:size])
+        else:
+            rows = {r for r in self._written if r < size}
+            rows.update(index.row(i) for i in changed if i in index)
+            if rows:
+                at_rows = np.fromiter(rows, np.int64, len(rows))
+                self._values[at_rows], self._stamps[at_rows] = pop.entries_of(
+                    [ids[r] for r in at_rows.tolist()])
+        self._written = set()
+        return pop.prior_of(self._values, self._stamps, at)
 
 
 class CovisitRows:

@@ -617,7 +617,7 @@ class Processor:
         else:
             covisit = self.catalog.covisit_scores([st.recent_item_ids() for st in states])
             p = parts(adapter, index.matrix, self.catalog.ranking.matrix,
-                      self.catalog.popularity.prior(index.ids, at), directions, histories,
+                      self.catalog.prior_rows.prior(at), directions, histories,
                       covisit, with_sequence=adapter.ranks_by_sequence)
             lists = rank_parts(p, adapter.blend, self.defaults, strengths, rows, k)
         interest_weight = self.defaults.weights(adapter.blend).interest

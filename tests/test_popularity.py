@@ -52,3 +52,48 @@ def test_redis_script_matches_the_pure_model(redis_url):
     assert stored.keys() == pure.entries.keys()
     for item, (value, ts) in pure.entries.items():
         assert stored[item] == (pytest.approx(value, rel=1e-12), ts)
+
+
+def test_a_catalogs_prior_rows_follow_counts_and_catalog_changes_exactly():
+    """``PriorRows`` reads only the rows whose item or count changed since its last call;
+    after any mix of counts added, log updates, whole-hash replaces, items added,
+    re-written and removed (a removed row takes the last item), its prior is the full
+    read's to the bit."""
+    import random
+
+    from stream_app.catalog import PriorRows
+    from stream_app.index import CatalogIndex
+    from stream_app.model.popularity import Popularity
+
+    rnd = random.Random(5)
+    index = CatalogIndex(2)
+    pop = Popularity(3600.0)
+    rows = PriorRows(index, pop)
+    names = [f"i{n}" for n in range(40)]
+    index.upsert((n, np.ones(2, np.float32)) for n in names[:20])
+    at = 1000.0
+    for step in range(400):
+        at += rnd.random() * 50
+        op = rnd.random()
+        if op < 0.4:
+            pop.add([(rnd.choice(names), rnd.random() * 2, at - rnd.random() * 100)
+                     for _ in range(rnd.randrange(1, 6))])
+        elif op < 0.55:
+            pop.update([(rnd.choice(names), None if rnd.random() < 0.3 else
+                         (rnd.random() * 9, at - rnd.random() * 500))])
+        elif op < 0.6:
+            pop.replace({n: (rnd.random() * 5, at) for n in rnd.sample(names, 10)})
+        elif op < 0.75:
+            index.upsert([(rnd.choice(names), np.ones(2, np.float32))])
+        elif op < 0.85:
+            index.remove(rnd.sample(names, rnd.randrange(1, 3)))
+        if rnd.random() < 0.6:
+            assert np.array_equal(rows.prior(at), pop.prior(index.ids, at)), step
+    # the catalog alone changes, at the same size: one item out, its row taken by the
+    # last, another in (no count changed: only the rows the catalog wrote say so)
+    pop.replace({n: (float(k + 1), at) for k, n in enumerate(names)})
+    rows.prior(at)
+    out, into = index.ids[0], next(n for n in names if n not in index)
+    index.remove([out])
+    index.upsert([(into, np.ones(2, np.float32))])
+    assert np.array_equal(rows.prior(at), pop.prior(index.ids, at))

@@ -11,6 +11,8 @@ from stream_app.model.interest import decay_factor
 
 # Interactions that say nothing good about an item do not make it popular.
 NOT_POPULAR = frozenset({"dislike", "skip"})
+# ids whose entry changed that ``take_changed`` keeps; past this, "any may have"
+MAX_CHANGED = 100_000
 
 
 def decayed_add(value: float, ts: float, weight: float, at: float,
@@ -34,11 +36,25 @@ class Popularity:
         # where in each shard's log ``entries`` stand (empty: the hash was never read)
         self.positions: dict[int, str] = {}
         self.loaded_at = -math.inf  # when the whole hash was last read (time.monotonic)
+        self._changed: set[str] | None = None  # since ``take_changed``; None: any
+
+    def _mark(self, item_id: str) -> None:
+        if self._changed is not None:
+            self._changed.add(item_id)
+            if len(self._changed) > MAX_CHANGED:
+                self._changed = None
+
+    def take_changed(self) -> set[str] | None:
+        """The ids whose entry changed since the last call (None: any may have), for the
+        one copy of the entries that follows them (``catalog.PriorRows``)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def add(self, increments: Iterable[tuple[str, float, float]]) -> None:
         for item_id, weight, at in increments:
             value, ts = self.entries.get(item_id, (0.0, at))
             self.entries[item_id] = decayed_add(value, ts, weight, at, self.half_life)
+            self._mark(item_id)
 
     def replace(self, entries: Mapping[str, tuple[float, float]],
                 positions: Mapping[int, str] | None = None, at: float = -math.inf) -> None:
@@ -46,6 +62,7 @@ class Popularity:
         ``at``."""
         self.entries = dict(entries)
         self.positions, self.loaded_at = dict(positions or {}), at
+        self._changed = None
 
     def update(self, changes: Iterable[tuple[str, tuple[float, float] | None]]) -> int:
         """Values the shared hash took, in order (None: the item's count was removed);
@@ -56,11 +73,16 @@ class Popularity:
                 self.entries.pop(item_id, None)
             else:
                 self.entries[item_id] = entry
+            self._mark(item_id)
             n += 1
         return n
 
     def prior(self, item_ids: Sequence[str], at: float) -> np.ndarray:
         """log(1 + decayed count) for each item, as of event time ``at``."""
+        return self.prior_of(*self.entries_of(item_ids), at)
+
+    def entries_of(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each item's (decayed count, as-of ts) as two arrays; (0, 0) for no count."""
         values = np.zeros(len(item_ids), dtype=np.float64)
         stamps = np.zeros(len(item_ids), dtype=np.float64)
         get = self.entries.get
@@ -69,6 +91,10 @@ class Popularity:
         if at_rows:
             known = np.array([found[n] for n in at_rows], np.float64)
             values[at_rows], stamps[at_rows] = known[:, 0], known[:, 1]
+        return values, stamps
+
+    def prior_of(self, values: np.ndarray, stamps: np.ndarray, at: float) -> np.ndarray:
+        """``prior`` of items whose ``entries_of`` are these."""
         if np.isinf(self.half_life):
             factors = np.ones_like(values)
         else:
