@@ -174,8 +174,7 @@ def apply_event(state: UserState, event: ActivityEvent, vector: np.ndarray, weig
         interests = [i for i in interests if i.long > 1e-6]
     recent = state.recent_items
     if event.item_id is not None and event.type in CHOICES and p.recent_items > 0:
-        recent = _chosen(recent, event.item_id, event.ts, p.recent_items,
-                         state.recent_item_ids())
+        recent = _chosen(state, event.item_id, event.ts, p.recent_items)
     offsets = dict(state.offsets)
     offsets[source_of(event)] = max(event.offset, offsets.get(source_of(event), -1))
     return replace(state, interests=tuple(interests),
@@ -198,11 +197,13 @@ def source_of(event: ActivityEvent) -> str:
     return f"{event.topic}/{event.partition}"
 
 
-def _chosen(recent: tuple[tuple[str, float], ...], item_id: str, ts: float, keep: int,
-            ids: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
-    """The latest ``keep`` chosen items in event-time order; an item chosen again moves up.
-    ``ids``: the items of ``recent``, in order."""
-    if item_id not in ids and (not recent or recent[-1][1] <= ts):  # the usual case
+def _chosen(state: UserState, item_id: str, ts: float, keep: int
+            ) -> tuple[tuple[str, float], ...]:
+    """The latest ``keep`` chosen items in event-time order after ``state``'s; an item
+    chosen again moves up."""
+    recent = state.recent_items
+    if item_id not in state.recent_item_ids() and (not recent or recent[-1][1] <= ts):
+        # the usual case: a new item, in order
         return (recent + ((item_id, ts),))[-keep:]
     kept = [(i, t) for i, t in recent if i != item_id]
     at = len(kept)

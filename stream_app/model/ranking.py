@@ -76,12 +76,19 @@ def blend(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
     included); ``fallback`` scores items when there is no interest (or slots are
     left). Returns (item index, score, interest index or -1), best first.
     """
+    owned = np.array(scores, np.result_type(scores, np.float32))  # a copy: masked in place
+    return _fill_masked(owned, shares, fallback, k, exclude)
+
+
+def _fill_masked(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
+                 exclude: Sequence[int]) -> list[tuple[int, float, int]]:
+    """``blend`` of ``scores`` the caller owns: its excluded items are set to -inf in
+    place, once per user (``fallback`` is copied before it is)."""
     barred = _in_range(exclude, len(fallback))
-    masked = np.array(scores, np.result_type(scores, np.float32))  # a copy: masked in place
-    masked[:, barred] = -np.inf
+    scores[:, barred] = -np.inf
     fallback = np.array(fallback, copy=True)
     fallback[barred] = -np.inf
-    return _fill(masked, shares, fallback, k)
+    return _fill(scores, shares, fallback, k)
 
 
 def _in_range(exclude: Sequence[int], n_items: int) -> np.ndarray:
@@ -125,12 +132,6 @@ def rank_interests(sims: np.ndarray, strengths: np.ndarray, prior_scores: np.nda
 
     ``sims`` is (interests, items); with no strength left the prior alone ranks.
     """
-    barred = _in_range(exclude, len(prior_scores))
-    scores = sims + prior_scores[None, :]  # a new array: masked in place
-    scores[:, barred] = -np.inf
-    if strengths.sum() > 0:
-        fallback = scores.max(axis=0)
-    else:
-        fallback = np.array(prior_scores, copy=True)
-        fallback[barred] = -np.inf
-    return _fill(scores, strengths, fallback, k)
+    scores = sims + prior_scores[None, :]  # a new array: ``_fill_masked`` owns it
+    fallback = scores.max(axis=0) if strengths.sum() > 0 else prior_scores
+    return _fill_masked(scores, strengths, fallback, k, exclude)
