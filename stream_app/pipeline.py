@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Awaitable, Callable, Sequence
 
 import numpy as np
@@ -748,7 +749,7 @@ def choices(snapshots: Sequence[Snapshot]) -> list[Choice]:
     """(the items chosen before, the item chosen, when, when those were) of every newly
     applied choice."""
     return [Choice(snap.before.recent_item_ids(), snap.pending.event.item_id,
-                   snap.pending.event.ts, tuple(ts for _, ts in snap.before.recent_items))
+                   snap.pending.event.ts, tuple(map(itemgetter(1), snap.before.recent_items)))
             for snap in snapshots
             if snap.applied and snap.pending.event.item_id is not None
             and snap.pending.event.type in CHOICES]

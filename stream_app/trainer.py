@@ -275,9 +275,13 @@ class Trainer:
             return
         ids = self._catalog_ids()
         self._snapshot_id += 1
-        self._snapshots[self._snapshot_id] = (
-            ids, self.catalog.popularity.prior(ids, at).astype(np.float16))
+        self._snapshots[self._snapshot_id] = (ids, self._prior(at).astype(np.float16))
         self._snapshot_ts, self._since_snapshot = at, 0
+
+    def _prior(self, at: float) -> np.ndarray:
+        """The prior of every catalog item (``_catalog_ids``' order) as of ``at``: kept as
+        arrays beside the catalog (``PriorRows``), only the changed counts read again."""
+        return self.catalog.prior_rows.prior(at)
 
     def _catalog_ids(self) -> tuple[str, ...]:
         """The catalog's ids, one shared tuple while the catalog does not change (what
@@ -385,8 +389,7 @@ class Trainer:
         train, held = split_holdout(examples, self.s.trainer_holdout_fraction, lambda e: e.ts)
         cutoff = max(e.ts for e in examples)
         ids = self._catalog_ids()  # the examples' tuple: one copy goes to the round
-        table = ItemTable(ids, self.catalog.index.matrix.copy(),
-                          self.catalog.popularity.prior(ids, cutoff),
+        table = ItemTable(ids, self.catalog.index.matrix.copy(), self._prior(cutoff),
                           *self._history(ids, held))
         current_version = await self.registry.current()
         if current_version != self.current.version:  # an operator promoted or rolled back

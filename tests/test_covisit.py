@@ -324,3 +324,57 @@ def test_catalog_rows_follow_catalog_changes_and_first_counts_as_a_full_read_wou
             known, at = rows.known()
             np.testing.assert_array_equal(known, np.flatnonzero(want >= 0))
             np.testing.assert_array_equal(at, want[known])
+
+
+class _OnePairAtATime(CoVisits):
+    """The counting rule as it was written before a batch's pairs were added at once: each
+    pair added to the matrix as it is found (the reference the batched ``add`` must equal
+    to the bit)."""
+
+    def add(self, choices):
+        for choice in map(covisit_module.as_choice, choices):
+            previous, chosen, at, previous_at = choice
+            weight = self._weight(at)
+            col = self._row(chosen)
+            self.counts[col] += weight
+            since = {} if previous_at is None or math.isinf(self.half_life) \
+                else dict(zip(previous, previous_at))
+            for back, item_id in enumerate(reversed(self._before(choice))):
+                pair = weight
+                if item_id in since:
+                    pair = self._scale(since[item_id], weight)
+                self._c.add([self._row(item_id)], [col], [pair * self.pair_recency ** back],
+                            self.backward)
+
+
+@pytest.mark.parametrize("dense_max", [10_000, 0, 20])
+@pytest.mark.parametrize("backward", [1.0, 0.5, 0.0])
+def test_a_batch_of_choices_counts_as_one_pair_at_a_time(monkeypatch, dense_max, backward):
+    """Batches of timed choices (repeats, the chosen item among the earlier ones, choices
+    without times, the reference moved many times, dense grown into sparse at 20 items)
+    leave every count and cell equal to the bit to adding one pair at a time; fails if a
+    batch's pairs are added in another order, if the pairs before a rebase are not scaled
+    down with it, or if those before the switch to sparse rows are not added as float32."""
+    monkeypatch.setattr(covisit_module, "DENSE_MAX_ITEMS", dense_max)
+    rng = np.random.default_rng(11)
+    stream = _timed(_stream(40, 600, seed=12), np.sort(rng.uniform(0, 80, 600)))
+    stream = [c if n % 7 else c[:2] for n, c in enumerate(stream)]  # some without times
+    stream[5] = (("i1", "i2", "i1"), "i2", stream[5][2])  # repeats, the chosen one before
+    kwargs = dict(history=6, recency=0.9, pair_recency=0.7, backward=backward, half_life=1.0)
+    batched, single = CoVisits(**kwargs), _OnePairAtATime(**kwargs)
+    cuts = sorted(rng.choice(np.arange(1, len(stream)), 40, replace=False))
+    for start, end in zip([0, *cuts], [*cuts, len(stream)]):
+        batched.add(stream[start:end])
+        single.add(stream[start:end])
+    assert batched.reference == single.reference and batched.reference > 60
+    assert batched.rows == single.rows
+    np.testing.assert_array_equal(batched.counts, single.counts)
+    assert type(batched._c) is type(single._c)
+    if isinstance(batched._c, covisit_module._Dense):
+        np.testing.assert_array_equal(batched._c.c, single._c.c)
+        assert np.count_nonzero(batched._c.c) > 100
+    else:
+        assert batched._c.c == single._c.c and sum(map(len, batched._c.c)) > 100
+    ids = list(batched.rows)
+    histories = [list(c[0]) for c in stream[::13]]
+    np.testing.assert_array_equal(batched.scores(histories, ids), single.scores(histories, ids))

@@ -23,6 +23,7 @@ Pure: counts live in memory; ``Store`` shares increments between workers.
 from __future__ import annotations
 
 import math
+from operator import mul
 from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
@@ -75,9 +76,19 @@ class _Dense:
         self.c = bigger
         return self
 
-    def add(self, i: int, j: int, w: float, back: float) -> None:
-        self.c[i, j] += w
-        self.c[j, i] += w * back
+    def add(self, rows: Sequence[int], cols: Sequence[int], weights: Sequence[float],
+            back: float) -> None:
+        """c[i, j] += w and c[j, i] += w * back for each pair, in order: one unbuffered
+        ``np.add.at`` over the pairs interleaved, so every cell sums in the same order (and
+        float32 arithmetic) as one pair at a time would."""
+        forward = np.asarray(weights, np.float64)
+        at_rows = np.empty(2 * len(forward), np.int64)
+        at_cols = np.empty(2 * len(forward), np.int64)
+        values = np.empty(2 * len(forward), np.float64)
+        at_rows[0::2], at_rows[1::2] = rows, cols
+        at_cols[0::2], at_cols[1::2] = cols, rows
+        values[0::2], values[1::2] = forward, forward * back
+        np.add.at(self.c, (at_rows, at_cols), values.astype(np.float32))
 
     def weighted_sum(self, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
         return np.asarray(weights, np.float32) @ self.c[rows, :n]
@@ -94,10 +105,12 @@ class _Sparse:
         self.c.extend({} for _ in range(n - len(self.c)))
         return self
 
-    def add(self, i: int, j: int, w: float, back: float) -> None:
-        self.c[i][j] = self.c[i].get(j, 0.0) + w
-        if back:
-            self.c[j][i] = self.c[j].get(i, 0.0) + w * back
+    def add(self, rows: Sequence[int], cols: Sequence[int], weights: Sequence[float],
+            back: float) -> None:
+        for i, j, w in zip(rows, cols, weights):
+            self.c[i][j] = self.c[i].get(j, 0.0) + w
+            if back:
+                self.c[j][i] = self.c[j].get(i, 0.0) + w * back
 
     def weighted_sum(self, rows: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
         out = np.zeros(n, dtype=np.float32)
@@ -135,6 +148,8 @@ class CoVisits:
         self.rows: dict[str, int] = {}
         self.counts = np.zeros(0, np.float64)
         self._c: _Dense | _Sparse = _Dense(0)
+        # pairs counted but not yet added to ``_c`` (``add`` adds a batch's at once)
+        self._pairs: tuple[list[int], list[int], list[float]] = ([], [], [])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -145,6 +160,8 @@ class CoVisits:
             row = self.rows[item_id] = len(self.rows)
             if row >= len(self.counts):
                 self.counts = np.concatenate([self.counts, np.zeros(max(64, row), np.float64)])
+            if isinstance(self._c, _Dense) and row >= DENSE_MAX_ITEMS:
+                self._flush()  # the pairs before go in as float32, as they would have
             self._c = self._c.grow(row + 1)
         return row
 
@@ -168,6 +185,7 @@ class CoVisits:
         ahead = (at - self.reference) / self.half_life
         if ahead > REBASE_HALF_LIVES:
             factor = 2.0 ** -ahead
+            self._flush()  # what came before is scaled down with the rest
             self.counts *= factor
             self._c.scale(factor)
             self.reference, ahead = at, 0.0
@@ -190,20 +208,42 @@ class CoVisits:
 
     def add(self, choices: Iterable[Choice | tuple[Sequence[str], str]]) -> None:
         """Count choices: (the items the user chose before, oldest first; the chosen one;
-        optionally its event time and theirs)."""
-        for choice in map(as_choice, choices):
-            previous, chosen, at, previous_at = choice
-            weight = self._weight(at)
-            col = self._row(chosen)
-            self.counts[col] += weight
-            since = {} if previous_at is None or math.isinf(self.half_life) \
-                else dict(zip(previous, previous_at))
-            for back, item_id in enumerate(reversed(self._before(choice))):
-                pair = weight
-                if item_id in since:  # as of the earlier choice (never above the later one)
-                    pair = self._scale(since[item_id], weight)
-                self._c.add(self._row(item_id), col, pair * self.pair_recency ** back,
-                            self.backward)
+        optionally its event time and theirs). Their pairs are added to the matrix at once
+        (``_flush``), in the order one choice and one pair at a time would add them."""
+        rows, cols, weights = self._pairs
+        powers = [self.pair_recency ** back for back in range(self.history)]
+        fades = not math.isinf(self.half_life)
+        try:
+            for choice in map(as_choice, choices):
+                previous, chosen, at, previous_at = choice
+                weight = self._weight(at)
+                col = self._row(chosen)
+                self.counts[col] += weight
+                before = self._before(choice)[::-1]  # the latest first
+                if previous_at is not None and fades:
+                    # a pair counts as of its earlier choice, never above the later one
+                    # (``_scale``, written out: the same arithmetic, once per pair)
+                    since = dict(zip(previous, previous_at))
+                    reference, half_life, cap = self.reference, self.half_life, math.log2(weight)
+                    pairs = [weight if item_id not in since
+                             else 2.0 ** min((since[item_id] - reference) / half_life, cap)
+                             for item_id in before]
+                    counted = list(map(mul, pairs, powers))
+                else:
+                    counted = [weight * power for power in powers[:len(before)]]
+                rows.extend(map(self._row, before))
+                cols.extend([col] * len(before))
+                weights.extend(counted)
+        finally:  # what was counted of a choice that failed is added, as it was
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the pairs counted so far to the matrix."""
+        rows, cols, weights = self._pairs
+        if rows:
+            self._c.add(rows, cols, weights, self.backward)
+            for pending in self._pairs:  # emptied in place: ``add`` holds them
+                pending.clear()
 
     def rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
         """Each item's row here (-1: never counted)."""

@@ -80,14 +80,16 @@ def blend(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
     return _fill_masked(owned, shares, fallback, k, exclude)
 
 
-def _fill_masked(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int,
+def _fill_masked(scores: np.ndarray, shares: np.ndarray, fallback: np.ndarray | None, k: int,
                  exclude: Sequence[int]) -> list[tuple[int, float, int]]:
     """``blend`` of ``scores`` the caller owns: its excluded items are set to -inf in
-    place, once per user (``fallback`` is copied before it is)."""
-    barred = _in_range(exclude, len(fallback))
+    place, once per user (``fallback`` is copied before it is; None: each item's best
+    interest score, found only when the interests leave slots)."""
+    barred = _in_range(exclude, scores.shape[1])
     scores[:, barred] = -np.inf
-    fallback = np.array(fallback, copy=True)
-    fallback[barred] = -np.inf
+    if fallback is not None:
+        fallback = np.array(fallback, copy=True)
+        fallback[barred] = -np.inf
     return _fill(scores, shares, fallback, k)
 
 
@@ -96,12 +98,13 @@ def _in_range(exclude: Sequence[int], n_items: int) -> np.ndarray:
     return at[(at >= 0) & (at < n_items)]
 
 
-def _fill(masked: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int
+def _fill(masked: np.ndarray, shares: np.ndarray, fallback: np.ndarray | None, k: int
           ) -> list[tuple[int, float, int]]:
     """``blend`` over rows whose excluded items are already -inf (one pass per user,
     not one per interest): an interest takes its best items not taken by one before it,
-    from its ``slots + len(taken)`` best (at most ``len(taken)`` of those are taken)."""
-    n_items = len(fallback)
+    from its ``slots + len(taken)`` best (at most ``len(taken)`` of those are taken).
+    ``fallback`` None: the rows' maximum, computed only when slots are left for it."""
+    n_items = masked.shape[1]
     taken: list[tuple[int, float, int]] = []
     held: set[int] = set()
     slots = quotas(shares, k) if len(shares) else np.zeros(0, dtype=int)
@@ -122,7 +125,8 @@ def _fill(masked: np.ndarray, shares: np.ndarray, fallback: np.ndarray, k: int
 
     for interest in np.argsort(-np.asarray(shares), kind="stable"):
         take(masked[interest], int(slots[interest]), int(interest))
-    take(fallback, k - len(taken), -1)
+    if len(taken) < k:
+        take(masked.max(axis=0) if fallback is None else fallback, k - len(taken), -1)
     return sorted(taken, key=lambda t: -t[1])
 
 
@@ -133,5 +137,7 @@ def rank_interests(sims: np.ndarray, strengths: np.ndarray, prior_scores: np.nda
     ``sims`` is (interests, items); with no strength left the prior alone ranks.
     """
     scores = sims + prior_scores[None, :]  # a new array: ``_fill_masked`` owns it
-    fallback = scores.max(axis=0) if strengths.sum() > 0 else prior_scores
+    # with strength left the fallback is each item's best interest score (the rows'
+    # maximum after masking: the excluded items are -inf in every row as in it)
+    fallback = None if strengths.sum() > 0 else prior_scores
     return _fill_masked(scores, strengths, fallback, k, exclude)
