@@ -222,15 +222,12 @@ class CoVisits:
                 before = self._before(choice)[::-1]  # the latest first
                 if previous_at is not None and fades:
                     # a pair counts as of its earlier choice, never above the later one
-                    # (``_scale``, written out: the same arithmetic, once per pair)
                     since = dict(zip(previous, previous_at))
-                    reference, half_life, cap = self.reference, self.half_life, math.log2(weight)
                     pairs = [weight if item_id not in since
-                             else 2.0 ** min((since[item_id] - reference) / half_life, cap)
-                             for item_id in before]
-                    counted = list(map(mul, pairs, powers))
+                             else self._scale(since[item_id], weight) for item_id in before]
                 else:
-                    counted = [weight * power for power in powers[:len(before)]]
+                    pairs = [weight] * len(before)
+                counted = list(map(mul, pairs, powers))
                 rows.extend(map(self._row, before))
                 cols.extend([col] * len(before))
                 weights.extend(counted)
