@@ -76,7 +76,8 @@ class Catalog:
         return cls(store, base_version, dim, s.popularity_half_life_s,
                    CoVisits(s.covisit_history, s.covisit_keep, s.covisit_recency,
                             s.covisit_pair_recency, s.covisit_backward,
-                            s.covisit_target_exponent, s.covisit_half_life_s),
+                            s.covisit_target_exponent, s.covisit_half_life_s,
+                            s.covisit_count_prior),
                    s.covisit_log_max, s.ann_params(), s.text_lending())
 
     async def load(self) -> None:

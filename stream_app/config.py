@@ -139,7 +139,7 @@ class Settings:
     popularity_weight: float = _setting(
         0.5, "Weight of the prior log(1 + decayed item popularity) in every score.")
     covisit_weight: float = _setting(
-        1.0, "Weight of the co-visit score (items chosen together with the user's latest "
+        4.0, "Weight of the co-visit score (items chosen together with the user's latest "
         "ones, counted at once) in versions that fitted none (the plain encoder).")
     covisit_history: int = _setting(
         20, "Latest chosen items of a user that a choice is counted together with, and that "
@@ -159,6 +159,10 @@ class Settings:
         0.8, "Co-visit similarity c[i, j] / (n[i] ** (1 - a) * n[j] ** a): `a`, how much the "
         "suggested item's own count divides it (0.5: cosine; higher brings less popular "
         "items forward, the popularity prior ranks popularity apart).")
+    covisit_count_prior: float = _setting(
+        1.0, "Choices every item's count starts with in the co-visit similarity's divisor "
+        "(c[i, j] / ((n[i] + this) ** (1 - a) * (n[j] + this) ** a)): pairs of rarely "
+        "chosen items, whose similarity is noise, count less (0: none).")
     covisit_half_life_s: float = _setting(
         365 * 86400.0, "Half-life of co-visit counts, event-time seconds: a pair chosen "
         "this long before another counts half as much (`inf`: never fade).")
@@ -436,7 +440,7 @@ class Settings:
                      "kafka_producer_linger_ms", "batch_within_s", "trainer_batch_within_s",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
                      "covisit_weight", "covisit_history", "trainer_nice",
-                     "covisit_text_weight", "covisit_text_max_items",
+                     "covisit_text_weight", "covisit_text_max_items", "covisit_count_prior",
                      "trainer_promotion_tolerance", "user_history", "user_cache_mb",
                      "popularity_reload_s",
                      "ann_popular_pool",

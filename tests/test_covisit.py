@@ -186,6 +186,34 @@ def test_the_target_exponent_divides_by_the_suggested_items_own_count(a):
     assert got[1] > got[0]
 
 
+@pytest.mark.parametrize("prior", [0.0, 3.0])
+def test_the_count_prior_adds_choices_to_every_items_count_in_the_divisor(prior):
+    """c[i, j] / ((n[i] + m) ** (1 - a) (n[j] + m) ** a): a pair of rarely chosen items
+    loses against a pair as often together among items chosen more; m = 0 is the plain
+    similarity."""
+    a = 0.8
+    cv = CoVisits(target_exponent=a, count_prior=prior)
+    # a-b once (each chosen once); c-d four times, c and d also chosen alone twice each
+    cv.add([((), "a"), (("a",), "b"), *[((), "c"), (("c",), "d")] * 4,
+            ((), "c"), ((), "c"), ((), "d"), ((), "d")])
+    n = dict(zip(cv.rows, cv.counts))
+    assert (n["a"], n["b"], n["c"], n["d"]) == (1, 1, 6, 6)
+
+    def sim(c, ni, nj):
+        return c / ((ni + prior) ** (1 - a) * (nj + prior) ** a)
+    got = cv.scores([["a"], ["c"]], ["b", "d"])
+    np.testing.assert_allclose(got, [[sim(1, 1, 1), 0], [0, sim(4, 6, 6)]], rtol=1e-6)
+    assert (got[0, 0] > got[1, 1]) == (prior == 0)  # the lone pair wins only without it
+    # faded counts: the prior is in choices as of the latest one (b and d one half-life
+    # later than a and c: the pair as of a, 1; b, 1; a, 1/2 of the latest choice)
+    faded = CoVisits(target_exponent=a, count_prior=prior, half_life=100.0)
+    faded.add([((), "a", 0.0), (("a",), "b", 100.0, (0.0,))])
+    np.testing.assert_allclose(faded.scores([["a"]], ["b"]),
+                               [[0.5 / ((0.5 + prior) ** (1 - a) * (1 + prior) ** a)]],
+                               rtol=1e-6)
+    assert not CoVisits(count_prior=prior).scores([["a"]], ["b"]).any()  # nothing counted
+
+
 @pytest.mark.parametrize("dense_max", [10_000, 0])
 def test_counts_fade_with_event_time(monkeypatch, dense_max):
     """A choice half_life seconds older counts half: a-b at t=0, a-c at t=100 with a

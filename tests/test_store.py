@@ -81,6 +81,11 @@ def _same(a: UserState, b: UserState) -> bool:
             (b.last_ts, b.n_events, b.offsets, b.recent_ids, b.recent_items))
 
 
+# co-visit similarities of the counts alone (no count prior): a pair of items chosen once
+# each scores 1, and a pair counted twice shows
+COUNTS_ALONE = {"covisit_count_prior": 0.0}
+
+
 async def _processor_with_items(settings: Settings, n_items: int) -> Processor:
     """A worker's processor on ``settings``' Redis and prefix, items i0..i{n-1} loaded."""
     store = Store.for_settings(connect(settings.redis_url), settings)
@@ -227,7 +232,8 @@ def test_timed_choices_reach_other_workers_as_counted_and_old_entries_still_coun
 
 
 def test_catalogs_on_one_prefix_share_co_visits_and_count_their_own_once(redis_url, prefix):
-    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+    settings = Settings.from_env({}).replace(**COUNTS_ALONE, key_prefix=prefix,
+                                             redis_url=redis_url)
     ids = ["x", "y", "z"]
     histories = [["x"], ["y"], ["x", "y"], ["z"]]
 
@@ -278,7 +284,8 @@ def test_catalogs_on_one_prefix_share_co_visits_and_count_their_own_once(redis_u
 
 
 def test_a_worker_counts_each_batchs_choices_after_ranking_and_shares_them(redis_url, prefix):
-    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+    settings = Settings.from_env({}).replace(**COUNTS_ALONE, key_prefix=prefix,
+                                             redis_url=redis_url)
 
     async def go():
         stores = [Store(connect(redis_url), prefix) for _ in range(2)]
@@ -338,7 +345,8 @@ def test_choices_are_the_applied_choice_events_with_what_came_before():
 def test_a_batch_retried_after_its_state_was_written_counts_everything_once(redis_url, prefix):
     """Redis fails between the state write and the counts (OOM, a failover): the retry
     finds the events applied and adds what the failed attempt owed, once."""
-    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+    settings = Settings.from_env({}).replace(**COUNTS_ALONE, key_prefix=prefix,
+                                             redis_url=redis_url)
 
     async def go():
         proc = await _processor_with_items(settings, 4)
@@ -472,7 +480,8 @@ def test_a_batch_whose_state_writes_went_through_for_some_users_counts_them_on_r
     """A pipeline is not atomic: at Redis's memory limit some users' writes go through
     and others fail. The batch is retried; the retry finds the first users' events applied
     and still counts them (applied, popularity, co-visits), once."""
-    settings = Settings.from_env({}).replace(key_prefix=prefix, redis_url=redis_url)
+    settings = Settings.from_env({}).replace(**COUNTS_ALONE, key_prefix=prefix,
+                                             redis_url=redis_url)
 
     async def go():
         proc = await _processor_with_items(settings, 4)

@@ -163,9 +163,10 @@ def test_examples_hold_the_interests_before_the_choice_and_skips_as_negatives(re
             # each example holds the co-visit scores as a worker had them before the choice
             assert len(second.covisit) == 0  # only i1 had been chosen: nothing together yet
             # i1 then i2: each scores the other, i2 from i1, which is one choice back (the
-            # co-visit recency's weight)
+            # co-visit recency's weight); each chosen once, plus the count prior
+            once = 1 / (1 + s.covisit_count_prior)
             assert trainer.pending[2].covisit.as_dict() == pytest.approx(
-                {"i1": 1.0, "i2": s.covisit_recency}, rel=1e-5)  # faded by seconds apart
+                {"i1": once, "i2": s.covisit_recency * once}, rel=1e-5)  # faded by seconds
 
     run(go())
 
@@ -207,7 +208,7 @@ def test_a_batch_retried_after_a_partial_write_or_a_failed_count_takes_each_exam
     co-visits are counted once."""
     from redis.exceptions import OutOfMemoryError
 
-    s = _settings(redis_url)
+    s = _settings(redis_url, covisit_count_prior=0.0)  # the counts alone
 
     async def go() -> None:
         async with World(s) as w:

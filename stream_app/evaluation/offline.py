@@ -51,7 +51,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the co-visit part as it was before 2026-11-30's sixth pass
     "ablation: plain co-visits (cosine, never fade, weight 1)": {
         "covisit_target_exponent": 0.5, "covisit_half_life_s": INF, "covisit_weight": 1.0,
-        "covisit_text_weight": 0.0},
+        "covisit_count_prior": 0.0, "covisit_text_weight": 0.0},
+    # the co-visit part as it was before 2026-12-02's fifth stop
+    "ablation: no count prior in co-visits (weight 1)": {"covisit_count_prior": 0.0,
+                                                         "covisit_weight": 1.0},
     "ablation: no text in co-visits (items borrow nothing from text neighbours)": {
         "covisit_text_weight": 0.0},
     FINE_TUNED_NAME: {},

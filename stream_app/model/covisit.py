@@ -9,9 +9,11 @@ half as much, and a pair as of its earlier choice, as that item's own count did 
 are kept scaled up to the latest choice instead of decayed, so a worker that applies the
 same choices in another order holds the same similarities).
 An item's co-visit score for a user is its summed similarity
-c[i, j] / (n[i] ** (1 - a) * n[j] ** a), ``a`` the ``target_exponent`` (0.5: cosine;
-higher: a suggested item's own popularity counts against it more, and the popularity
-prior ranks separately), to the user's latest ``history`` items, the one chosen k
+c[i, j] / ((n[i] + m) ** (1 - a) * (n[j] + m) ** a), ``a`` the ``target_exponent`` (0.5:
+cosine; higher: a suggested item's own popularity counts against it more, and the
+popularity prior ranks separately) and ``m`` the ``count_prior`` (choices every count
+starts with: a pair of items chosen once each is mostly chance, and without it would
+be as similar as can be), to the user's latest ``history`` items, the one chosen k
 choices back weighted ``recency ** k``. This is the part of a score that moves with
 every event (the sequence model moves with every training round). Only each row's
 ``keep`` best items get a score, so serving and held-out judging rank the same sparse
@@ -133,7 +135,8 @@ class CoVisits:
 
     def __init__(self, history: int = 20, keep: int = 100, recency: float = 1.0,
                  pair_recency: float = 1.0, backward: float = 1.0,
-                 target_exponent: float = 0.5, half_life: float = math.inf) -> None:
+                 target_exponent: float = 0.5, half_life: float = math.inf,
+                 count_prior: float = 0.0) -> None:
         """The defaults are plain item-kNN (cosine, no fading: the baseline); a worker's
         come from ``Settings`` (``Catalog.for_settings``)."""
         self.history = history
@@ -143,6 +146,8 @@ class CoVisits:
         self.backward = backward  # the reverse direction of a pair counts this much of it
         self.target_exponent = target_exponent  # ``a`` in the similarity (module doc)
         self.half_life = half_life  # event-time seconds; inf: counts never fade
+        # choices every item's count starts with in the similarity's divisor (0: none)
+        self.count_prior = count_prior
         self.reference: float | None = None  # a choice at this time counts 1
         self.latest: float | None = None  # the latest event time counted
         self.rows: dict[str, int] = {}
@@ -253,10 +258,15 @@ class CoVisits:
         out = np.zeros(len(rows), np.float64)
         known = rows >= 0
         out[known] = self.counts[rows[known]]
+        out /= self._now()
+        return out
+
+    def _now(self) -> float:
+        """What a choice at the latest time counted counts in ``counts`` (1 unfaded)."""
         if (self.reference is not None and self.latest is not None
                 and not math.isinf(self.half_life)):
-            out /= self._scale(self.latest, math.inf)
-        return out
+            return self._scale(self.latest, math.inf)
+        return 1.0
 
     def scores(self, histories: Sequence[Sequence[str]], item_ids: Sequence[str] | None,
                borrow: Borrow | None = None, item_rows: np.ndarray | None = None
@@ -273,13 +283,16 @@ class CoVisits:
             return out
         n = len(self.rows)
         counts = self.counts[:n]
+        chosen = counts > 0
+        if self.count_prior:
+            counts = counts + self.count_prior * self._now()
         norms = np.zeros(n, np.float64)  # of the user's items
-        np.divide(1.0, counts ** (1.0 - self.target_exponent), out=norms, where=counts > 0)
+        np.divide(1.0, counts ** (1.0 - self.target_exponent), out=norms, where=chosen)
         # an item whose count faded past float32's range adds nothing (its pairs faded
         # with it) and would make every score of the user inf * 0
         norms[norms > FADED_NORM] = 0.0
         target_norms = np.zeros(n, np.float64)  # of the items scored
-        np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=counts > 0)
+        np.divide(1.0, counts ** self.target_exponent, out=target_norms, where=chosen)
         known = at >= 0
         every = bool(known.all())
         at_known = at if every else at[known]
