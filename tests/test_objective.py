@@ -35,7 +35,9 @@ from stream_app.model.sequence import (
     SequenceParams,
     SequenceScorer,
     Window,
+    _proposal,
     fit_sequence,
+    log_q_correction,
     windows_of,
 )
 
@@ -381,3 +383,20 @@ def test_the_training_process_runs_on_cpu_nobody_else_wants():
                                  initargs=(1, nice)) as pool:
             assert pool.submit(_threads_class_and_nice).result() == \
                 {(policy, min(19, base + nice))}
+
+
+def test_the_sampled_softmax_draws_popular_items_more_and_its_sum_is_unbiased():
+    """Negatives come half uniformly, half by how often items are targets; with the log-Q
+    correction the drawn candidates' sum of exp(logit) estimates the full sum."""
+    windows = [Window((0, 1, 1, 1, 2)), Window((3, 1)), Window((4,))]
+    q = _proposal(windows, 6)
+    assert q.sum() == pytest.approx(1.0) and (q > 0).all()
+    np.testing.assert_allclose(q, 0.5 / 6 + 0.5 * np.array([0, 4, 1, 0, 0, 0]) / 5)
+    assert _proposal([], 4).tolist() == [0.25] * 4  # nothing to go by: uniform
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, 6)
+    estimates = []
+    for _ in range(20000):
+        picked = rng.choice(6, 8, replace=True, p=q)
+        estimates.append(np.exp(logits[picked] + log_q_correction(q, picked)).sum())
+    assert np.mean(estimates) == pytest.approx(np.exp(logits).sum(), rel=0.02)
