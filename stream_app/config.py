@@ -344,11 +344,16 @@ class Settings:
         5000, "Catalogs up to this size train with a softmax over every item; larger ones "
         "with a sampled softmax (log-Q corrected).")
     trainer_negatives: int = _setting(
-        1024, "Uniformly sampled negatives per training step in the sampled softmax.")
+        1024, "Negatives drawn per training step in the sampled softmax (half uniformly, "
+        "half by how often items are targets in the round; log-Q corrected).")
     sequence_dim: int = _setting(64, "Width of the sequence model (item and query vectors).")
     sequence_blocks: int = _setting(2, "Causal self-attention blocks of the sequence model.")
     sequence_heads: int = _setting(1, "Attention heads per block (must divide the width).")
     sequence_dropout: float = _setting(0.2, "Dropout of the sequence model while training.")
+    sequence_id_dropout: float = _setting(
+        0.5, "Share of items whose ID embedding is left out at each training step, so the "
+        "model also learns to score items from their text alone (as it must for new "
+        "items); 0: never.")
     sequence_item_text: bool = _setting(
         True, "Items enter the sequence model through their projected text vector (new "
         "items are scored from it); off: ID embeddings only (an ablation).")
@@ -453,8 +458,9 @@ class Settings:
                              f"{env_name(_field('rating_max'))}")
         if self.trainer_skip_weight > 1:
             raise ValueError(f"{env_name(_field('trainer_skip_weight'))} must be in (0, 1]")
-        if not self.sequence_dropout < 1:
-            raise ValueError(f"{env_name(_field('sequence_dropout'))} must be in [0, 1)")
+        for name in ("sequence_dropout", "sequence_id_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{env_name(_field(name))} must be in [0, 1)")
         if not (self.sequence_item_text or self.sequence_item_ids):
             raise ValueError(f"{env_name(_field('sequence_item_text'))} and "
                              f"{env_name(_field('sequence_item_ids'))} cannot both be off")
@@ -555,7 +561,8 @@ class Settings:
             dropout=self.sequence_dropout, lr=self.trainer_lr, epochs=self.trainer_epochs,
             batch_size=self.trainer_step_size, full_softmax_items=self.trainer_full_softmax_items,
             negatives=self.trainer_negatives, skip_weight=self.trainer_skip_weight, seed=seed,
-            use_text=self.sequence_item_text, use_ids=self.sequence_item_ids)
+            use_text=self.sequence_item_text, use_ids=self.sequence_item_ids,
+            id_dropout=self.sequence_id_dropout)
 
     def event_weights(self) -> dict[str, float]:
         """Weights by activity type; `rate` is scaled by the rating at apply time."""

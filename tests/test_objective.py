@@ -35,6 +35,7 @@ from stream_app.model.sequence import (
     SequenceParams,
     SequenceScorer,
     Window,
+    _dropped,
     _proposal,
     fit_sequence,
     log_q_correction,
@@ -179,6 +180,38 @@ def test_an_item_no_round_trained_on_is_scored_from_its_text():
     # it can be recommended: a finite score after any history
     scores = scorer.queries([[0, 1]], vecs) @ vecs.T
     assert np.isfinite(scores).all()
+
+
+def test_id_dropout_teaches_the_text_path_to_stand_alone():
+    """Served without any ID row (every item as new as it can be), a model trained with ID
+    dropout still finds the successors; one trained without leaned on its ID rows."""
+    text, follows = world()
+    train = chains(follows, 300, seed=1)
+    windows = windows_of(train, [[] for _ in train], LENGTH)
+    held = chains(follows, 300, seed=2)
+    alone = {}
+    for share in (0.0, 0.5):
+        weights, _ = fit_sequence(None, windows, IDS, text, params(id_dropout=share, epochs=5.0))
+        assert set(weights.item_ids) == set(IDS)  # ID rows are still learned and served
+        assert hit_rate(Adapter("enc+ft1", "enc", weights), text, held) > 0.95
+        bare = replace(weights, item_ids=(), id_rows=weights.id_rows[:0])
+        alone[share] = hit_rate(Adapter("enc+ft1", "enc", bare), text, held)
+    assert alone[0.0] < 0.45 and alone[0.5] > 0.55, alone
+
+
+def test_id_dropout_zeroes_whole_rows_and_leaves_the_ablations_alone():
+    import torch
+
+    ids = torch.from_numpy(np.random.default_rng(0).normal(size=(20000, 4)).astype(np.float32))
+    rng = np.random.default_rng(1)
+    assert _dropped(ids, params(id_dropout=0.0), rng) is ids
+    assert _dropped(ids, params(id_dropout=0.3, use_text=False), rng) is ids  # nothing else
+    out = _dropped(ids, params(id_dropout=0.3), rng).numpy()
+    zero = ~out.any(axis=1)
+    assert abs(zero.mean() - 0.3) < 0.02
+    np.testing.assert_array_equal(out[~zero], ids.numpy()[~zero])
+    with pytest.raises(ValueError, match="SEQUENCE_ID_DROPOUT"):
+        Settings(sequence_id_dropout=1.0).validate()
 
 
 def test_a_fit_goes_on_from_its_start_when_the_shape_still_fits():

@@ -37,6 +37,7 @@ class SequenceParams:
     negatives: int  # sampled negatives per step (sampled softmax only)
     skip_weight: float  # weight of a skipped / disliked item in the softmax's denominator
     seed: int
+    id_dropout: float  # share of ID rows left out at each step (text must stand alone)
     use_text: bool = True  # items represented by their projected text vector ...
     use_ids: bool = True  # ... plus their ID embedding (the ablations turn one off)
 
@@ -224,7 +225,7 @@ def fit_sequence(start: SequenceWeights | None, windows: Sequence[Window],
         batch = [usable[i] for i in pick]
         inputs = _padded([w.rows[:-1] for w in batch], params.length)
         targets = _padded([w.rows[1:] for w in batch], params.length)
-        table = model.items(text_t, ids)
+        table = model.items(text_t, _dropped(ids, params, rng))
         hidden = model(torch.from_numpy(inputs), table)
         real = torch.from_numpy(targets >= 0)
         h = hidden[real]
@@ -256,6 +257,17 @@ def fit_sequence(start: SequenceWeights | None, windows: Sequence[Window],
     return weights, {"windows": len(usable), "steps": steps, "positions": positions,
                      "loss": round(float(np.mean(tail)), 4), "seconds": round(seconds, 2),
                      "positions_per_s": round(positions / seconds, 1) if seconds else 0.0}
+
+
+def _dropped(ids, params: SequenceParams, rng: np.random.Generator):
+    """The ID table with a random ``id_dropout`` share of its rows zeroed for one step (an
+    item then stands on its projected text, as a new item does when served)."""
+    import torch
+
+    if not (params.id_dropout > 0 and params.use_ids and params.use_text):
+        return ids
+    keep = rng.random(ids.shape[0]) >= params.id_dropout
+    return ids * torch.from_numpy(keep.astype(np.float32))[:, None]
 
 
 def _proposal(windows: Sequence[Window], n_items: int) -> np.ndarray:
