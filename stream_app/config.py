@@ -350,6 +350,9 @@ class Settings:
     sequence_blocks: int = _setting(2, "Causal self-attention blocks of the sequence model.")
     sequence_heads: int = _setting(1, "Attention heads per block (must divide the width).")
     sequence_dropout: float = _setting(0.2, "Dropout of the sequence model while training.")
+    trainer_seed: int = _setting(
+        0, "Seed of the sequence model's first weights, its training batches, negatives and "
+        "ID dropout (the same for every round: a round is reproducible from its data).")
     sequence_id_dropout: float = _setting(
         0.5, "Share of items whose ID embedding is left out at each training step, so the "
         "model also learns to score items from their text alone (as it must for new "
@@ -444,7 +447,7 @@ class Settings:
                      "trainer_blend_margin", "sequence_weight",
                      "kafka_producer_linger_ms", "batch_within_s", "trainer_batch_within_s",
                      "trainer_buffer_size", "sequence_dropout", "recent_items",
-                     "covisit_weight", "covisit_history", "trainer_nice",
+                     "covisit_weight", "covisit_history", "trainer_nice", "trainer_seed",
                      "covisit_text_weight", "covisit_text_max_items", "covisit_count_prior",
                      "trainer_promotion_tolerance", "user_history", "user_cache_mb",
                      "popularity_reload_s",
@@ -554,13 +557,14 @@ class Settings:
         return [self.topic_items, self.topic_activity, self.topic_feedback,
                 self.topic_recommendations, self.topic_dead_letters, self.topic_model_updates]
 
-    def sequence_params(self, seed: int = 0) -> SequenceParams:
+    def sequence_params(self, seed: int | None = None) -> SequenceParams:
         return SequenceParams(
             length=max(1, self.recent_items), dim=self.sequence_dim,
             blocks=self.sequence_blocks, heads=self.sequence_heads,
             dropout=self.sequence_dropout, lr=self.trainer_lr, epochs=self.trainer_epochs,
             batch_size=self.trainer_step_size, full_softmax_items=self.trainer_full_softmax_items,
-            negatives=self.trainer_negatives, skip_weight=self.trainer_skip_weight, seed=seed,
+            negatives=self.trainer_negatives, skip_weight=self.trainer_skip_weight,
+            seed=self.trainer_seed if seed is None else seed,
             use_text=self.sequence_item_text, use_ids=self.sequence_item_ids,
             id_dropout=self.sequence_id_dropout)
 

@@ -203,6 +203,7 @@ def test_trainer_settings_reach_the_objective():
                            "STREAM_APP_SEQUENCE_HEADS": "4",
                            "STREAM_APP_SEQUENCE_DROPOUT": "0.1",
                            "STREAM_APP_SEQUENCE_ID_DROPOUT": "0.25",
+                           "STREAM_APP_TRAINER_SEED": "3",
                            "STREAM_APP_SEQUENCE_ITEM_IDS": "false",
                            "STREAM_APP_POPULARITY_WEIGHT": "0.25",
                            "STREAM_APP_COVISIT_WEIGHT": "2",
@@ -213,6 +214,7 @@ def test_trainer_settings_reach_the_objective():
     assert (p.lr, p.epochs, p.batch_size, p.full_softmax_items, p.negatives, p.skip_weight) \
         == (0.01, 2.5, 64, 500, 100, 0.5)
     assert (p.seed, p.id_dropout, p.use_text, p.use_ids) == (7, 0.25, True, False)
+    assert s.sequence_params().seed == 3
     assert s.interest_params().recent_items == 4  # the model reads what users keep
     assert s.defaults() == Defaults(popularity=0.25, covisit=2.0, interest=1.0,
                                     fitted=("sequence",), margin=1.0, sequence=0.0)
@@ -228,7 +230,7 @@ def test_the_model_has_one_source_of_defaults():
               "epochs": s.trainer_epochs, "batch_size": s.trainer_step_size,
               "full_softmax_items": s.trainer_full_softmax_items,
               "negatives": s.trainer_negatives, "skip_weight": s.trainer_skip_weight,
-              "seed": 0, "id_dropout": s.sequence_id_dropout,
+              "seed": s.trainer_seed, "id_dropout": s.sequence_id_dropout,
               "use_text": s.sequence_item_text, "use_ids": s.sequence_item_ids}
     assert dataclasses.asdict(p) == mirror
     assert s.recent_items == 50 and s.trainer_epochs == 2.0
